@@ -1,0 +1,226 @@
+//! berthd: a container daemon speaking containerd's v1 gRPC API.
+//!
+//! This binary only assembles: it reads the config, sets up logging, claims the socket, initialises
+//! the plugins (see `plugins.rs` for the list) and serves until SIGTERM or SIGINT.
+
+mod config;
+mod plugins;
+mod server;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth_plugin::grpc::MessageLimits;
+use berth_plugin::registry::InitOptions;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "berthd",
+    version,
+    about = "Berth container daemon (containerd-compatible API)"
+)]
+struct Cli {
+    /// Config file (TOML, containerd's shape). Default: /etc/berth/config.toml if it exists.
+    #[arg(long, short = 'c', global = true)]
+    config: Option<PathBuf>,
+    /// Root directory for persistent data (overrides the config).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// State directory for runtime data (overrides the config).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Unix socket to serve on (overrides [grpc] address).
+    #[arg(long, short = 'a')]
+    address: Option<String>,
+    /// Log level: trace, debug, info, warn, error (overrides [debug] level).
+    #[arg(long, short = 'l')]
+    log_level: Option<String>,
+    /// Log format: text or json (overrides [debug] format).
+    #[arg(long)]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the full default configuration.
+    Default,
+    /// Print the configuration berthd would run with (file, then flags).
+    Dump,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berthd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Some(Command::Config {
+            command: ConfigCommand::Default,
+        }) => {
+            print!("{}", Config::default().to_toml());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Config {
+            command: ConfigCommand::Dump,
+        }) => {
+            print!("{}", cfg.to_toml());
+            return ExitCode::SUCCESS;
+        }
+        None => {}
+    }
+    if let Err(e) = init_logging(&cfg) {
+        eprintln!("berthd: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berthd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line on stderr, where the logs go too, so it is the last thing an operator sees.
+            eprintln!("berthd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(cli: &Cli) -> Result<Config, config::ConfigError> {
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(r) = &cli.root {
+        cfg.root = r.clone();
+    }
+    if let Some(s) = &cli.state {
+        cfg.state = s.clone();
+    }
+    if let Some(a) = &cli.address {
+        cfg.grpc.address = a.clone();
+    }
+    if let Some(l) = &cli.log_level {
+        cfg.debug.level = l.clone();
+    }
+    if let Some(f) = &cli.log_format {
+        cfg.debug.format = f.clone();
+    }
+    // Relative flags are taken from the working directory, as an operator typing them expects.
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    cfg.root = cwd.join(&cfg.root);
+    cfg.state = cwd.join(&cfg.state);
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn init_logging(cfg: &Config) -> Result<(), String> {
+    // RUST_LOG, when set, refines the configured level (e.g. `berth_metadata=trace`).
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(s) if !s.is_empty() => EnvFilter::try_new(s),
+        _ => EnvFilter::try_new(&cfg.debug.level),
+    }
+    .map_err(|e| format!("invalid log level {:?}: {e}", cfg.debug.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if cfg.debug.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+    #[error("plugins: {0}")]
+    Registry(#[from] berth_plugin::registry::RegistryError),
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plugin initialisation stopped: {0}")]
+    Join(String),
+}
+
+async fn run(cfg: Config) -> Result<(), RunError> {
+    for dir in [&cfg.root, &cfg.state] {
+        std::fs::create_dir_all(dir).map_err(|source| RunError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let address = PathBuf::from(&cfg.grpc.address);
+    // Claim the socket before any plugin touches the root, so a second daemon stops here.
+    let socket = server::Socket::claim(&address, cfg.grpc.uid, cfg.grpc.gid)?;
+    tracing::info!(version = berth_version::VERSION, revision = berth_version::REVISION, root = %cfg.root.display(), state = %cfg.state.display(), "starting berthd");
+
+    let registry = plugins::registry(&cfg)?;
+    let opts = InitOptions {
+        root: cfg.root.clone(),
+        state: cfg.state.clone(),
+        address: cfg.grpc.address.clone(),
+        configs: cfg.plugins.clone(),
+        disabled: cfg.disabled_plugins.clone(),
+        required: cfg.required_plugins.clone(),
+    };
+    // Plugin init does blocking I/O (opening databases, probing filesystems).
+    let initialised = tokio::task::spawn_blocking(move || registry.init_all(opts))
+        .await
+        .map_err(|e| RunError::Join(e.to_string()))??;
+
+    let limits = MessageLimits {
+        max_recv: cfg.grpc.max_recv_message_size,
+        max_send: cfg.grpc.max_send_message_size,
+    };
+    server::serve(socket, &initialised, limits, shutdown_signal()).await?;
+    tracing::info!("berthd stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers; stop berthd with SIGKILL");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

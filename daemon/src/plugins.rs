@@ -1,0 +1,36 @@
+//! The built-in plugin set: the one place that lists what berthd is assembled from.
+
+use std::sync::Arc;
+
+use berth_plugin::{InitError, Registration, Registry};
+
+use crate::config::{Config, ProxyPlugin};
+
+pub fn registry(cfg: &Config) -> Result<Registry, berth_plugin::registry::RegistryError> {
+    let mut reg = Registry::new();
+    reg.register(berth_metadata::registration())?;
+    reg.register(berth_namespaces::registration())?;
+    reg.register(berth_version::registration())?;
+    reg.register(berth_introspection::registration())?;
+    for (name, proxy) in &cfg.proxy_plugins {
+        reg.register(proxy_registration(name, proxy))?;
+    }
+    Ok(reg)
+}
+
+/// Proxy plugins are listed (so introspection shows them) but cannot be used until the service
+/// they stand for lands; until then they report why.
+fn proxy_registration(name: &str, proxy: &ProxyPlugin) -> Registration {
+    let plugin_type = match proxy.plugin_type.as_str() {
+        "snapshot" => berth_plugin::types::SNAPSHOTTER,
+        "content" => berth_plugin::types::CONTENT,
+        _ => "io.containerd.proxy.unknown",
+    };
+    let kind = proxy.plugin_type.clone();
+    let address = proxy.address.clone();
+    Registration::new(plugin_type, name, &[], move |_ctx| {
+        Err::<Arc<dyn std::any::Any + Send + Sync>, _>(InitError::Failed(format!(
+            "proxy plugin of type {kind:?} at {address}: berthd cannot use proxy plugins of this type yet"
+        )))
+    })
+}

@@ -1,0 +1,71 @@
+//! berthd's metadata: every object record, owned by a namespace, in one redb database at
+//! `<root>/io.containerd.metadata.v1.redb/meta.redb`.
+//!
+//! redb gives serialisable, crash-safe transactions (copy-on-write B-trees, fsync on commit), so a
+//! crash at any point leaves either the old or the new state, never a mix. Records are JSON so the
+//! on-disk format stays readable and independent of our Rust types' layout.
+
+mod error;
+pub mod identifiers;
+pub mod labels;
+mod namespaces;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_plugin::{types, InitError, Instance, Registration};
+use redb::ReadableDatabase;
+
+pub use error::MetaError;
+pub use namespaces::Namespace;
+
+/// Name of the database file inside the plugin's root.
+pub const DB_FILE: &str = "meta.redb";
+
+/// The metadata database. Cheap to share: wrap it in an `Arc`.
+pub struct MetadataDb {
+    db: redb::Database,
+    path: PathBuf,
+}
+
+impl MetadataDb {
+    /// Opens (creating if needed) the database in `dir`, creating every table and checking the
+    /// schema version.
+    pub fn open(dir: &Path) -> Result<Self, MetaError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| MetaError::Storage(format!("create {}: {e}", dir.display())))?;
+        let path = dir.join(DB_FILE);
+        let db = redb::Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Storage(format!(
+                "{} is already open: is another berthd using this root?",
+                path.display()
+            )),
+            other => MetaError::Storage(format!("open {}: {other}", path.display())),
+        })?;
+        let me = MetadataDb { db, path };
+        schema::migrate(&me.db)?;
+        Ok(me)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn read(&self) -> Result<redb::ReadTransaction, MetaError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    pub(crate) fn write(&self) -> Result<redb::WriteTransaction, MetaError> {
+        Ok(self.db.begin_write()?)
+    }
+}
+
+/// The `io.containerd.metadata.v1.redb` plugin.
+pub fn registration() -> Registration {
+    Registration::new(types::METADATA, "redb", &[], |ctx| {
+        let db = MetadataDb::open(ctx.root()).map_err(InitError::failed)?;
+        ctx.set_export("path", db.path().display().to_string());
+        Ok(Arc::new(db) as Instance)
+    })
+}
