@@ -1,0 +1,90 @@
+//! bctr: the admin client for berthd, with containerd's `ctr` command tree. It speaks only the
+//! public containerd API, so it works against a real containerd as well.
+
+mod commands;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use bctr::client::DEFAULT_ADDRESS;
+
+#[derive(Parser)]
+#[command(
+    name = "bctr",
+    version,
+    about = "Admin client for berthd (containerd-compatible)"
+)]
+pub struct Cli {
+    /// Daemon socket.
+    #[arg(long, short = 'a', global = true, env = "BERTH_ADDRESS", default_value = DEFAULT_ADDRESS)]
+    address: String,
+    /// Namespace to work in.
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        env = "CONTAINERD_NAMESPACE",
+        default_value = "default"
+    )]
+    namespace: String,
+    /// Give up on the command after this long (e.g. 10s, 2m); 0 waits forever.
+    #[arg(long, global = true, default_value = "0", value_parser = parse_duration)]
+    timeout: Duration,
+    #[command(subcommand)]
+    command: commands::Command,
+}
+
+/// `10s`, `1.5m`, `250ms`, `2h` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    // CONTAINERD_ADDRESS is honoured when BERTH_ADDRESS and --address are absent, so bctr can be
+    // pointed at a containerd the way ctr is.
+    if cli.address == DEFAULT_ADDRESS && std::env::var_os("BERTH_ADDRESS").is_none() {
+        if let Ok(a) = std::env::var("CONTAINERD_ADDRESS") {
+            if !a.is_empty() {
+                cli.address = a;
+            }
+        }
+    }
+    let timeout = cli.timeout;
+    let run = commands::run(cli);
+    let result = if timeout.is_zero() {
+        run.await
+    } else {
+        match tokio::time::timeout(timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(commands::CmdError::Timeout(timeout)),
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bctr: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

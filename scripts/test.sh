@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Berth's test command (the README's): installs what the end-to-end tests need when it is missing,
+# builds the binaries the tests drive, then runs every test in the workspace.
+# Run as root on Linux: the tests start real daemons, and compare against Debian's containerd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v ctr >/dev/null && command -v containerd >/dev/null || need_apt+=(containerd)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "installing: ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q "${need_apt[@]}" >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null && apt-get install -y -q "${need_apt[@]}" >/dev/null; }
+fi
+
+cargo build --workspace --bins
+cargo test --workspace "$@"

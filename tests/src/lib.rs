@@ -1,0 +1,302 @@
+//! Harness for the end-to-end tests: starts real `berthd` (and, for comparison, real `containerd`)
+//! processes on temporary roots and sockets, and runs `ctr`/`bctr` against them.
+//!
+//! Binaries are taken from the cargo target directory next to the test executable, so run
+//! `cargo build --workspace --bins` before `cargo test` (the README's test command does).
+//! Prerequisites that are missing make a test fail with a message saying what to install; no test
+//! passes by skipping.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `target/<profile>/`, where cargo put berthd and bctr.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test>-<hash>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_owned()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build the binaries first with `cargo build --workspace --bins`",
+        p.display()
+    );
+    p
+}
+
+/// Fails the test unless running as root; say which test needs it.
+pub fn require_root(what: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "{what} needs root (it binds sockets under /run-like dirs and starts containerd); run the tests as root"
+    );
+}
+
+/// Fails the test unless `prog` is on PATH, naming the Debian package that provides it.
+pub fn require_program(prog: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(prog);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("`{prog}` is not installed: apt-get install {package} (the README's test command does this)");
+}
+
+/// Waits until something accepts connections on `sock`.
+pub fn wait_for_socket(sock: &Path, child: &mut Child, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if std::os::unix::net::UnixStream::connect(sock).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "daemon exited ({status}) before serving {}:\n{}",
+                sock.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not serve {} within 20 s",
+            sock.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running berthd on its own temporary root, state and socket; stopped with SIGTERM on drop.
+pub struct Berthd {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub extra_args: Vec<String>,
+}
+
+impl Berthd {
+    pub fn start() -> Berthd {
+        Berthd::start_with(&[])
+    }
+
+    /// Starts berthd with extra arguments (e.g. `--config <file>`).
+    pub fn start_with(args: &[&str]) -> Berthd {
+        let dir = tempfile::Builder::new()
+            .prefix("berthd-test")
+            .tempdir()
+            .expect("tempdir");
+        let mut d = Berthd {
+            dir,
+            child: None,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("berthd.sock")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("berthd.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The berthd command line this instance runs with, for tests that start a second one.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(bin("berthd"));
+        cmd.arg("--root")
+            .arg(self.root())
+            .arg("--state")
+            .arg(self.state())
+            .arg("--address")
+            .arg(self.socket())
+            .arg("--log-level")
+            .arg("debug")
+            .args(&self.extra_args);
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.log_path()).expect("log file");
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn berthd");
+        wait_for_socket(&self.socket(), &mut child, &self.log_path());
+        self.child = Some(child);
+    }
+
+    /// Stops with SIGTERM and returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("berthd is running");
+        terminate(&mut child)
+    }
+
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.spawn();
+    }
+
+    /// Runs `ctr --address <socket> args…`.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        run_client(&require_program("ctr", "containerd"), &self.socket(), args)
+    }
+
+    /// Runs `bctr --address <socket> args…`.
+    pub fn bctr(&self, args: &[&str]) -> Output {
+        run_client(&bin("bctr"), &self.socket(), args)
+    }
+
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        bctr::client::connect(&self.socket().display().to_string())
+            .await
+            .expect("connect to berthd")
+    }
+}
+
+impl Drop for Berthd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child);
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL if the process has not exited within 10 s.
+pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn run_client(prog: &Path, sock: &Path, args: &[&str]) -> Output {
+    Command::new(prog)
+        .arg("--address")
+        .arg(sock)
+        .args(args)
+        .env_remove("CONTAINERD_NAMESPACE")
+        .env_remove("BERTH_ADDRESS")
+        .env_remove("CONTAINERD_ADDRESS")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", prog.display()))
+}
+
+/// A private containerd (Debian's package) on its own root and socket, for comparing answers.
+pub struct Containerd {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Containerd {
+    pub fn start() -> Containerd {
+        require_root("starting a real containerd");
+        let bin = require_program("containerd", "containerd");
+        let dir = tempfile::Builder::new()
+            .prefix("containerd-test")
+            .tempdir()
+            .expect("tempdir");
+        let d = dir.path();
+        let config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n",
+            root = d.join("root").display(),
+            state = d.join("state").display(),
+            sock = d.join("containerd.sock").display(),
+            opt = d.join("opt").display(),
+        );
+        std::fs::write(d.join("config.toml"), config).expect("write containerd config");
+        let log_path = d.join("containerd.log");
+        let log = std::fs::File::create(&log_path).expect("log");
+        let mut child = Command::new(bin)
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn containerd");
+        wait_for_socket(&d.join("containerd.sock"), &mut child, &log_path);
+        Containerd {
+            dir,
+            child: Some(child),
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        run_client(&require_program("ctr", "containerd"), &self.socket(), args)
+    }
+
+    pub fn bctr(&self, args: &[&str]) -> Output {
+        run_client(&bin("bctr"), &self.socket(), args)
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child);
+        }
+    }
+}
+
+/// stdout of a command that must succeed.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// stderr of a command that must fail.
+pub fn fails(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "command should have failed:\nstdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
