@@ -5,10 +5,16 @@
 //! crash at any point leaves either the old or the new state, never a mix. Records are JSON so the
 //! on-disk format stays readable and independent of our Rust types' layout.
 
+mod content;
+pub mod digest;
 mod error;
+pub mod gc;
 pub mod identifiers;
+mod images;
 pub mod labels;
+mod leases;
 mod namespaces;
+mod record;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
@@ -17,8 +23,12 @@ use std::sync::Arc;
 use berth_plugin::{types, InitError, Instance, Registration};
 use redb::ReadableDatabase;
 
+pub use content::BlobInfo;
 pub use error::MetaError;
+pub use images::{Descriptor, Image};
+pub use leases::{Lease, LeaseResource, EXPIRE_LABEL};
 pub use namespaces::Namespace;
+pub use record::now_nanos;
 
 /// Name of the database file inside the plugin's root.
 pub const DB_FILE: &str = "meta.redb";
@@ -27,6 +37,10 @@ pub const DB_FILE: &str = "meta.redb";
 pub struct MetadataDb {
     db: redb::Database,
     path: PathBuf,
+    /// Held shared by every change that puts data on disk before its record (a blob renamed into
+    /// place, then recorded), and exclusively by the collector's disk sweep, so the collector never
+    /// removes a file whose record is about to be written.
+    gc_lock: std::sync::RwLock<()>,
 }
 
 impl MetadataDb {
@@ -43,13 +57,27 @@ impl MetadataDb {
             )),
             other => MetaError::Storage(format!("open {}: {other}", path.display())),
         })?;
-        let me = MetadataDb { db, path };
+        let me = MetadataDb {
+            db,
+            path,
+            gc_lock: std::sync::RwLock::new(()),
+        };
         schema::migrate(&me.db)?;
         Ok(me)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Shared guard for "file on disk, record pending"; see `gc_lock`.
+    pub fn mutation_guard(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gc_lock.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Exclusive guard for the collector's disk sweep.
+    pub fn sweep_guard(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.gc_lock.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn read(&self) -> Result<redb::ReadTransaction, MetaError> {

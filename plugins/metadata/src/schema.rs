@@ -23,6 +23,9 @@ pub(crate) const CONTAINERS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("containers");
 /// (namespace, lease id) -> JSON lease record
 pub(crate) const LEASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("leases");
+/// (namespace, lease id, resource type, resource id) -> ()
+pub(crate) const LEASE_RESOURCES: TableDefinition<(&str, &str, &str, &str), ()> =
+    TableDefinition::new("lease_resources");
 /// (namespace, snapshotter, key) -> JSON snapshot record
 pub(crate) const SNAPSHOTS: TableDefinition<(&str, &str, &str), &[u8]> =
     TableDefinition::new("snapshots");
@@ -57,6 +60,7 @@ pub(crate) fn migrate(db: &redb::Database) -> Result<(), MetaError> {
         wtx.open_table(BLOBS)?;
         wtx.open_table(CONTAINERS)?;
         wtx.open_table(LEASES)?;
+        wtx.open_table(LEASE_RESOURCES)?;
         wtx.open_table(SNAPSHOTS)?;
         let mut meta = wtx.open_table(META)?;
         meta.insert("schema_version", SCHEMA_VERSION)?;

@@ -1,0 +1,302 @@
+//! Leases: named holds that protect everything created under them from the collector until the
+//! lease is deleted or expires (`containerd.io/gc.expire`, an RFC 3339 time).
+
+use std::collections::BTreeMap;
+
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+
+use crate::record::{decode, encode, ensure_namespace, now_nanos, validate_labels};
+use crate::schema::{LEASES, LEASE_RESOURCES};
+use crate::{digest, identifiers, MetaError, MetadataDb};
+
+/// The label that gives a lease its expiry time (RFC 3339).
+pub const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Lease {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: i64,
+}
+
+impl Lease {
+    /// When the lease expires, in nanoseconds since the epoch; `None` if it never does (an
+    /// unparsable expiry is treated as none, so a typo never frees data early).
+    pub fn expires_at(&self) -> Option<i64> {
+        let v = self.labels.get(EXPIRE_LABEL)?;
+        let t = chrono::DateTime::parse_from_rfc3339(v).ok()?;
+        t.timestamp_nanos_opt()
+    }
+}
+
+/// Something a lease holds: `content` (a digest), `ingests` (a write ref) or
+/// `snapshots/<snapshotter>` (a snapshot key).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LeaseResource {
+    pub id: String,
+    pub kind: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LeaseRecord {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    created_at: i64,
+}
+
+fn lease_missing() -> MetaError {
+    MetaError::NotFound("lease does not exist".into())
+}
+
+fn validate_resource(r: &LeaseResource) -> Result<(), MetaError> {
+    match r.kind.as_str() {
+        "content" => digest::validate(&r.id).map_err(|e| {
+            MetaError::InvalidArgument(format!("invalid content resource id {}: {e}", r.id))
+        }),
+        "ingests" if !r.id.is_empty() => Ok(()),
+        k if k.strip_prefix("snapshots/").is_some_and(|s| !s.is_empty()) && !r.id.is_empty() => {
+            Ok(())
+        }
+        k => Err(MetaError::InvalidArgument(format!(
+            "invalid resource type {k}"
+        ))),
+    }
+}
+
+/// Adds a resource to a lease inside an open transaction (used when objects are created under a
+/// lease header).
+pub(crate) fn attach(
+    wtx: &redb::WriteTransaction,
+    ns: &str,
+    lease: &str,
+    kind: &str,
+    id: &str,
+) -> Result<(), MetaError> {
+    if wtx.open_table(LEASES)?.get((ns, lease))?.is_none() {
+        return Err(lease_missing());
+    }
+    wtx.open_table(LEASE_RESOURCES)?
+        .insert((ns, lease, kind, id), ())?;
+    Ok(())
+}
+
+impl MetadataDb {
+    pub fn create_lease(
+        &self,
+        ns: &str,
+        id: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Lease, MetaError> {
+        identifiers::validate(id)?;
+        validate_labels(&labels)?;
+        let wtx = self.write()?;
+        let lease = {
+            ensure_namespace(&wtx, ns)?;
+            let mut t = wtx.open_table(LEASES)?;
+            if t.get((ns, id))?.is_some() {
+                return Err(MetaError::AlreadyExists(format!("lease {id:?}")));
+            }
+            let rec = LeaseRecord {
+                labels,
+                created_at: now_nanos(),
+            };
+            t.insert((ns, id), encode(&rec)?.as_slice())?;
+            Lease {
+                id: id.to_owned(),
+                labels: rec.labels,
+                created_at: rec.created_at,
+            }
+        };
+        wtx.commit()?;
+        Ok(lease)
+    }
+
+    pub fn get_lease(&self, ns: &str, id: &str) -> Result<Lease, MetaError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(LEASES)?;
+        let v = t
+            .get((ns, id))?
+            .ok_or_else(|| MetaError::NotFound(format!("lease {id:?}")))?;
+        let rec: LeaseRecord = decode(&format!("leases/{ns}/{id}"), v.value())?;
+        Ok(Lease {
+            id: id.to_owned(),
+            labels: rec.labels,
+            created_at: rec.created_at,
+        })
+    }
+
+    pub fn list_leases(&self, ns: &str) -> Result<Vec<Lease>, MetaError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(LEASES)?;
+        let mut out = Vec::new();
+        for entry in t.range((ns, "")..)? {
+            let (k, v) = entry?;
+            let (kns, id) = k.value();
+            if kns != ns {
+                break;
+            }
+            let rec: LeaseRecord = decode(&format!("leases/{ns}/{id}"), v.value())?;
+            out.push(Lease {
+                id: id.to_owned(),
+                labels: rec.labels,
+                created_at: rec.created_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes a lease and its hold on its resources (the resources themselves stay until the
+    /// collector finds nothing else refers to them).
+    pub fn delete_lease(&self, ns: &str, id: &str) -> Result<(), MetaError> {
+        let wtx = self.write()?;
+        {
+            let mut t = wtx.open_table(LEASES)?;
+            if t.remove((ns, id))?.is_none() {
+                return Err(MetaError::NotFound(format!("lease {id:?}")));
+            }
+            remove_resources(&wtx, ns, id)?;
+        }
+        wtx.commit()?;
+        Ok(())
+    }
+
+    pub fn add_lease_resource(
+        &self,
+        ns: &str,
+        lease: &str,
+        r: &LeaseResource,
+    ) -> Result<(), MetaError> {
+        validate_resource(r)?;
+        let wtx = self.write()?;
+        attach(&wtx, ns, lease, &r.kind, &r.id)?;
+        wtx.commit()?;
+        Ok(())
+    }
+
+    pub fn delete_lease_resource(
+        &self,
+        ns: &str,
+        lease: &str,
+        r: &LeaseResource,
+    ) -> Result<(), MetaError> {
+        validate_resource(r)?;
+        let wtx = self.write()?;
+        {
+            if wtx.open_table(LEASES)?.get((ns, lease))?.is_none() {
+                return Err(lease_missing());
+            }
+            wtx.open_table(LEASE_RESOURCES)?
+                .remove((ns, lease, r.kind.as_str(), r.id.as_str()))?;
+        }
+        wtx.commit()?;
+        Ok(())
+    }
+
+    pub fn list_lease_resources(
+        &self,
+        ns: &str,
+        lease: &str,
+    ) -> Result<Vec<LeaseResource>, MetaError> {
+        let rtx = self.read()?;
+        if rtx.open_table(LEASES)?.get((ns, lease))?.is_none() {
+            return Err(lease_missing());
+        }
+        let t = rtx.open_table(LEASE_RESOURCES)?;
+        let mut out = Vec::new();
+        for entry in t.range((ns, lease, "", "")..)? {
+            let (k, _) = entry?;
+            let (kns, kl, kind, id) = k.value();
+            if kns != ns || kl != lease {
+                break;
+            }
+            out.push(LeaseResource {
+                id: id.to_owned(),
+                kind: kind.to_owned(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+pub(crate) fn remove_resources(
+    wtx: &redb::WriteTransaction,
+    ns: &str,
+    lease: &str,
+) -> Result<(), MetaError> {
+    let mut t = wtx.open_table(LEASE_RESOURCES)?;
+    let keys: Vec<(String, String)> = {
+        let mut keys = Vec::new();
+        for entry in t.range((ns, lease, "", "")..)? {
+            let (k, _) = entry?;
+            let (kns, kl, kind, id) = k.value();
+            if kns != ns || kl != lease {
+                break;
+            }
+            keys.push((kind.to_owned(), id.to_owned()));
+        }
+        keys
+    };
+    for (kind, id) in keys {
+        t.remove((ns, lease, kind.as_str(), id.as_str()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_and_resources() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetadataDb::open(dir.path()).unwrap();
+        db.create_lease("ns", "l1", BTreeMap::new()).unwrap();
+        assert!(matches!(
+            db.create_lease("ns", "l1", BTreeMap::new()),
+            Err(MetaError::AlreadyExists(_))
+        ));
+        let r = LeaseResource {
+            id: format!("sha256:{}", "b".repeat(64)),
+            kind: "content".into(),
+        };
+        db.add_lease_resource("ns", "l1", &r).unwrap();
+        let bad = LeaseResource {
+            id: "x".into(),
+            kind: "bogus".into(),
+        };
+        assert!(matches!(
+            db.add_lease_resource("ns", "l1", &bad),
+            Err(MetaError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            db.add_lease_resource("ns", "nope", &r),
+            Err(MetaError::NotFound(_))
+        ));
+        assert_eq!(
+            db.list_lease_resources("ns", "l1").unwrap(),
+            vec![r.clone()]
+        );
+        db.delete_lease("ns", "l1").unwrap();
+        assert!(matches!(
+            db.list_lease_resources("ns", "l1"),
+            Err(MetaError::NotFound(_))
+        ));
+        db.create_lease("ns", "l1", BTreeMap::new()).unwrap();
+        assert!(db.list_lease_resources("ns", "l1").unwrap().is_empty());
+    }
+
+    #[test]
+    fn expiry_parses_offsets() {
+        let l = Lease {
+            labels: BTreeMap::from([(
+                EXPIRE_LABEL.to_owned(),
+                "2030-01-01T01:00:00+01:00".to_owned(),
+            )]),
+            ..Default::default()
+        };
+        assert_eq!(l.expires_at(), Some(1_893_456_000_000_000_000));
+        let never = Lease::default();
+        assert_eq!(never.expires_at(), None);
+    }
+}
