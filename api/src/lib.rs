@@ -12,6 +12,17 @@ pub mod google {
     }
 }
 
+/// Berth's own services, outside containerd's API.
+pub mod berth {
+    pub mod services {
+        pub mod gc {
+            pub mod v1 {
+                tonic::include_proto!("berth.services.gc.v1");
+            }
+        }
+    }
+}
+
 pub mod containerd {
     pub mod types {
         tonic::include_proto!("containerd.types");

@@ -6,6 +6,8 @@
 //! Prerequisites that are missing make a test fail with a message saying what to install; no test
 //! passes by skipping.
 
+pub mod fixtures;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -1,0 +1,61 @@
+use berth_metadata::MetaError;
+use berth_plugin::{Classify, ErrorKind};
+
+/// Content store errors; messages follow containerd's wording where clients match on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error("content {0}: not found")]
+    NotFound(String),
+    #[error("content {0}: already exists")]
+    AlreadyExists(String),
+    #[error("ref {reference} locked for {held_for:?}: unavailable")]
+    Locked {
+        reference: String,
+        held_for: std::time::Duration,
+    },
+    #[error("unexpected commit size {actual}, expected {expected}: failed precondition")]
+    SizeMismatch { actual: i64, expected: i64 },
+    #[error("unexpected commit digest {actual}, expected {expected}: failed precondition")]
+    DigestMismatch { actual: String, expected: String },
+    #[error("{0}: invalid argument")]
+    InvalidArgument(String),
+    #[error("{0}: failed precondition")]
+    FailedPrecondition(String),
+    #[error("{0}: out of range")]
+    OutOfRange(String),
+    #[error("ingest {0}: not found")]
+    IngestNotFound(String),
+    #[error("content store I/O on {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+impl ContentError {
+    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ContentError + '_ {
+        move |source| ContentError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+impl Classify for ContentError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ContentError::NotFound(_) | ContentError::IngestNotFound(_) => ErrorKind::NotFound,
+            ContentError::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            ContentError::Locked { .. } => ErrorKind::Unavailable,
+            ContentError::SizeMismatch { .. }
+            | ContentError::DigestMismatch { .. }
+            | ContentError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            ContentError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            ContentError::OutOfRange(_) => ErrorKind::OutOfRange,
+            ContentError::Io { .. } => ErrorKind::Internal,
+            ContentError::Meta(m) => m.kind(),
+        }
+    }
+}

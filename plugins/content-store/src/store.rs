@@ -1,0 +1,399 @@
+//! Namespaces over the local store: a namespace sees the blobs it holds records for.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::sync::Arc;
+
+use berth_metadata::{digest, BlobInfo, LeaseResource, MetaError, MetadataDb};
+
+use crate::local::{IngestStatus, LocalStore, LocalWriter};
+use crate::ContentError;
+
+pub struct ContentStore {
+    local: Arc<LocalStore>,
+    db: Arc<MetadataDb>,
+}
+
+/// A ref names an ingest; it may contain `/` but no `.`/`..` segment, no NUL and not be empty,
+/// so no ref can ever be taken for a path.
+fn validate_ref(reference: &str) -> Result<(), ContentError> {
+    let bad = |why: &str| ContentError::InvalidArgument(format!("ref {reference:?} {why}"));
+    if reference.is_empty() {
+        return Err(bad("must not be empty"));
+    }
+    if reference.len() > 1024 {
+        return Err(bad("is longer than 1024 bytes"));
+    }
+    if reference.contains('\0') || reference.chars().any(char::is_control) {
+        return Err(bad("contains control characters"));
+    }
+    if reference.split('/').any(|seg| seg == ".." || seg == ".") {
+        return Err(bad("must not contain \".\" or \"..\" path segments"));
+    }
+    Ok(())
+}
+
+fn key(ns: &str, reference: &str) -> String {
+    format!("{ns}/{reference}")
+}
+
+/// The ref of a namespaced status, or `None` when it belongs to another namespace.
+fn strip(ns: &str, mut st: IngestStatus) -> Option<IngestStatus> {
+    let reference = st.key.strip_prefix(ns)?.strip_prefix('/')?.to_owned();
+    st.key = reference;
+    Some(st)
+}
+
+fn validate_digest(d: &str) -> Result<(), ContentError> {
+    digest::validate(d).map_err(|e| match e {
+        MetaError::InvalidArgument(m) => ContentError::InvalidArgument(m),
+        other => ContentError::Meta(other),
+    })
+}
+
+impl ContentStore {
+    pub fn new(local: Arc<LocalStore>, db: Arc<MetadataDb>) -> Self {
+        ContentStore { local, db }
+    }
+
+    pub fn local(&self) -> &Arc<LocalStore> {
+        &self.local
+    }
+
+    pub fn db(&self) -> &Arc<MetadataDb> {
+        &self.db
+    }
+
+    pub fn info(&self, ns: &str, digest: &str) -> Result<BlobInfo, ContentError> {
+        validate_digest(digest)?;
+        self.db.blob_info(ns, digest).map_err(|e| match e {
+            MetaError::NotFound(_) => ContentError::NotFound(digest.to_owned()),
+            other => other.into(),
+        })
+    }
+
+    pub fn list(&self, ns: &str) -> Result<Vec<BlobInfo>, ContentError> {
+        Ok(self.db.list_blobs(ns)?)
+    }
+
+    pub fn update(
+        &self,
+        ns: &str,
+        info: &BlobInfo,
+        paths: &[String],
+    ) -> Result<BlobInfo, ContentError> {
+        validate_digest(&info.digest)?;
+        self.db.update_blob(ns, info, paths).map_err(|e| match e {
+            MetaError::NotFound(_) => ContentError::NotFound(info.digest.clone()),
+            other => other.into(),
+        })
+    }
+
+    /// Removes the namespace's record. The bytes stay until the collector finds that no namespace
+    /// holds the blob.
+    pub fn delete(&self, ns: &str, digest: &str) -> Result<(), ContentError> {
+        validate_digest(digest)?;
+        self.db.delete_blob(ns, digest).map_err(|e| match e {
+            MetaError::NotFound(_) => ContentError::NotFound(digest.to_owned()),
+            other => other.into(),
+        })
+    }
+
+    /// Opens a blob the namespace holds, with its size.
+    pub fn open_reader(&self, ns: &str, digest: &str) -> Result<(File, i64), ContentError> {
+        let info = self.info(ns, digest)?;
+        let file = self.local.open_blob(digest)?;
+        Ok((file, info.size))
+    }
+
+    /// Opens a writer for `reference` in `ns`. With an `expected` digest the namespace already
+    /// holds, the answer is AlreadyExists (clients rely on it to skip the copy); with one another
+    /// namespace holds, the writer starts complete, so the copy costs nothing.
+    pub fn writer(
+        &self,
+        ns: &str,
+        reference: &str,
+        total: i64,
+        expected: &str,
+        lease: Option<&str>,
+    ) -> Result<NsWriter, ContentError> {
+        validate_ref(reference)?;
+        if !expected.is_empty() {
+            validate_digest(expected)?;
+            if self.db.blob_info(ns, expected).is_ok() {
+                return Err(ContentError::AlreadyExists(expected.to_owned()));
+            }
+        }
+        if let Some(lease) = lease {
+            self.db.add_lease_resource(
+                ns,
+                lease,
+                &LeaseResource {
+                    id: reference.to_owned(),
+                    kind: "ingests".into(),
+                },
+            )?;
+        }
+        if !expected.is_empty() {
+            if let Some(size) = self.local.blob_size(expected)? {
+                if total <= 0 || total == size {
+                    return Ok(NsWriter {
+                        ns: ns.to_owned(),
+                        reference: reference.to_owned(),
+                        lease: lease.map(str::to_owned),
+                        inner: Inner::Present {
+                            digest: expected.to_owned(),
+                            size,
+                            started_at: berth_metadata::now_nanos(),
+                        },
+                    });
+                }
+            }
+        }
+        let w = self.local.writer(&key(ns, reference), total, expected)?;
+        Ok(NsWriter {
+            ns: ns.to_owned(),
+            reference: reference.to_owned(),
+            lease: lease.map(str::to_owned),
+            inner: Inner::Ingest(w),
+        })
+    }
+
+    pub fn status(&self, ns: &str, reference: &str) -> Result<IngestStatus, ContentError> {
+        validate_ref(reference)?;
+        let st = self
+            .local
+            .status(&key(ns, reference))
+            .map_err(|e| match e {
+                ContentError::IngestNotFound(_) => {
+                    ContentError::IngestNotFound(reference.to_owned())
+                }
+                other => other,
+            })?;
+        strip(ns, st).ok_or_else(|| ContentError::IngestNotFound(reference.to_owned()))
+    }
+
+    pub fn list_statuses(&self, ns: &str) -> Result<Vec<IngestStatus>, ContentError> {
+        Ok(self
+            .local
+            .list_ingests()?
+            .into_iter()
+            .filter_map(|s| strip(ns, s))
+            .collect())
+    }
+
+    pub fn abort(&self, ns: &str, reference: &str) -> Result<(), ContentError> {
+        validate_ref(reference)?;
+        self.local.abort(&key(ns, reference)).map_err(|e| match e {
+            ContentError::IngestNotFound(_) => ContentError::IngestNotFound(reference.to_owned()),
+            other => other,
+        })
+    }
+}
+
+enum Inner {
+    Ingest(LocalWriter),
+    /// The blob is already on disk (held by another namespace): nothing to copy.
+    Present {
+        digest: String,
+        size: i64,
+        started_at: i64,
+    },
+}
+
+/// A writer in one namespace; see [`ContentStore::writer`].
+pub struct NsWriter {
+    ns: String,
+    reference: String,
+    lease: Option<String>,
+    inner: Inner,
+}
+
+impl NsWriter {
+    pub fn reference(&self) -> &str {
+        &self.reference
+    }
+
+    /// Status with the client's ref (not the namespaced key).
+    pub fn status(&self) -> IngestStatus {
+        match &self.inner {
+            Inner::Ingest(w) => {
+                let mut st = w.status();
+                st.key = self.reference.clone();
+                st
+            }
+            Inner::Present {
+                digest,
+                size,
+                started_at,
+            } => IngestStatus {
+                key: self.reference.clone(),
+                offset: *size,
+                total: *size,
+                expected: digest.clone(),
+                started_at: *started_at,
+                updated_at: *started_at,
+            },
+        }
+    }
+
+    pub fn digest(&self) -> String {
+        match &self.inner {
+            Inner::Ingest(w) => w.digest(),
+            Inner::Present { digest, .. } => digest.clone(),
+        }
+    }
+
+    pub fn set_total(&mut self, total: i64) {
+        if let Inner::Ingest(w) = &mut self.inner {
+            w.set_total(total);
+        }
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> Result<(), ContentError> {
+        match &mut self.inner {
+            Inner::Ingest(w) => w.write(data),
+            Inner::Present { .. } if data.is_empty() => Ok(()),
+            Inner::Present { size, .. } => Err(ContentError::FailedPrecondition(format!(
+                "all {size} bytes are already present; commit without writing"
+            ))),
+        }
+    }
+
+    pub fn reset(&mut self) -> Result<(), ContentError> {
+        match &mut self.inner {
+            Inner::Ingest(w) => w.reset(),
+            Inner::Present { .. } => Ok(()),
+        }
+    }
+
+    /// Verifies size and digest, puts the blob in place and records it in the namespace (and
+    /// the lease, if any), all under the collector's mutation guard.
+    pub fn commit(
+        self,
+        store: &ContentStore,
+        size: i64,
+        expected: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<BlobInfo, ContentError> {
+        if !expected.is_empty() {
+            validate_digest(expected)?;
+        }
+        let _guard = store.db.mutation_guard();
+        let (digest, actual_size) = match self.inner {
+            Inner::Ingest(w) => {
+                let written = w.status().offset;
+                let (digest, _existed) = w.commit(size, expected)?;
+                (digest, written)
+            }
+            Inner::Present {
+                digest, size: have, ..
+            } => {
+                if size > 0 && size != have {
+                    return Err(ContentError::SizeMismatch {
+                        actual: have,
+                        expected: size,
+                    });
+                }
+                if !expected.is_empty() && expected != digest {
+                    return Err(ContentError::DigestMismatch {
+                        actual: digest,
+                        expected: expected.to_owned(),
+                    });
+                }
+                if store.local.blob_size(&digest)?.is_none() {
+                    return Err(ContentError::FailedPrecondition(format!(
+                        "content {digest} was removed while this write was open; write it again"
+                    )));
+                }
+                (digest, have)
+            }
+        };
+        store
+            .db
+            .add_blob(
+                &self.ns,
+                &digest,
+                actual_size,
+                labels,
+                self.lease.as_deref(),
+            )
+            .map_err(|e| match e {
+                MetaError::AlreadyExists(_) => ContentError::AlreadyExists(digest.clone()),
+                other => other.into(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest as _, Sha256};
+
+    fn sha(data: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(data)))
+    }
+
+    fn store() -> (tempfile::TempDir, ContentStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(MetadataDb::open(&dir.path().join("meta")).unwrap());
+        let local = Arc::new(LocalStore::open(&dir.path().join("content")).unwrap());
+        (dir, ContentStore::new(local, db))
+    }
+
+    #[test]
+    fn namespaces_share_bytes_but_not_visibility() {
+        let (_d, s) = store();
+        let mut w = s.writer("a", "r1", 5, "", None).unwrap();
+        w.write(b"hello").unwrap();
+        let info = w.commit(&s, 5, &sha(b"hello"), BTreeMap::new()).unwrap();
+        assert_eq!(info.size, 5);
+        assert!(matches!(
+            s.info("b", &info.digest),
+            Err(ContentError::NotFound(_))
+        ));
+        // Already in "a": AlreadyExists at open.
+        assert!(matches!(
+            s.writer("a", "r2", 5, &info.digest, None),
+            Err(ContentError::AlreadyExists(_))
+        ));
+        // In "b": starts complete, commit is instant.
+        let w = s.writer("b", "r3", 5, &info.digest, None).unwrap();
+        assert_eq!(w.status().offset, 5);
+        w.commit(&s, 5, &info.digest, BTreeMap::new()).unwrap();
+        assert_eq!(s.info("b", &info.digest).unwrap().size, 5);
+    }
+
+    #[test]
+    fn statuses_are_per_namespace_and_refs_are_checked() {
+        let (_d, s) = store();
+        let mut w = s.writer("a", "x/y", 0, "", None).unwrap();
+        w.write(b"123").unwrap();
+        drop(w);
+        assert_eq!(s.status("a", "x/y").unwrap().offset, 3);
+        assert_eq!(s.list_statuses("a").unwrap()[0].key, "x/y");
+        assert!(s.list_statuses("b").unwrap().is_empty());
+        assert!(matches!(
+            s.status("b", "x/y"),
+            Err(ContentError::IngestNotFound(_))
+        ));
+        for bad in ["", "a/../b", "..", "a/./b", "a\0b"] {
+            assert!(
+                matches!(
+                    s.writer("a", bad, 0, "", None),
+                    Err(ContentError::InvalidArgument(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            s.writer("a", "ok", 0, "sha256:nothex", None),
+            Err(ContentError::InvalidArgument(_))
+        ));
+        // Lease that does not exist.
+        assert!(matches!(
+            s.writer("a", "l", 0, "", Some("nope")),
+            Err(ContentError::Meta(MetaError::NotFound(_)))
+        ));
+    }
+}
