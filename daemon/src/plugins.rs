@@ -9,6 +9,12 @@ use crate::config::{Config, ProxyPlugin};
 pub fn registry(cfg: &Config) -> Result<Registry, berth_plugin::registry::RegistryError> {
     let mut reg = Registry::new();
     reg.register(berth_metadata::registration())?;
+    reg.register(berth_content_store::registration())?;
+    reg.register(berth_gc::registration())?;
+    reg.register(berth_content_service::registration())?;
+    reg.register(berth_images::registration())?;
+    reg.register(berth_leases::registration())?;
+    reg.register(berth_gc::service_registration())?;
     reg.register(berth_namespaces::registration())?;
     reg.register(berth_version::registration())?;
     reg.register(berth_introspection::registration())?;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::{decode, encode, ensure_namespace, now_nanos, validate_labels};
 use crate::schema::{LEASES, LEASE_RESOURCES};
-use crate::{digest, identifiers, MetaError, MetadataDb};
+use crate::{digest, MetaError, MetadataDb};
 
 /// The label that gives a lease its expiry time (RFC 3339).
 pub const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
@@ -43,6 +43,22 @@ struct LeaseRecord {
     #[serde(default)]
     labels: BTreeMap<String, String>,
     created_at: i64,
+}
+
+/// containerd accepts any lease id (its clients generate ids like `923647050-_eNA`, which the
+/// identifier rule would refuse); only empty ids and control characters are turned away.
+fn validate_id(id: &str) -> Result<(), MetaError> {
+    if id.is_empty() {
+        return Err(MetaError::InvalidArgument(
+            "lease id must be provided".into(),
+        ));
+    }
+    if id.chars().any(char::is_control) || id.len() > 1024 {
+        return Err(MetaError::InvalidArgument(format!(
+            "lease id {id:?} is not valid"
+        )));
+    }
+    Ok(())
 }
 
 fn lease_missing() -> MetaError {
@@ -88,7 +104,7 @@ impl MetadataDb {
         id: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Lease, MetaError> {
-        identifiers::validate(id)?;
+        validate_id(id)?;
         validate_labels(&labels)?;
         let wtx = self.write()?;
         let lease = {

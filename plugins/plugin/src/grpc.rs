@@ -92,3 +92,27 @@ where
         }
     }
 }
+
+/// A protobuf timestamp from nanoseconds since the Unix epoch.
+pub fn timestamp(nanos: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: nanos.div_euclid(1_000_000_000),
+        nanos: nanos.rem_euclid(1_000_000_000) as i32,
+    }
+}
+
+/// The `labels.<key>` values of a label map, for filter adaptors.
+pub fn label_field<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+    path: &[String],
+) -> Vec<String> {
+    if path.is_empty() {
+        return Vec::new();
+    }
+    let key = path.join(".");
+    labels
+        .into_iter()
+        .filter(|(k, _)| **k == key)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
