@@ -7,6 +7,7 @@
 //! passes by skipping.
 
 pub mod fixtures;
+pub mod grpc;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -219,6 +220,8 @@ pub fn run_client(prog: &Path, sock: &Path, args: &[&str]) -> Output {
 }
 
 /// A private containerd (Debian's package) on its own root and socket, for comparing answers.
+/// Its start-up garbage collection is turned off (`startup_delay = "0s"`), as berthd's runs
+/// before serving: otherwise it would race with a test's first, unreferenced, content.
 pub struct Containerd {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
@@ -236,7 +239,8 @@ impl Containerd {
         let config = format!(
             "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
              [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
-             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n",
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n\
+             [plugins.\"io.containerd.gc.v1.scheduler\"]\n  startup_delay = \"0s\"\n",
             root = d.join("root").display(),
             state = d.join("state").display(),
             sock = d.join("containerd.sock").display(),

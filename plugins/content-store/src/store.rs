@@ -155,7 +155,7 @@ impl ContentStore {
             ns: ns.to_owned(),
             reference: reference.to_owned(),
             lease: lease.map(str::to_owned),
-            inner: Inner::Ingest(w),
+            inner: Inner::Ingest(Box::new(w)),
         })
     }
 
@@ -192,7 +192,7 @@ impl ContentStore {
 }
 
 enum Inner {
-    Ingest(LocalWriter),
+    Ingest(Box<LocalWriter>),
     /// The blob is already on disk (held by another namespace): nothing to copy.
     Present {
         digest: String,

@@ -2,9 +2,14 @@
 //!
 //! A collection is the metadata mark-and-sweep (`berth_metadata::MetadataDb::collect_garbage`,
 //! one write transaction), then, under the sweep guard, deleting blob files no namespace records
-//! and ingests that are abandoned. Collections run after deletions (debounced by
-//! `schedule_delay`) and — unlike containerd, which collects only on change — also every
-//! `interval`, so an expired lease frees its data even when nothing else happens.
+//! and ingests that are abandoned.
+//!
+//! When collections run: once at start-up, before berthd serves (so no client races with it);
+//! after deletions, debounced by `schedule_delay`, as containerd does; and — what containerd
+//! lacks, since it collects only on change — every `interval` the timer checks whether a lease
+//! has expired or an ingest has gone stale, and collects if so, so an expired lease frees its data
+//! even when nothing else happens. Unreferenced content that nothing deleted is left alone by the
+//! timer, exactly as containerd leaves it until the next change.
 
 mod service;
 
@@ -31,9 +36,9 @@ pub struct GcConfig {
     pub mutation_threshold: u32,
     /// Wait after a deletion before collecting, so a burst of deletions costs one collection.
     pub schedule_delay: String,
-    /// Wait after start-up before the first collection.
+    /// Wait after start-up before the first collection; "0s" collects before serving.
     pub startup_delay: String,
-    /// Collect at least this often ("0s" disables the timer).
+    /// How often the timer checks for expired leases and stale ingests ("0s" disables it).
     pub interval: String,
     /// An ingest no lease holds and nobody wrote to for this long is removed.
     pub ingest_expiry: String,
@@ -45,9 +50,9 @@ impl Default for GcConfig {
             pause_threshold: 0.02,
             deletion_threshold: 0,
             mutation_threshold: 100,
-            schedule_delay: "100ms".into(),
-            startup_delay: "100ms".into(),
-            interval: "5m".into(),
+            schedule_delay: "0s".into(),
+            startup_delay: "0s".into(),
+            interval: "10s".into(),
             ingest_expiry: "24h".into(),
         }
     }
@@ -151,22 +156,61 @@ impl Scheduler {
             .clone()
     }
 
-    async fn run_loop(self) {
-        tokio::time::sleep(self.inner.d.startup_delay).await;
+    async fn run_loop(self, collect_first: bool) {
+        if collect_first {
+            tokio::time::sleep(self.inner.d.startup_delay).await;
+            self.collect_logged().await;
+        }
+        let interval = self.inner.d.interval;
         loop {
-            if let Err(e) = self.collect_now().await {
-                tracing::error!(error = %e, "garbage collection failed");
-            }
-            let interval = self.inner.d.interval;
-            if interval.is_zero() {
+            let woken = if interval.is_zero() {
                 self.inner.wake.notified().await;
+                true
             } else {
                 tokio::select! {
-                    _ = self.inner.wake.notified() => {}
-                    _ = tokio::time::sleep(interval) => {}
+                    _ = self.inner.wake.notified() => true,
+                    _ = tokio::time::sleep(interval) => false,
                 }
+            };
+            if woken {
+                tokio::time::sleep(self.inner.d.schedule_delay).await;
+                self.collect_logged().await;
+            } else if self.time_made_garbage().await {
+                self.collect_logged().await;
             }
-            tokio::time::sleep(self.inner.d.schedule_delay).await;
+        }
+    }
+
+    async fn collect_logged(&self) {
+        if let Err(e) = self.collect_now().await {
+            tracing::error!(error = %e, "garbage collection failed");
+        }
+    }
+
+    /// Whether a lease has expired or an unheld ingest has gone stale since it was written.
+    async fn time_made_garbage(&self) -> bool {
+        let inner = self.inner.clone();
+        let check = tokio::task::spawn_blocking(move || -> Result<bool, GcError> {
+            let now = now_nanos();
+            if inner.db.has_expired_lease(now)? {
+                return Ok(true);
+            }
+            let expiry = i64::try_from(inner.d.ingest_expiry.as_nanos()).unwrap_or(i64::MAX);
+            Ok(inner
+                .content
+                .local()
+                .list_ingests()?
+                .iter()
+                .any(|i| now.saturating_sub(i.updated_at) >= expiry))
+        })
+        .await;
+        match check {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "gc timer check failed");
+                false
+            }
+            Err(_) => false,
         }
     }
 }
@@ -254,7 +298,19 @@ pub fn registration() -> Registration {
                     d,
                 }),
             };
-            handle.spawn(scheduler.clone().run_loop());
+            // With no start-up delay, collect now, before anything is served, so no client's fresh
+            // (still unreferenced) content can be caught by a start-up collection.
+            let collect_first = !scheduler.inner.d.startup_delay.is_zero();
+            if !collect_first {
+                let stats = collect(&scheduler.inner).map_err(InitError::failed)?;
+                tracing::info!(
+                    blobs = stats.blobs.len(),
+                    files = stats.deleted_files.len(),
+                    freed_bytes = stats.freed_bytes,
+                    "start-up garbage collection"
+                );
+            }
+            handle.spawn(scheduler.clone().run_loop(collect_first));
             Ok(Arc::new(scheduler) as Instance)
         },
     )

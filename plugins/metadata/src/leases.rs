@@ -177,6 +177,27 @@ impl MetadataDb {
         Ok(())
     }
 
+    /// Whether some lease in any namespace has passed its expiry (the collector's timer asks this
+    /// so it collects only when time itself has changed what is garbage).
+    pub fn has_expired_lease(&self, now: i64) -> Result<bool, MetaError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(LEASES)?;
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            let (ns, id) = k.value();
+            let rec: LeaseRecord = decode(&format!("leases/{ns}/{id}"), v.value())?;
+            let lease = Lease {
+                id: id.to_owned(),
+                labels: rec.labels,
+                created_at: rec.created_at,
+            };
+            if lease.expires_at().is_some_and(|t| t <= now) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub fn add_lease_resource(
         &self,
         ns: &str,
