@@ -8,6 +8,7 @@ use crate::config::{Config, ProxyPlugin};
 
 pub fn registry(cfg: &Config) -> Result<Registry, berth_plugin::registry::RegistryError> {
     let mut reg = Registry::new();
+    reg.register(berth_events::registration())?;
     reg.register(berth_metadata::registration())?;
     reg.register(berth_content_store::registration())?;
     reg.register(berth_gc::registration())?;
@@ -15,6 +16,7 @@ pub fn registry(cfg: &Config) -> Result<Registry, berth_plugin::registry::Regist
     reg.register(berth_images::registration())?;
     reg.register(berth_leases::registration())?;
     reg.register(berth_gc::service_registration())?;
+    reg.register(berth_events::service_registration())?;
     reg.register(berth_namespaces::registration())?;
     reg.register(berth_version::registration())?;
     reg.register(berth_introspection::registration())?;

@@ -8,6 +8,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use berth_api::containerd::events::{ContentCreate, ContentDelete};
 use berth_api::content::{
     content_server::{Content, ContentServer},
     AbortRequest, DeleteContentRequest, Info, InfoRequest, InfoResponse, ListContentRequest,
@@ -16,6 +17,7 @@ use berth_api::content::{
     UpdateResponse, WriteAction, WriteContentRequest, WriteContentResponse,
 };
 use berth_content_store::{ContentError, ContentStore, IngestStatus, NsWriter};
+use berth_events::{urls, Exchange};
 use berth_filters::{Adaptor, Filters};
 use berth_gc::Scheduler;
 use berth_metadata::BlobInfo;
@@ -34,6 +36,7 @@ const LIST_BATCH: usize = 100;
 pub struct ContentService {
     store: Arc<ContentStore>,
     gc: Option<Scheduler>,
+    events: Option<Arc<Exchange>>,
 }
 
 /// The `io.containerd.grpc.v1.content` plugin.
@@ -41,7 +44,7 @@ pub fn registration() -> Registration {
     Registration::new(
         types::GRPC,
         "content",
-        &[types::CONTENT, types::GC],
+        &[types::CONTENT, types::GC, types::EVENT],
         |ctx| {
             let store = ctx.get_as::<ContentStore>(types::CONTENT)?;
             // Without a collector, deleted content simply stays on disk.
@@ -49,7 +52,11 @@ pub fn registration() -> Registration {
                 .get_as::<Scheduler>(types::GC)
                 .ok()
                 .map(|s| (*s).clone());
-            let svc = ContentServer::new(ContentService { store, gc });
+            let svc = ContentServer::new(ContentService {
+                store,
+                gc,
+                events: ctx.get_as::<Exchange>(types::EVENT).ok(),
+            });
             Ok(Arc::new(GrpcService::new(move |routes, limits| {
                 routes.add_service(
                     svc.max_decoding_message_size(limits.max_recv)
@@ -176,9 +183,18 @@ impl Content for ContentService {
         let ns = namespace_required(&req)?;
         let digest = req.into_inner().digest;
         let store = self.store.clone();
-        run_blocking(move || store.delete(&ns, &digest)).await?;
+        let (ns2, d2) = (ns.clone(), digest.clone());
+        run_blocking(move || store.delete(&ns2, &d2)).await?;
         if let Some(gc) = &self.gc {
             gc.trigger();
+        }
+        if let Some(ev) = &self.events {
+            ev.publish(
+                &ns,
+                "/content/delete",
+                urls::CONTENT_DELETE,
+                &ContentDelete { digest },
+            );
         }
         Ok(Response::new(()))
     }
@@ -319,6 +335,7 @@ impl Content for ContentService {
         let (tx, rx) = mpsc::channel(4);
         let session = WriteSession {
             store: self.store.clone(),
+            events: self.events.clone(),
             ns,
             total: first.total,
             expected: first.expected.clone(),
@@ -340,6 +357,7 @@ impl Content for ContentService {
 
 struct WriteSession {
     store: Arc<ContentStore>,
+    events: Option<Arc<Exchange>>,
     ns: String,
     total: i64,
     expected: String,
@@ -446,7 +464,7 @@ impl WriteSession {
                 let (total, expected) = (self.total, self.expected.clone());
                 let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
                 let data = req.data;
-                let (w, digest, offset) = run_blocking(move || {
+                let (w, digest, offset, size) = run_blocking(move || {
                     if reset {
                         w.reset()?;
                     }
@@ -456,13 +474,23 @@ impl WriteSession {
                     let offset = w.status().offset;
                     if commit {
                         let info = w.commit(&store, total, &expected, labels)?;
-                        Ok::<_, ContentError>((None, info.digest, offset))
+                        Ok::<_, ContentError>((None, info.digest, offset, info.size))
                     } else {
                         let d = w.digest();
-                        Ok((Some(w), d, offset))
+                        Ok((Some(w), d, offset, 0))
                     }
                 })
                 .await?;
+                if commit {
+                    if let Some(ev) = &self.events {
+                        let event = ContentCreate {
+                            digest: digest.clone(),
+                            size,
+                            media_type: String::new(),
+                        };
+                        ev.publish(&self.ns, "/content/create", urls::CONTENT_CREATE, &event);
+                    }
+                }
                 msg.offset = offset;
                 msg.digest = digest;
                 Ok((msg, w, commit))

@@ -10,7 +10,9 @@ use berth_api::images::{
     Image as PbImage, ListImagesRequest, ListImagesResponse, UpdateImageRequest,
     UpdateImageResponse,
 };
+use berth_api::images::{ImageCreate, ImageDelete, ImageUpdate};
 use berth_api::types::Descriptor as PbDescriptor;
+use berth_events::{urls, Exchange};
 use berth_filters::{Adaptor, Filters};
 use berth_gc::Scheduler;
 use berth_metadata::{Descriptor, Image, MetadataDb};
@@ -22,6 +24,7 @@ use tonic::{Request, Response, Status};
 pub struct ImagesService {
     db: Arc<MetadataDb>,
     gc: Option<Scheduler>,
+    events: Option<Arc<Exchange>>,
 }
 
 /// The `io.containerd.grpc.v1.images` plugin.
@@ -29,14 +32,18 @@ pub fn registration() -> Registration {
     Registration::new(
         types::GRPC,
         "images",
-        &[types::METADATA, types::GC],
+        &[types::METADATA, types::GC, types::EVENT],
         |ctx| {
             let db = ctx.get_as::<MetadataDb>(types::METADATA)?;
             let gc = ctx
                 .get_as::<Scheduler>(types::GC)
                 .ok()
                 .map(|s| (*s).clone());
-            let svc = ImagesServer::new(ImagesService { db, gc });
+            let svc = ImagesServer::new(ImagesService {
+                db,
+                gc,
+                events: ctx.get_as::<Exchange>(types::EVENT).ok(),
+            });
             Ok(Arc::new(GrpcService::new(move |routes, limits| {
                 routes.add_service(
                     svc.max_decoding_message_size(limits.max_recv)
@@ -152,7 +159,15 @@ impl Images for ImagesService {
         let img = image(required(req.into_inner().image)?);
         tracing::debug!(name = %img.name, target = %img.target.digest, "create image");
         let db = self.db.clone();
-        let created = run_blocking(move || db.create_image(&ns, &img)).await?;
+        let ns2 = ns.clone();
+        let created = run_blocking(move || db.create_image(&ns2, &img)).await?;
+        if let Some(ev) = &self.events {
+            let event = ImageCreate {
+                name: created.name.clone(),
+                labels: created.labels.clone().into_iter().collect(),
+            };
+            ev.publish(&ns, "/images/create", urls::IMAGE_CREATE, &event);
+        }
         Ok(Response::new(CreateImageResponse {
             image: Some(image_pb(created)),
         }))
@@ -168,7 +183,15 @@ impl Images for ImagesService {
         let img = image(required(req.image)?);
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let db = self.db.clone();
-        let updated = run_blocking(move || db.update_image(&ns, &img, &paths)).await?;
+        let ns2 = ns.clone();
+        let updated = run_blocking(move || db.update_image(&ns2, &img, &paths)).await?;
+        if let Some(ev) = &self.events {
+            let event = ImageUpdate {
+                name: updated.name.clone(),
+                labels: updated.labels.clone().into_iter().collect(),
+            };
+            ev.publish(&ns, "/images/update", urls::IMAGE_UPDATE, &event);
+        }
         // A new target may leave the old one unreferenced.
         if let Some(gc) = &self.gc {
             gc.trigger();
@@ -184,8 +207,16 @@ impl Images for ImagesService {
         let req = req.into_inner();
         let target = req.target.map(|t| t.digest);
         let db = self.db.clone();
-        let name = req.name;
-        run_blocking(move || db.delete_image(&ns, &name, target.as_deref())).await?;
+        let (ns2, name) = (ns.clone(), req.name.clone());
+        run_blocking(move || db.delete_image(&ns2, &name, target.as_deref())).await?;
+        if let Some(ev) = &self.events {
+            ev.publish(
+                &ns,
+                "/images/delete",
+                urls::IMAGE_DELETE,
+                &ImageDelete { name: req.name },
+            );
+        }
         if let Some(gc) = &self.gc {
             if req.sync {
                 gc.collect_now().await.map_err(|e| to_status(&e))?;

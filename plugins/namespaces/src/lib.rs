@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use berth_api::containerd::events::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
 use berth_api::namespaces::{
     namespaces_server::{Namespaces, NamespacesServer},
     CreateNamespaceRequest, CreateNamespaceResponse, DeleteNamespaceRequest, GetNamespaceRequest,
     GetNamespaceResponse, ListNamespacesRequest, ListNamespacesResponse, Namespace as PbNamespace,
     UpdateNamespaceRequest, UpdateNamespaceResponse,
 };
+use berth_events::{urls, Exchange};
 use berth_filters::{Adaptor, Filters};
 use berth_metadata::{MetadataDb, Namespace};
 use berth_plugin::grpc::{run_blocking, GrpcService};
@@ -18,20 +20,29 @@ use tonic::{Request, Response, Status};
 
 pub struct NamespacesService {
     db: Arc<MetadataDb>,
+    events: Option<Arc<Exchange>>,
 }
 
 /// The `io.containerd.grpc.v1.namespaces` plugin.
 pub fn registration() -> Registration {
-    Registration::new(types::GRPC, "namespaces", &[types::METADATA], |ctx| {
-        let db = ctx.get_as::<MetadataDb>(types::METADATA)?;
-        let svc = NamespacesServer::new(NamespacesService { db });
-        Ok(Arc::new(GrpcService::new(move |routes, limits| {
-            routes.add_service(
-                svc.max_decoding_message_size(limits.max_recv)
-                    .max_encoding_message_size(limits.max_send),
-            );
-        })) as Instance)
-    })
+    Registration::new(
+        types::GRPC,
+        "namespaces",
+        &[types::METADATA, types::EVENT],
+        |ctx| {
+            let db = ctx.get_as::<MetadataDb>(types::METADATA)?;
+            let svc = NamespacesServer::new(NamespacesService {
+                db,
+                events: ctx.get_as::<Exchange>(types::EVENT).ok(),
+            });
+            Ok(Arc::new(GrpcService::new(move |routes, limits| {
+                routes.add_service(
+                    svc.max_decoding_message_size(limits.max_recv)
+                        .max_encoding_message_size(limits.max_send),
+                );
+            })) as Instance)
+        },
+    )
 }
 
 fn to_pb(ns: Namespace) -> PbNamespace {
@@ -113,6 +124,18 @@ impl Namespaces for NamespacesService {
         let db = self.db.clone();
         let stored = ns.clone();
         run_blocking(move || db.create_namespace(&stored)).await?;
+        if let Some(ev) = &self.events {
+            let event = NamespaceCreate {
+                name: ns.name.clone(),
+                labels: ns.labels.clone().into_iter().collect(),
+            };
+            ev.publish(
+                &ns.name,
+                "/namespaces/create",
+                urls::NAMESPACE_CREATE,
+                &event,
+            );
+        }
         Ok(Response::new(CreateNamespaceResponse {
             namespace: Some(to_pb(ns)),
         }))
@@ -129,6 +152,18 @@ impl Namespaces for NamespacesService {
         tracing::debug!(name = %ns.name, ?paths, "update namespace");
         let db = self.db.clone();
         let updated = run_blocking(move || db.update_namespace(&ns, &paths)).await?;
+        if let Some(ev) = &self.events {
+            let event = NamespaceUpdate {
+                name: updated.name.clone(),
+                labels: updated.labels.clone().into_iter().collect(),
+            };
+            ev.publish(
+                &updated.name,
+                "/namespaces/update",
+                urls::NAMESPACE_UPDATE,
+                &event,
+            );
+        }
         Ok(Response::new(UpdateNamespaceResponse {
             namespace: Some(to_pb(updated)),
         }))
@@ -138,7 +173,12 @@ impl Namespaces for NamespacesService {
     async fn delete(&self, req: Request<DeleteNamespaceRequest>) -> Result<Response<()>, Status> {
         let name = req.into_inner().name;
         let db = self.db.clone();
-        run_blocking(move || db.delete_namespace(&name)).await?;
+        let n2 = name.clone();
+        run_blocking(move || db.delete_namespace(&n2)).await?;
+        if let Some(ev) = &self.events {
+            let event = NamespaceDelete { name: name.clone() };
+            ev.publish(&name, "/namespaces/delete", urls::NAMESPACE_DELETE, &event);
+        }
         Ok(Response::new(()))
     }
 }
