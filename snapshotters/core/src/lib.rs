@@ -1,0 +1,108 @@
+//! What a snapshotter is in Berth, and everything a new one can reuse.
+//!
+//! A storage driver implements [`Snapshotter`] (containerd's semantics: Active, View and
+//! Committed snapshots; only committed snapshots are parents; commit turns an active key into a
+//! new committed name; a view cannot be committed; a snapshot with children cannot be removed).
+//! [`metastore::MetaStore`] keeps ids, parents, kinds, labels and usage in a redb file in the
+//! driver's root, so a driver writes only the filesystem part. [`testsuite`] is the conformance
+//! suite every driver runs.
+
+mod error;
+pub mod metastore;
+pub mod mount;
+pub mod testsuite;
+
+use std::collections::BTreeMap;
+
+pub use error::SnapshotError;
+
+/// containerd's snapshot kinds (the numbering is containerd's wire enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Kind {
+    View,
+    Active,
+    Committed,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::View => "View",
+            Kind::Active => "Active",
+            Kind::Committed => "Committed",
+        }
+    }
+}
+
+/// What Stat and Walk report.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Info {
+    pub name: String,
+    /// Empty for a snapshot without parent.
+    pub parent: String,
+    pub kind: Option<Kind>,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Info {
+    pub fn kind(&self) -> Kind {
+        self.kind.unwrap_or(Kind::Active)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Bytes used by this snapshot alone (not its parents).
+    pub size: i64,
+    pub inodes: i64,
+}
+
+/// A mount, as containerd describes one (`mount -t type -o options source target`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Mount {
+    pub mount_type: String,
+    pub source: String,
+    pub target: String,
+    pub options: Vec<String>,
+}
+
+/// A storage driver. Calls are blocking (they do filesystem work); services call them from
+/// blocking threads. Keys and names are unique per snapshotter; namespacing is the caller's job.
+pub trait Snapshotter: Send + Sync {
+    fn stat(&self, key: &str) -> Result<Info, SnapshotError>;
+    /// Updates labels by field paths (`labels`, `labels.<k>`; none = all labels).
+    fn update(&self, info: &Info, paths: &[String]) -> Result<Info, SnapshotError>;
+    fn usage(&self, key: &str) -> Result<Usage, SnapshotError>;
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError>;
+    /// A new writable snapshot on `parent` (a committed snapshot, or "" for none).
+    fn prepare(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, SnapshotError>;
+    /// A new read-only snapshot of `parent`.
+    fn view(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, SnapshotError>;
+    /// Turns the active snapshot `key` into the committed snapshot `name`.
+    fn commit(
+        &self,
+        name: &str,
+        key: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(), SnapshotError>;
+    fn remove(&self, key: &str) -> Result<(), SnapshotError>;
+    /// Calls `f` for every snapshot until it returns false.
+    fn walk(&self, f: &mut dyn FnMut(&Info) -> bool) -> Result<(), SnapshotError>;
+    /// Removes what a crash or an interrupted remove left on disk.
+    fn cleanup(&self) -> Result<(), SnapshotError>;
+    fn close(&self) -> Result<(), SnapshotError>;
+}
+
+pub use metastore::MetaStore;

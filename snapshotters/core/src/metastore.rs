@@ -1,0 +1,466 @@
+//! Snapshot metadata for drivers: ids, kinds, parents, labels and committed usage, in a redb file
+//! in the driver's root (`<root>/<type>.<id>/metadata.redb`).
+//!
+//! A driver does its filesystem work inside [`MetaStore::write`]: the metadata change commits
+//! only if the closure succeeds, so a failure leaves no record, and a crash leaves at most a
+//! directory without a record, which the driver's `cleanup` removes (see [`MetaStore::ids`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::{Info, Kind, SnapshotError, Usage};
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+/// (parent key, child key) -> ()
+const CHILDREN: TableDefinition<(&str, &str), ()> = TableDefinition::new("children");
+
+pub const SCHEMA_VERSION: u64 = 1;
+
+#[derive(Serialize, Deserialize, Clone)]
+struct Record {
+    id: u64,
+    kind: Kind,
+    #[serde(default)]
+    parent: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    created_at: i64,
+    updated_at: i64,
+    #[serde(default)]
+    size: i64,
+    #[serde(default)]
+    inodes: i64,
+}
+
+impl Record {
+    fn info(&self, key: &str) -> Info {
+        Info {
+            name: key.to_owned(),
+            parent: self.parent.clone(),
+            kind: Some(self.kind),
+            labels: self.labels.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// An active or view snapshot as a driver needs it to build mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: String,
+    pub kind: Kind,
+    /// Ids of the parent chain, nearest first.
+    pub parent_ids: Vec<String>,
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<Record, SnapshotError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| SnapshotError::Storage(format!("record {key:?} is corrupt: {e}")))
+}
+
+fn encode(r: &Record) -> Result<Vec<u8>, SnapshotError> {
+    serde_json::to_vec(r).map_err(|e| SnapshotError::Storage(format!("encode: {e}")))
+}
+
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), SnapshotError> {
+    for (k, v) in labels {
+        if k.len() + v.len() > 4096 {
+            return Err(SnapshotError::InvalidArgument(format!(
+                "label key and value length ({} bytes) greater than maximum size (4096 bytes), key: {k}",
+                k.len() + v.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub struct MetaStore {
+    db: redb::Database,
+}
+
+/// A write transaction handed to a driver's closure.
+pub struct Tx<'a> {
+    wtx: &'a redb::WriteTransaction,
+}
+
+fn read_record<T: ReadableTable<&'static str, &'static [u8]>>(
+    t: &T,
+    key: &str,
+) -> Result<Option<Record>, SnapshotError> {
+    match t.get(key)? {
+        Some(v) => Ok(Some(decode(key, v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Ids of `parent` and its ancestors, nearest first.
+fn parent_chain<T: ReadableTable<&'static str, &'static [u8]>>(
+    t: &T,
+    mut parent: String,
+) -> Result<Vec<String>, SnapshotError> {
+    let mut ids = Vec::new();
+    while !parent.is_empty() {
+        let rec = read_record(t, &parent)?
+            .ok_or_else(|| SnapshotError::NotFound(format!("missing parent {parent:?}")))?;
+        ids.push(rec.id.to_string());
+        parent = rec.parent;
+    }
+    Ok(ids)
+}
+
+impl MetaStore {
+    pub fn open(path: &Path) -> Result<MetaStore, SnapshotError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(SnapshotError::io("create", dir))?;
+        }
+        let db = redb::Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => SnapshotError::Storage(format!(
+                "{} is already open: is another berthd using this root?",
+                path.display()
+            )),
+            other => SnapshotError::Storage(format!("open {}: {other}", path.display())),
+        })?;
+        let wtx = db.begin_write()?;
+        {
+            wtx.open_table(SNAPSHOTS)?;
+            wtx.open_table(CHILDREN)?;
+            let mut meta = wtx.open_table(META)?;
+            let found = meta.get("schema_version")?.map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => return Err(SnapshotError::Storage(format!(
+                    "{}: schema version {v} is newer than this berthd supports ({SCHEMA_VERSION})",
+                    path.display()
+                ))),
+                Some(_) => {}
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
+                }
+            }
+        }
+        wtx.commit()?;
+        Ok(MetaStore { db })
+    }
+
+    /// Runs `f` in a write transaction; commits only if it returns Ok.
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Tx) -> Result<T, SnapshotError>,
+    ) -> Result<T, SnapshotError> {
+        let wtx = self.db.begin_write()?;
+        let out = {
+            let mut tx = Tx { wtx: &wtx };
+            f(&mut tx)?
+        };
+        wtx.commit()?;
+        Ok(out)
+    }
+
+    /// Info, id and stored usage of any snapshot.
+    pub fn get_info(&self, key: &str) -> Result<(String, Info, Usage), SnapshotError> {
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(SNAPSHOTS)?;
+        let rec = read_record(&t, key)?
+            .ok_or_else(|| SnapshotError::NotFound(format!("snapshot {key}")))?;
+        Ok((
+            rec.id.to_string(),
+            rec.info(key),
+            Usage {
+                size: rec.size,
+                inodes: rec.inodes,
+            },
+        ))
+    }
+
+    /// An active or view snapshot with its parent chain.
+    pub fn get_snapshot(&self, key: &str) -> Result<Snapshot, SnapshotError> {
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(SNAPSHOTS)?;
+        let rec = read_record(&t, key)?
+            .ok_or_else(|| SnapshotError::NotFound(format!("snapshot {key}")))?;
+        if rec.kind == Kind::Committed {
+            return Err(SnapshotError::FailedPrecondition(format!(
+                "requested snapshot {key} not active or view"
+            )));
+        }
+        Ok(Snapshot {
+            id: rec.id.to_string(),
+            kind: rec.kind,
+            parent_ids: parent_chain(&t, rec.parent)?,
+        })
+    }
+
+    pub fn walk(&self, f: &mut dyn FnMut(&Info) -> bool) -> Result<(), SnapshotError> {
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(SNAPSHOTS)?;
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            let rec = decode(k.value(), v.value())?;
+            if !f(&rec.info(k.value())) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// id -> key of every snapshot, for a driver's cleanup of directories with no record.
+    pub fn ids(&self) -> Result<HashMap<String, String>, SnapshotError> {
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(SNAPSHOTS)?;
+        let mut out = HashMap::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            out.insert(
+                decode(k.value(), v.value())?.id.to_string(),
+                k.value().to_owned(),
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl Tx<'_> {
+    pub fn create_snapshot(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Snapshot, SnapshotError> {
+        if kind == Kind::Committed {
+            return Err(SnapshotError::InvalidArgument(format!(
+                "snapshot type {} invalid; only snapshots of type Active or View can be created",
+                kind.as_str()
+            )));
+        }
+        if key.is_empty() {
+            return Err(SnapshotError::InvalidArgument(
+                "snapshot key must not be empty".into(),
+            ));
+        }
+        validate_labels(&labels)?;
+        let mut t = self.wtx.open_table(SNAPSHOTS)?;
+        if read_record(&t, key)?.is_some() {
+            return Err(SnapshotError::AlreadyExists(format!("snapshot {key}")));
+        }
+        let parent_ids = if parent.is_empty() {
+            Vec::new()
+        } else {
+            let prec = read_record(&t, parent)?.ok_or_else(|| {
+                SnapshotError::NotFound(format!("missing parent {parent:?} bucket"))
+            })?;
+            if prec.kind != Kind::Committed {
+                return Err(SnapshotError::InvalidArgument(format!(
+                    "parent {parent:?} is not committed snapshot"
+                )));
+            }
+            parent_chain(&t, parent.to_owned())?
+        };
+        let id = {
+            let mut meta = self.wtx.open_table(META)?;
+            let next = meta.get("next_id")?.map(|v| v.value()).unwrap_or(1);
+            meta.insert("next_id", next + 1)?;
+            next
+        };
+        let now = now_nanos();
+        let rec = Record {
+            id,
+            kind,
+            parent: parent.to_owned(),
+            labels,
+            created_at: now,
+            updated_at: now,
+            size: 0,
+            inodes: 0,
+        };
+        t.insert(key, encode(&rec)?.as_slice())?;
+        if !parent.is_empty() {
+            self.wtx.open_table(CHILDREN)?.insert((parent, key), ())?;
+        }
+        Ok(Snapshot {
+            id: id.to_string(),
+            kind,
+            parent_ids,
+        })
+    }
+
+    /// Commits active `key` as `name` with its final usage. Returns the snapshot id.
+    pub fn commit_active(
+        &mut self,
+        key: &str,
+        name: &str,
+        usage: Usage,
+        labels: BTreeMap<String, String>,
+    ) -> Result<String, SnapshotError> {
+        validate_labels(&labels)?;
+        let mut t = self.wtx.open_table(SNAPSHOTS)?;
+        if read_record(&t, name)?.is_some() {
+            return Err(SnapshotError::AlreadyExists(format!(
+                "committed snapshot {name}"
+            )));
+        }
+        let rec = read_record(&t, key)?.ok_or_else(|| {
+            SnapshotError::NotFound(format!("failed to get active snapshot {key:?}"))
+        })?;
+        if rec.kind != Kind::Active {
+            return Err(SnapshotError::FailedPrecondition(format!(
+                "snapshot {key:?} is not active"
+            )));
+        }
+        let now = now_nanos();
+        let mut merged = rec.labels.clone();
+        merged.extend(labels);
+        let committed = Record {
+            id: rec.id,
+            kind: Kind::Committed,
+            parent: rec.parent.clone(),
+            labels: merged,
+            created_at: now,
+            updated_at: now,
+            size: usage.size,
+            inodes: usage.inodes,
+        };
+        t.remove(key)?;
+        t.insert(name, encode(&committed)?.as_slice())?;
+        if !rec.parent.is_empty() {
+            let mut children = self.wtx.open_table(CHILDREN)?;
+            children.remove((rec.parent.as_str(), key))?;
+            children.insert((rec.parent.as_str(), name), ())?;
+        }
+        Ok(rec.id.to_string())
+    }
+
+    /// Removes a snapshot without children. Returns its id and kind.
+    pub fn remove(&mut self, key: &str) -> Result<(String, Kind), SnapshotError> {
+        let mut t = self.wtx.open_table(SNAPSHOTS)?;
+        let rec = read_record(&t, key)?
+            .ok_or_else(|| SnapshotError::NotFound(format!("snapshot {key}")))?;
+        let mut children = self.wtx.open_table(CHILDREN)?;
+        let has_child = match children.range((key, "")..)?.next() {
+            Some(entry) => entry?.0.value().0 == key,
+            None => false,
+        };
+        if has_child {
+            return Err(SnapshotError::FailedPrecondition(
+                "cannot remove snapshot with child".into(),
+            ));
+        }
+        t.remove(key)?;
+        if !rec.parent.is_empty() {
+            children.remove((rec.parent.as_str(), key))?;
+        }
+        Ok((rec.id.to_string(), rec.kind))
+    }
+
+    /// Id, info and stored usage inside the transaction.
+    pub fn get_info(&mut self, key: &str) -> Result<(String, Info, Usage), SnapshotError> {
+        let t = self.wtx.open_table(SNAPSHOTS)?;
+        let rec = read_record(&t, key)?
+            .ok_or_else(|| SnapshotError::NotFound(format!("snapshot {key}")))?;
+        Ok((
+            rec.id.to_string(),
+            rec.info(key),
+            Usage {
+                size: rec.size,
+                inodes: rec.inodes,
+            },
+        ))
+    }
+
+    pub fn update_info(&mut self, info: &Info, paths: &[String]) -> Result<Info, SnapshotError> {
+        validate_labels(&info.labels)?;
+        let mut t = self.wtx.open_table(SNAPSHOTS)?;
+        let mut rec = read_record(&t, &info.name)?
+            .ok_or_else(|| SnapshotError::NotFound(format!("snapshot {}", info.name)))?;
+        if paths.is_empty() {
+            rec.labels = info.labels.clone();
+        }
+        for path in paths {
+            if path == "labels" {
+                rec.labels = info.labels.clone();
+            } else if let Some(k) = path.strip_prefix("labels.") {
+                match info.labels.get(k).filter(|v| !v.is_empty()) {
+                    Some(v) => rec.labels.insert(k.to_owned(), v.clone()),
+                    None => rec.labels.remove(k),
+                };
+            } else {
+                return Err(SnapshotError::InvalidArgument(format!(
+                    "cannot update {path:?} field on snapshot {:?}",
+                    info.name
+                )));
+            }
+        }
+        rec.updated_at = now_nanos();
+        t.insert(info.name.as_str(), encode(&rec)?.as_slice())?;
+        Ok(rec.info(&info.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(&dir.path().join("m.redb")).unwrap();
+        let none = BTreeMap::new;
+        let a = m
+            .write(|tx| tx.create_snapshot(Kind::Active, "a", "", none()))
+            .unwrap();
+        assert!(a.parent_ids.is_empty());
+        assert!(matches!(
+            m.write(|tx| tx.create_snapshot(Kind::Active, "a", "", none())),
+            Err(SnapshotError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            m.write(|tx| tx.create_snapshot(Kind::Active, "b", "a", none())),
+            Err(SnapshotError::InvalidArgument(_))
+        ));
+        m.write(|tx| tx.commit_active("a", "A", Usage { size: 5, inodes: 1 }, none()))
+            .unwrap();
+        let b = m
+            .write(|tx| tx.create_snapshot(Kind::Active, "b", "A", none()))
+            .unwrap();
+        assert_eq!(b.parent_ids, vec![a.id.clone()]);
+        let v = m
+            .write(|tx| tx.create_snapshot(Kind::View, "v", "A", none()))
+            .unwrap();
+        assert_eq!(v.kind, Kind::View);
+        assert!(matches!(
+            m.write(|tx| tx.commit_active("v", "V", Usage::default(), none())),
+            Err(SnapshotError::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            m.write(|tx| tx.remove("A")),
+            Err(SnapshotError::FailedPrecondition(_))
+        ));
+        m.write(|tx| tx.remove("b")).unwrap();
+        m.write(|tx| tx.remove("v")).unwrap();
+        m.write(|tx| tx.remove("A")).unwrap();
+        assert!(m.ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn failed_closure_rolls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(&dir.path().join("m.redb")).unwrap();
+        let r: Result<(), _> = m.write(|tx| {
+            tx.create_snapshot(Kind::Active, "x", "", BTreeMap::new())?;
+            Err(SnapshotError::Storage("disk full".into()))
+        });
+        assert!(r.is_err());
+        assert!(matches!(m.get_info("x"), Err(SnapshotError::NotFound(_))));
+    }
+}
