@@ -1,7 +1,15 @@
 //! One module per `ctr` command group.
 
+mod content;
+mod export;
+mod images;
+mod import;
+mod leases;
 mod namespaces;
 mod plugins;
+mod progress;
+mod store;
+mod unpack;
 mod version;
 
 use std::time::Duration;
@@ -27,6 +35,22 @@ pub enum Command {
         #[command(subcommand)]
         command: namespaces::NamespacesCommand,
     },
+    /// Manage content.
+    Content {
+        #[command(subcommand)]
+        command: content::ContentCommand,
+    },
+    /// Manage images.
+    #[command(aliases = ["image", "i"])]
+    Images {
+        #[command(subcommand)]
+        command: images::ImagesCommand,
+    },
+    /// Manage leases.
+    Leases {
+        #[command(subcommand)]
+        command: leases::LeasesCommand,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,15 +68,33 @@ pub enum CmdError {
     Failed(String),
 }
 
-/// What every command needs: a channel to the daemon and the namespace to work in.
+/// What every command needs: a channel to the daemon, the namespace to work in and, while an
+/// import or unpack runs, the lease that protects what it writes from garbage collection.
+#[derive(Clone)]
 pub struct Ctx {
     pub channel: Channel,
     pub namespace: String,
+    pub lease: Option<String>,
 }
 
 impl Ctx {
+    /// A request carrying the namespace header and, when set, the `containerd-lease` header.
     pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
-        bctr::client::request(&self.namespace, msg)
+        let mut req = bctr::client::request(&self.namespace, msg);
+        if let Some(lease) = &self.lease {
+            if let Ok(v) = tonic::metadata::MetadataValue::try_from(lease.as_str()) {
+                req.metadata_mut().insert(leases::LEASE_HEADER, v);
+            }
+        }
+        req
+    }
+
+    /// The same context, with requests made under `lease`.
+    pub fn with_lease(&self, lease: &str) -> Ctx {
+        Ctx {
+            lease: Some(lease.to_owned()),
+            ..self.clone()
+        }
     }
 }
 
@@ -61,11 +103,15 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
     let ctx = Ctx {
         channel,
         namespace: cli.namespace,
+        lease: None,
     };
     match cli.command {
         Command::Version => version::run(&ctx).await,
         Command::Plugins { command } => plugins::run(&ctx, command).await,
         Command::Namespaces { command } => namespaces::run(&ctx, command).await,
+        Command::Content { command } => content::run(&ctx, command).await,
+        Command::Images { command } => images::run(&ctx, command).await,
+        Command::Leases { command } => leases::run(&ctx, command).await,
     }
 }
 
@@ -82,4 +128,35 @@ pub fn parse_labels(args: &[String]) -> Result<Vec<(String, String)>, CmdError> 
             Ok((k.to_owned(), v.to_owned()))
         })
         .collect()
+}
+
+/// ctr's `LabelArgs`: `k=v` sets, a bare `k` means `k=true`, `k=` gives an empty value (which
+/// clears the label when sent with its field path).
+pub fn label_args(args: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for a in args {
+        let (k, v) = match a.split_once('=') {
+            Some((k, v)) => (k, v),
+            None => (a.as_str(), "true"),
+        };
+        // Like a Go map: a later value for the same key wins.
+        out.retain(|(ok, _)| ok != k);
+        out.push((k.to_owned(), v.to_owned()));
+    }
+    out
+}
+
+/// Labels as `k=v` joined with commas, sorted (ctr prints Go map order, which is random).
+pub fn join_labels<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let mut pairs: Vec<String> = labels
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    pairs.sort();
+    pairs.join(",")
+}
+
+/// An RPC failure with what was being done in front: `failed to ingest "x": <daemon message>`.
+pub fn rpc_context(what: impl std::fmt::Display) -> impl FnOnce(tonic::Status) -> CmdError {
+    move |s| CmdError::Failed(format!("{what}: {}", s.message()))
 }

@@ -106,3 +106,7 @@ pub trait Snapshotter: Send + Sync {
 }
 
 pub use metastore::MetaStore;
+
+/// What a snapshotter plugin's instance is: the driver behind the trait, so the snapshots
+/// service can find every driver without knowing their types.
+pub struct SnapshotterInstance(pub std::sync::Arc<dyn Snapshotter>);

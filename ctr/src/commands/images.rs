@@ -1,0 +1,389 @@
+//! `bctr images`: list, check, label, remove, import and export images.
+
+use std::collections::BTreeSet;
+
+use bctr::oci::{self, Descriptor};
+use bctr::platforms;
+use bctr::table::TabWriter;
+use bctr::units::progress_bytes;
+use berth_api::images::{
+    images_client::ImagesClient, DeleteImageRequest, Image, ListImagesRequest, UpdateImageRequest,
+};
+use berth_api::namespaces::{namespaces_client::NamespacesClient, GetNamespaceRequest};
+use berth_api::snapshots::{snapshots_client::SnapshotsClient, StatSnapshotRequest};
+use clap::Subcommand;
+use tonic::Code;
+
+use super::store::{self, ContentStore, WalkError};
+use super::{join_labels, label_args, CmdError, Ctx};
+
+/// The namespace label naming the namespace's default snapshotter.
+const DEFAULT_SNAPSHOTTER_LABEL: &str = "containerd.io/defaults/snapshotter";
+/// containerd's default snapshotter on Linux.
+const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
+
+#[derive(Subcommand)]
+pub enum ImagesCommand {
+    /// Check existing images to ensure all content is available locally.
+    Check {
+        /// Print only the ready image refs (fully downloaded and unpacked).
+        #[arg(long, short = 'q')]
+        quiet: bool,
+        /// Snapshotter name; empty means the namespace's default.
+        #[arg(
+            long,
+            env = "CONTAINERD_SNAPSHOTTER",
+            default_value = "",
+            hide_default_value = true
+        )]
+        snapshotter: String,
+        filters: Vec<String>,
+    },
+    /// Export images to an OCI tar archive.
+    Export(super::export::ExportArgs),
+    /// Import images from a tar archive (OCI layout or docker save).
+    Import(super::import::ImportArgs),
+    /// List images known to the daemon.
+    #[command(alias = "list")]
+    Ls {
+        /// Print only the image refs.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+        filters: Vec<String>,
+    },
+    /// Remove one or more images by reference.
+    #[command(aliases = ["delete", "del", "remove"])]
+    Rm {
+        /// Synchronously remove image and all associated resources.
+        #[arg(long)]
+        sync: bool,
+        #[arg(required = true, value_name = "REF")]
+        names: Vec<String>,
+    },
+    /// Set and clear labels for an image.
+    Label {
+        /// Replace all labels.
+        #[arg(long, short = 'r')]
+        replace_all: bool,
+        name: String,
+        labels: Vec<String>,
+    },
+}
+
+pub fn image_target(img: &Image) -> Descriptor {
+    img.target
+        .as_ref()
+        .map(Descriptor::from_proto)
+        .unwrap_or_default()
+}
+
+pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
+    let mut client = ImagesClient::new(ctx.channel.clone());
+    match cmd {
+        ImagesCommand::Ls { quiet, filters } => {
+            let images = client
+                .list(ctx.request(ListImagesRequest { filters }))
+                .await
+                .map_err(super::rpc_context("failed to list images"))?
+                .into_inner()
+                .images;
+            if quiet {
+                for i in &images {
+                    println!("{}", i.name);
+                }
+                return Ok(());
+            }
+            let mut cs = ContentStore::new(ctx);
+            let platform = platforms::default_matcher();
+            let mut text = String::from("REF\tTYPE\tDIGEST\tSIZE\tPLATFORMS\tLABELS\t\n");
+            for img in &images {
+                let target = image_target(img);
+                let (size, err) = store::image_size(&mut cs, &target, &platform).await;
+                if let Some(e) = err {
+                    eprintln!("bctr: failed calculating size for image {}: {e}", img.name);
+                }
+                let platforms = match store::image_platforms(&mut cs, &target).await {
+                    Err(e) => {
+                        eprintln!(
+                            "bctr: failed resolving platform for image {}: {e}",
+                            img.name
+                        );
+                        "-".to_owned()
+                    }
+                    Ok(ps) if ps.is_empty() => "-".to_owned(),
+                    Ok(ps) => ps
+                        .iter()
+                        .map(platforms::format)
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect::<Vec<_>>()
+                        .join(","),
+                };
+                let labels = if img.labels.is_empty() {
+                    "-".to_owned()
+                } else {
+                    join_labels(&img.labels)
+                };
+                text.push_str(&format!(
+                    "{}\t{}\t{}\t{}\t{platforms}\t{labels}\t\n",
+                    img.name,
+                    target.media_type,
+                    target.digest,
+                    progress_bytes(size)
+                ));
+            }
+            TabWriter::SPACES.print(&text);
+        }
+        ImagesCommand::Rm { sync, names } => {
+            let mut first_err: Option<CmdError> = None;
+            let last = names.len().saturating_sub(1);
+            for (i, name) in names.iter().enumerate() {
+                match client
+                    .delete(ctx.request(DeleteImageRequest {
+                        name: name.clone(),
+                        sync: sync && i == last,
+                        target: None,
+                    }))
+                    .await
+                {
+                    Ok(_) => println!("{name}"),
+                    Err(s) if s.code() == Code::NotFound => {
+                        eprintln!("bctr: warning: {name}: image not found");
+                    }
+                    Err(s) => {
+                        eprintln!("bctr: unable to delete {name}: {}", s.message());
+                        first_err.get_or_insert(CmdError::Failed(format!(
+                            "unable to delete {name}: {}",
+                            s.message()
+                        )));
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+        }
+        ImagesCommand::Label {
+            replace_all,
+            name,
+            labels,
+        } => {
+            let labels = label_args(&labels);
+            let paths = labels
+                .iter()
+                .map(|(k, _)| {
+                    if replace_all {
+                        "labels".to_owned()
+                    } else {
+                        format!("labels.{k}")
+                    }
+                })
+                .collect();
+            let updated = client
+                .update(ctx.request(UpdateImageRequest {
+                    image: Some(Image {
+                        name,
+                        labels: labels.into_iter().collect(),
+                        ..Image::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                    source_date_epoch: None,
+                }))
+                .await?
+                .into_inner()
+                .image
+                .unwrap_or_default();
+            println!("{}", join_labels(&updated.labels));
+        }
+        ImagesCommand::Check {
+            quiet,
+            snapshotter,
+            filters,
+        } => return check(ctx, &mut client, quiet, &snapshotter, filters).await,
+        ImagesCommand::Import(args) => return super::import::run(ctx, args).await,
+        ImagesCommand::Export(args) => return super::export::run(ctx, args).await,
+    }
+    Ok(())
+}
+
+/// The snapshotter to use: the one asked for, else the namespace's default label, else
+/// overlayfs.
+pub async fn resolve_snapshotter(ctx: &Ctx, name: &str) -> Result<String, CmdError> {
+    if !name.is_empty() {
+        return Ok(name.to_owned());
+    }
+    let ns = NamespacesClient::new(ctx.channel.clone())
+        .get(ctx.request(GetNamespaceRequest {
+            name: ctx.namespace.clone(),
+        }))
+        .await?
+        .into_inner()
+        .namespace
+        .unwrap_or_default();
+    Ok(ns
+        .labels
+        .get(DEFAULT_SNAPSHOTTER_LABEL)
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_SNAPSHOTTER.to_owned()))
+}
+
+/// Whether the image's rootfs for this platform exists as a committed snapshot. A daemon
+/// without a snapshot service (Unimplemented) has unpacked nothing.
+async fn is_unpacked(
+    ctx: &Ctx,
+    cs: &mut ContentStore,
+    target: &Descriptor,
+    snapshotter: &str,
+) -> Result<bool, String> {
+    let platform = platforms::default_matcher();
+    let manifest = store::resolve_manifest(cs, target, Some(&platform))
+        .await
+        .map_err(|e| e.msg)?;
+    let config = cs.read_config(&manifest.config).await.map_err(|e| e.msg)?;
+    let chain = oci::chain_id(&config.rootfs.diff_ids);
+    let snapshotter = match resolve_snapshotter(ctx, snapshotter).await {
+        Ok(s) => s,
+        Err(e) => return Err(e.to_string()),
+    };
+    match SnapshotsClient::new(ctx.channel.clone())
+        .stat(ctx.request(StatSnapshotRequest {
+            snapshotter,
+            key: chain,
+        }))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(s) if s.code() == Code::NotFound || s.code() == Code::Unimplemented => Ok(false),
+        Err(s) => Err(s.message().to_owned()),
+    }
+}
+
+/// containerd's `images.Check`: whether the config and layers of the image's manifest for the
+/// default platform are all present. `None` for required means the manifest itself is missing.
+async fn check_content(
+    cs: &mut ContentStore,
+    target: &Descriptor,
+) -> Result<(Option<Vec<Descriptor>>, Vec<Descriptor>), WalkError> {
+    let platform = platforms::default_matcher();
+    let manifest = match store::resolve_manifest(cs, target, Some(&platform)).await {
+        Ok(m) => m,
+        Err(e) if e.not_found => return Ok((None, Vec::new())),
+        Err(e) => {
+            return Err(WalkError::other(format!(
+                "failed to check image {}: {}",
+                target.digest, e.msg
+            )))
+        }
+    };
+    let mut required = vec![manifest.config];
+    required.extend(manifest.layers);
+    let mut present = Vec::new();
+    for d in &required {
+        match cs.info(&d.digest).await {
+            Ok(_) => present.push(d.clone()),
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => {
+                return Err(WalkError::other(format!(
+                    "failed to check image {}: {}",
+                    d.digest,
+                    s.message()
+                )))
+            }
+        }
+    }
+    Ok((Some(required), present))
+}
+
+async fn check(
+    ctx: &Ctx,
+    client: &mut ImagesClient<tonic::transport::Channel>,
+    quiet: bool,
+    snapshotter: &str,
+    filters: Vec<String>,
+) -> Result<(), CmdError> {
+    let images = client
+        .list(ctx.request(ListImagesRequest { filters }))
+        .await
+        .map_err(super::rpc_context("failed listing images"))?
+        .into_inner()
+        .images;
+    if images.is_empty() {
+        return Ok(());
+    }
+    let mut cs = ContentStore::new(ctx);
+    let mut exit_err: Option<CmdError> = None;
+    let mut text = String::new();
+    if !quiet {
+        text.push_str("REF\tTYPE\tDIGEST\tSTATUS\tSIZE\tUNPACKED\t\n");
+    }
+    for img in &images {
+        let target = image_target(img);
+        let mut complete = true;
+        let (status, size) = match check_content(&mut cs, &target).await {
+            Err(e) => {
+                eprintln!("bctr: unable to check {}: {e}", img.name);
+                exit_err.get_or_insert(CmdError::Failed(format!(
+                    "unable to check {}: {e}",
+                    img.name
+                )));
+                complete = false;
+                ("error".to_owned(), "-".to_owned())
+            }
+            Ok((None, present)) => {
+                complete = false;
+                let present_size: i64 = present.iter().map(|d| d.size).sum();
+                (
+                    format!("unavailable ({}/?)", present.len()),
+                    format!("{}/?", progress_bytes(present_size)),
+                )
+            }
+            Ok((Some(required), present)) => {
+                let required_size: i64 = required.iter().map(|d| d.size).sum();
+                let present_size: i64 = present.iter().map(|d| d.size).sum();
+                let word = if present.len() < required.len() {
+                    complete = false;
+                    "incomplete"
+                } else {
+                    "complete"
+                };
+                (
+                    format!("{word} ({}/{})", present.len(), required.len()),
+                    format!(
+                        "{}/{}",
+                        progress_bytes(present_size),
+                        progress_bytes(required_size)
+                    ),
+                )
+            }
+        };
+        let unpacked = match is_unpacked(ctx, &mut cs, &target, snapshotter).await {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("bctr: unable to check unpack for {}: {e}", img.name);
+                exit_err.get_or_insert(CmdError::Failed(format!(
+                    "unable to check unpack for {}: {e}",
+                    img.name
+                )));
+                false
+            }
+        };
+        if quiet {
+            if complete {
+                println!("{}", img.name);
+            }
+        } else {
+            text.push_str(&format!(
+                "{}\t{}\t{}\t{status}\t{size}\t{unpacked}\n",
+                img.name, target.media_type, target.digest
+            ));
+        }
+    }
+    if !quiet {
+        TabWriter::SPACES.print(&text);
+    }
+    match exit_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

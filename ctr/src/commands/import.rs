@@ -1,0 +1,617 @@
+//! `bctr images import`: reads an OCI image layout tar or a `docker save` tar, streams every
+//! file into the content store, builds a Docker manifest and an OCI index for docker archives,
+//! labels the content with containerd's GC references, and creates the image records, all under
+//! a temporary lease, as containerd's client does. Unpacking follows unless `--no-unpack`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
+
+use bctr::archive::{self, BlobInfo, DockerArchiveManifest, OciLayout};
+use bctr::oci::{self, media, Descriptor};
+use bctr::platforms::{self, MatchComparer};
+use bctr::reference::{self, RefTranslator};
+use berth_api::images::{
+    images_client::ImagesClient, CreateImageRequest, Image, UpdateImageRequest,
+};
+use clap::Args;
+use sha2::{Digest as _, Sha256};
+use tonic::Code;
+
+use super::progress::{self, ProgressReader};
+use super::store::{self, ContentStore, CHUNK};
+use super::{leases, rpc_context, unpack, CmdError, Ctx};
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Base image name for added images; when given, only images with this name prefix are
+    /// imported.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    base_name: String,
+    /// Whether to create digest images (`<base>@<digest>`).
+    #[arg(long)]
+    digests: bool,
+    /// Skip applying --digests to images named in the archive (use with --digests).
+    #[arg(long)]
+    skip_digest_for_named: bool,
+    /// Image name to keep the index as; by default the index is discarded.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    index_name: String,
+    /// Import content for all platforms.
+    #[arg(long)]
+    all_platforms: bool,
+    /// Import content for a specific platform.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    platform: String,
+    /// Skip unpacking the images.
+    #[arg(long)]
+    no_unpack: bool,
+    /// Compress uncompressed blobs when creating the manifest (Docker format only).
+    #[arg(long)]
+    compress_blobs: bool,
+    /// Snapshotter name; empty means the namespace's default.
+    #[arg(
+        long,
+        env = "CONTAINERD_SNAPSHOTTER",
+        default_value = "",
+        hide_default_value = true
+    )]
+    snapshotter: String,
+    /// The archive, or `-` for stdin.
+    #[arg(value_name = "IN")]
+    input: String,
+}
+
+/// An image record the import creates or updates.
+pub struct ImportedImage {
+    pub name: String,
+    pub target: Descriptor,
+}
+
+pub async fn run(ctx: &Ctx, args: ImportArgs) -> Result<(), CmdError> {
+    if args.skip_digest_for_named && !args.digests {
+        return Err(CmdError::Usage(
+            "--skip-digest-for-named must be specified with --digests option".into(),
+        ));
+    }
+    let (prefix, translator) = if args.base_name.is_empty() {
+        let p = format!("import-{}", chrono::Local::now().format("%Y-%m-%d"));
+        (p.clone(), RefTranslator::AddPrefix(p))
+    } else {
+        (
+            args.base_name.clone(),
+            RefTranslator::FilterPrefix(args.base_name.clone()),
+        )
+    };
+    let strict_platform = if args.platform.is_empty() {
+        None
+    } else {
+        let p = platforms::parse(&args.platform).map_err(CmdError::Usage)?;
+        Some(platforms::only_strict(&p))
+    };
+    let matcher = if args.all_platforms {
+        MatchComparer::All
+    } else if let Some(m) = &strict_platform {
+        m.clone()
+    } else {
+        platforms::default_matcher()
+    };
+
+    let (input, total): (Box<dyn Read>, Option<u64>) = if args.input == "-" {
+        (Box::new(std::io::stdin()), None)
+    } else {
+        let f = std::fs::File::open(&args.input)
+            .map_err(|e| CmdError::Failed(format!("open {}: {e}", args.input)))?;
+        let len = f.metadata().ok().map(|m| m.len());
+        (Box::new(f), len)
+    };
+    let bar = progress::bar(total, "importing");
+    let input = ProgressReader::new(input, bar.clone());
+
+    let lease = leases::create_temporary(ctx).await?;
+    let leased = ctx.with_lease(&lease);
+    let opts = ImportOptions {
+        translator: &translator,
+        digest_prefix: args.digests.then_some(prefix.as_str()),
+        skip_digest_for_named: args.skip_digest_for_named,
+        index_name: &args.index_name,
+        matcher: &matcher,
+        compress: args.compress_blobs,
+    };
+    let result = import(&leased, input, &opts).await;
+    bar.finish_and_clear();
+    let cleanup = leases::delete_temporary(ctx, &lease).await;
+    let images = result?;
+    cleanup?;
+
+    if !args.no_unpack {
+        let platform = strict_platform.unwrap_or_else(platforms::default_matcher);
+        for img in &images {
+            use std::io::Write;
+            print!("unpacking {} ({})...", img.name, img.target.digest);
+            let _ = std::io::stdout().flush();
+            unpack::unpack(ctx, &img.target, &platform, &args.snapshotter).await?;
+            println!("done");
+        }
+    }
+    Ok(())
+}
+
+struct ImportOptions<'a> {
+    translator: &'a RefTranslator,
+    digest_prefix: Option<&'a str>,
+    skip_digest_for_named: bool,
+    index_name: &'a str,
+    matcher: &'a MatchComparer,
+    compress: bool,
+}
+
+async fn import(
+    ctx: &Ctx,
+    input: impl Read,
+    opts: &ImportOptions<'_>,
+) -> Result<Vec<ImportedImage>, CmdError> {
+    let mut cs = ContentStore::new(ctx);
+    let index = import_index(&mut cs, input, opts.compress).await?;
+
+    let mut images: Vec<ImportedImage> = Vec::new();
+    if !opts.index_name.is_empty() {
+        images.push(ImportedImage {
+            name: opts.index_name.to_owned(),
+            target: index.clone(),
+        });
+    }
+
+    // Walk from the index: name the images it lists, label every parent with its (platform
+    // filtered) children, as containerd's Import does with SetChildrenLabels(FilterPlatforms).
+    let mut stack = vec![index.clone()];
+    let mut labelled: HashSet<String> = HashSet::new();
+    let mut any_children = false;
+    while let Some(desc) = stack.pop() {
+        let children = if desc.digest == index.digest {
+            let bytes = cs.read_document(&desc.digest).await?;
+            let idx: oci::Index = serde_json::from_slice(&bytes)
+                .map_err(|e| CmdError::Failed(format!("index {}: {e}", desc.digest)))?;
+            let manifests = idx.manifests.unwrap_or_default();
+            for m in &manifests {
+                let name = reference::image_name(&m.annotations, Some(opts.translator));
+                if !name.is_empty() {
+                    images.push(ImportedImage {
+                        name: name.clone(),
+                        target: m.clone(),
+                    });
+                }
+                if opts.skip_digest_for_named && !name.is_empty() {
+                    continue;
+                }
+                if let Some(prefix) = opts.digest_prefix {
+                    images.push(ImportedImage {
+                        name: format!("{prefix}@{}", m.digest),
+                        target: m.clone(),
+                    });
+                }
+            }
+            manifests
+        } else {
+            cs.children(&desc).await?
+        };
+        let children: Vec<Descriptor> = children
+            .into_iter()
+            .filter(|d| d.platform.as_ref().is_none_or(|p| opts.matcher.matches(p)))
+            .collect();
+        if children.is_empty() {
+            continue;
+        }
+        any_children = true;
+        // The same document has the same children: label it once.
+        if labelled.insert(desc.digest.clone()) {
+            let labels = oci::children_gc_labels(&children);
+            cs.update_labels(&desc.digest, &labels)
+                .await
+                .map_err(rpc_context(format!("failed to label {}", desc.digest)))?;
+        }
+        stack.extend(children.into_iter().rev());
+    }
+    if !any_children {
+        return Err(CmdError::Failed("image might be filtered out".into()));
+    }
+
+    let mut client = ImagesClient::new(ctx.channel.clone());
+    for img in &images {
+        let record = Image {
+            name: img.name.clone(),
+            target: Some(img.target.to_proto()),
+            ..Image::default()
+        };
+        let updated = client
+            .update(ctx.request(UpdateImageRequest {
+                image: Some(record.clone()),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["target".into()],
+                }),
+                source_date_epoch: None,
+            }))
+            .await;
+        match updated {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {
+                client
+                    .create(ctx.request(CreateImageRequest {
+                        image: Some(record),
+                        source_date_epoch: None,
+                    }))
+                    .await
+                    .map_err(rpc_context(format!("failed to create image {}", img.name)))?;
+            }
+            Err(s) => {
+                return Err(CmdError::Failed(format!(
+                    "failed to update image {}: {}",
+                    img.name,
+                    s.message()
+                )))
+            }
+        }
+    }
+    Ok(images)
+}
+
+/// A reader that hashes and keeps the first bytes of everything read through it.
+struct Tee<'a, R> {
+    inner: R,
+    hasher: &'a mut Sha256,
+    head: &'a mut Vec<u8>,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        if self.head.len() < 10 {
+            let take = (10 - self.head.len()).min(n);
+            self.head.extend_from_slice(&buf[..take]);
+        }
+        Ok(n)
+    }
+}
+
+/// containerd's `archive.ImportIndex`: stores every regular file of the tar (as `tar-<name>`),
+/// then returns the OCI index of an OCI layout, or builds one for a docker archive.
+async fn import_index(
+    cs: &mut ContentStore,
+    input: impl Read,
+    compress: bool,
+) -> Result<Descriptor, CmdError> {
+    // A gzip-compressed archive (`docker save | gzip`) is read through a decoder.
+    let mut buffered = BufReader::with_capacity(CHUNK, input);
+    let peek = buffered
+        .fill_buf()
+        .map_err(|e| CmdError::Failed(format!("reading archive: {e}")))?;
+    let reader: Box<dyn Read> = if peek.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    let mut tar = tar::Archive::new(reader);
+    let entries = tar.entries().map_err(tar_error)?;
+
+    let mut layout: Option<OciLayout> = None;
+    let mut docker_manifests: Option<Vec<DockerArchiveManifest>> = None;
+    let mut symlinks: BTreeMap<String, String> = BTreeMap::new();
+    let mut blobs: HashMap<String, BlobInfo> = HashMap::new();
+
+    for entry in entries {
+        let mut entry = entry.map_err(tar_error)?;
+        let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let kind = entry.header().entry_type();
+        if kind == tar::EntryType::Symlink {
+            let link = entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .unwrap_or_default();
+            symlinks.insert(
+                archive::clean_path(&raw_name),
+                archive::symlink_target(&raw_name, &link),
+            );
+            continue;
+        }
+        if kind != tar::EntryType::Regular {
+            continue;
+        }
+        let name = archive::clean_path(&raw_name);
+        let size = entry.header().size().unwrap_or(0) as i64;
+        if name == archive::OCI_LAYOUT_FILE {
+            let bytes = read_json_file(&mut entry, &name)?;
+            layout =
+                Some(serde_json::from_slice(&bytes).map_err(|e| {
+                    CmdError::Failed(format!("untar oci layout {raw_name:?}: {e}"))
+                })?);
+        } else if name == "manifest.json" {
+            let bytes = read_json_file(&mut entry, &name)?;
+            docker_manifests = Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| CmdError::Failed(format!("untar manifest {raw_name:?}: {e}")))?,
+            );
+        } else {
+            let info = ingest_entry(cs, &mut entry, &name, size)
+                .await
+                .map_err(|e| CmdError::Failed(format!("failed to ingest {raw_name:?}: {e}")))?;
+            blobs.insert(name, info);
+        }
+    }
+
+    if let Some(layout) = layout.filter(|l| !l.version.is_empty()) {
+        if layout.version != archive::OCI_LAYOUT_VERSION {
+            return Err(CmdError::Failed(format!(
+                "unsupported OCI version {}",
+                layout.version
+            )));
+        }
+        let idx = blobs.get("index.json").ok_or_else(|| {
+            CmdError::Failed(format!(
+                "missing index.json in OCI layout {}",
+                archive::OCI_LAYOUT_VERSION
+            ))
+        })?;
+        return Ok(Descriptor::new(media::OCI_INDEX, &idx.digest, idx.size));
+    }
+    let Some(manifests) = docker_manifests else {
+        return Err(CmdError::Failed("unrecognized image format".into()));
+    };
+    archive::resolve_symlinks(&mut blobs, &symlinks).map_err(CmdError::Failed)?;
+
+    let mut index_entries = Vec::new();
+    for m in &manifests {
+        let config = blobs
+            .get(&m.config)
+            .ok_or_else(|| CmdError::Failed(format!("image config {:?} not found", m.config)))?;
+        let config = Descriptor::new(media::DOCKER_CONFIG, &config.digest, config.size);
+        let layer_files = m.layers.clone().unwrap_or_default();
+        let layers = resolve_layers(cs, &layer_files, &blobs, compress)
+            .await
+            .map_err(|e| CmdError::Failed(format!("failed to resolve layers: {e}")))?;
+        let manifest = archive::docker_manifest_json(&config, &layers).map_err(CmdError::Failed)?;
+        let desc = write_document(cs, &manifest, media::DOCKER_MANIFEST)
+            .await
+            .map_err(|e| CmdError::Failed(format!("write docker manifest: {e}")))?;
+        let platform = cs
+            .read_config(&config)
+            .await
+            .map_err(|e| CmdError::Failed(format!("unable to resolve platform: {e}")))?
+            .platform();
+        let tags = m.repo_tags.clone().unwrap_or_default();
+        index_entries.extend(
+            archive::docker_index_entries(&desc, Some(platform), &tags)
+                .map_err(CmdError::Failed)?,
+        );
+    }
+    let index = archive::index_json(index_entries).map_err(CmdError::Failed)?;
+    write_document(cs, &index, media::OCI_INDEX).await
+}
+
+/// A tar reading failure as one line: a corrupt header is said so, not quoted.
+fn tar_error(e: std::io::Error) -> CmdError {
+    let msg = e.to_string();
+    // The tar crate quotes the bad header ("… when getting cksum for <name>").
+    if msg.contains(" when getting ") {
+        return CmdError::Failed("reading archive: invalid tar header".into());
+    }
+    let first: String = msg
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect();
+    CmdError::Failed(format!("reading archive: {first}"))
+}
+
+fn read_json_file(entry: &mut impl Read, name: &str) -> Result<Vec<u8>, CmdError> {
+    let mut bytes = Vec::new();
+    entry
+        .take(archive::JSON_LIMIT)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CmdError::Failed(format!("reading {name}: {e}")))?;
+    Ok(bytes)
+}
+
+/// Streams one file of the archive into the content store under `tar-<name>`. A file at
+/// `blobs/<alg>/<hex>` is expected to have that digest, so one the daemon already has is not
+/// sent again.
+async fn ingest_entry(
+    cs: &mut ContentStore,
+    entry: &mut impl Read,
+    name: &str,
+    size: i64,
+) -> Result<BlobInfo, String> {
+    let expected = archive::blob_path_digest(name).unwrap_or_default();
+    let mut hasher = Sha256::new();
+    let mut head = Vec::new();
+    let writer = cs
+        .writer(&format!("tar-{name}"), size, &expected)
+        .await
+        .map_err(|s| format!("failed to open writer: {}", s.message()))?;
+    match writer {
+        None => {
+            // Already stored: only its first bytes are needed (to tell a layer's compression).
+            let mut tee = Tee {
+                inner: entry.take(10),
+                hasher: &mut hasher,
+                head: &mut head,
+            };
+            std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| e.to_string())?;
+            Ok(BlobInfo {
+                digest: expected,
+                size,
+                head,
+            })
+        }
+        Some(w) => {
+            let mut tee = Tee {
+                inner: entry,
+                hasher: &mut hasher,
+                head: &mut head,
+            };
+            w.copy_from(&mut tee, size, &expected, HashMap::new())
+                .await
+                .map_err(|e| e.to_string())?;
+            let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+            Ok(BlobInfo {
+                digest: if expected.is_empty() {
+                    digest
+                } else {
+                    expected
+                },
+                size,
+                head,
+            })
+        }
+    }
+}
+
+/// Writes a document containerd generated (manifest or index) under `manifest-<digest>`.
+async fn write_document(
+    cs: &mut ContentStore,
+    bytes: &[u8],
+    media_type: &str,
+) -> Result<Descriptor, CmdError> {
+    let desc = Descriptor::new(media_type, &oci::sha256_digest(bytes), bytes.len() as i64);
+    store::write_blob(
+        cs,
+        &format!("manifest-{}", desc.digest),
+        &mut &bytes[..],
+        desc.size,
+        &desc.digest,
+        HashMap::new(),
+    )
+    .await?;
+    Ok(desc)
+}
+
+/// containerd's `resolveLayers`: each layer file's descriptor, replaced by an already stored
+/// compressed blob when one is labelled as its compression, otherwise typed by its first bytes
+/// (and gzip-compressed into the store with `--compress-blobs`).
+async fn resolve_layers(
+    cs: &mut ContentStore,
+    files: &[String],
+    blobs: &HashMap<String, BlobInfo>,
+    compress: bool,
+) -> Result<Vec<Descriptor>, String> {
+    let mut layers = Vec::with_capacity(files.len());
+    let mut heads = Vec::with_capacity(files.len());
+    for f in files {
+        let b = blobs
+            .get(f)
+            .ok_or_else(|| format!("layer {f:?} not found"))?;
+        layers.push(Descriptor::new("", &b.digest, b.size));
+        heads.push(b.head.clone());
+    }
+    if !layers.is_empty() {
+        let filters = layers
+            .iter()
+            .map(|l| format!("labels.\"{}\"=={}", oci::LABEL_UNCOMPRESSED, l.digest))
+            .collect();
+        let found = cs
+            .list(filters)
+            .await
+            .map_err(|s| format!("failure checking for compressed blobs: {}", s.message()))?;
+        for info in found {
+            let Some(uncompressed) = info.labels.get(oci::LABEL_UNCOMPRESSED) else {
+                continue;
+            };
+            for (i, l) in layers.iter_mut().enumerate() {
+                if &l.digest == uncompressed && l.media_type.is_empty() {
+                    let mut head = Vec::new();
+                    cs.read_chunks(&info.digest, 0, 10, |c| {
+                        head.extend_from_slice(c);
+                        Ok(())
+                    })
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "failed to detect media type of layer: {}",
+                            CmdError::from(e)
+                        )
+                    })?;
+                    l.digest = info.digest.clone();
+                    l.size = info.size;
+                    l.media_type = archive::docker_layer_media_type(&head).to_owned();
+                    heads[i] = head;
+                }
+            }
+        }
+    }
+    for (l, head) in layers.iter_mut().zip(&heads) {
+        if !l.media_type.is_empty() {
+            continue;
+        }
+        let mt = archive::docker_layer_media_type(head);
+        if mt == media::DOCKER_LAYER && compress {
+            *l = compress_blob(cs, l).await?;
+        } else {
+            l.media_type = mt.to_owned();
+        }
+    }
+    Ok(layers)
+}
+
+/// Stores a gzip-compressed copy of an uncompressed layer, labelled with the digest it
+/// uncompresses to; returns its descriptor.
+async fn compress_blob(cs: &mut ContentStore, layer: &Descriptor) -> Result<Descriptor, String> {
+    use std::io::Write;
+    let (_, enc) = oci::split_digest(&layer.digest)?;
+    let r#ref = format!("compress-blob-sha256-{enc}");
+    // Read the layer back and gzip it in memory chunk by chunk; the compressed bytes are sent
+    // as they accumulate.
+    let mut writer = match cs.writer(&r#ref, 0, "").await {
+        Ok(Some(w)) => w,
+        Ok(None) => return Err(format!("failed to open writer for {ref}")),
+        Err(s) => return Err(format!("failed to open writer: {}", s.message())),
+    };
+    if writer.offset > 0 {
+        // An earlier attempt left data: start over (containerd truncates the writer).
+        drop(writer);
+        cs.abort(&r#ref).await.map_err(|s| s.message().to_owned())?;
+        writer = match cs.writer(&r#ref, 0, "").await {
+            Ok(Some(w)) => w,
+            Ok(None) => return Err(format!("failed to open writer for {ref}")),
+            Err(s) => return Err(format!("failed to open writer: {}", s.message())),
+        };
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut hasher = Sha256::new();
+    let mut size = 0i64;
+    let mut stream = cs
+        .open_read(&layer.digest, 0, 0)
+        .await
+        .map_err(|s| format!("failed to read {}: {}", layer.digest, s.message()))?;
+    loop {
+        let msg = stream
+            .message()
+            .await
+            .map_err(|s| format!("failed to read {}: {}", layer.digest, s.message()))?;
+        let last = msg.is_none();
+        match msg {
+            Some(m) => gz.write_all(&m.data).map_err(|e| e.to_string())?,
+            None => gz.try_finish().map_err(|e| e.to_string())?,
+        }
+        if gz.get_ref().len() >= CHUNK || (last && !gz.get_ref().is_empty()) {
+            let chunk = std::mem::take(gz.get_mut());
+            hasher.update(&chunk);
+            size += chunk.len() as i64;
+            writer
+                .write(chunk)
+                .await
+                .map_err(|s| format!("failed to write: {}", s.message()))?;
+        }
+        if last {
+            break;
+        }
+    }
+    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    let labels = HashMap::from([(oci::LABEL_UNCOMPRESSED.to_owned(), layer.digest.clone())]);
+    match writer.commit(size, &digest, labels).await {
+        Ok(_) => {}
+        Err(s) if s.code() == Code::AlreadyExists => {}
+        Err(s) => return Err(format!("failed to commit: {}", s.message())),
+    }
+    Ok(Descriptor::new(media::DOCKER_LAYER_GZIP, &digest, size))
+}

@@ -1,0 +1,274 @@
+//! The overlayfs snapshotter, registered as `io.containerd.snapshotter.v1.overlayfs`.
+//!
+//! Each snapshot is `<root>/snapshots/<id>/{fs,work}`. An active snapshot without parent is a
+//! bind mount of its `fs`; a view of one parent is a read-only bind of the parent's `fs`;
+//! otherwise an overlay with the parents' `fs` as lower layers (nearest first) and, for an active
+//! snapshot, its own `fs`/`work` as upper/work. Committing only changes metadata: the upper dir
+//! becomes a lower dir as it is, so a commit costs no copy.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_plugin::{types, InitError, Instance, Registration};
+use berth_snapshotter::metastore::Snapshot;
+use berth_snapshotter::{Info, Kind, MetaStore, Mount, SnapshotError, Snapshotter, Usage};
+
+pub struct OverlaySnapshotter {
+    root: PathBuf,
+    ms: MetaStore,
+    /// Options every overlay mount gets (`index=off`, `userxattr`), decided once at start.
+    extra_options: Vec<String>,
+}
+
+/// Whether the overlay module has the `index` feature (then Berth turns it off, as containerd
+/// does, so a lower layer shared by many snapshots is never tied to one upper).
+fn supports_index() -> bool {
+    Path::new("/sys/module/overlay/parameters/index").exists()
+}
+
+/// In a user namespace other than the initial one, trusted.* xattrs are out of reach and overlay
+/// must keep its metadata in user.* xattrs.
+fn needs_userxattr() -> bool {
+    match fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => {
+            let first: Vec<&str> = map.split_whitespace().collect();
+            !(first.len() >= 3 && first[0] == "0" && first[1] == "0" && first[2] == "4294967295")
+        }
+        Err(_) => false,
+    }
+}
+
+fn overlay_available() -> bool {
+    fs::read_to_string("/proc/filesystems")
+        .map(|s| s.lines().any(|l| l.trim_end().ends_with("\toverlay") || l.trim() == "nodev\toverlay"))
+        .unwrap_or(false)
+}
+
+/// Bytes and inodes under `dir` (not following symlinks, hardlinks counted once).
+pub fn disk_usage(dir: &Path) -> Result<Usage, SnapshotError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut usage = Usage::default();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let meta = fs::symlink_metadata(&d).map_err(SnapshotError::io("stat", &d))?;
+        if seen.insert((meta.dev(), meta.ino())) {
+            usage.inodes += 1;
+            usage.size += (meta.blocks() * 512) as i64;
+        }
+        if meta.is_dir() {
+            for entry in fs::read_dir(&d).map_err(SnapshotError::io("read dir", &d))? {
+                let entry = entry.map_err(SnapshotError::io("read dir", &d))?;
+                let p = entry.path();
+                let m = entry.metadata().map_err(SnapshotError::io("stat", &p))?;
+                if m.is_dir() {
+                    stack.push(p);
+                } else if seen.insert((m.dev(), m.ino())) {
+                    usage.inodes += 1;
+                    usage.size += (m.blocks() * 512) as i64;
+                }
+            }
+        }
+    }
+    Ok(usage)
+}
+
+impl OverlaySnapshotter {
+    pub fn new(root: &Path) -> Result<Self, SnapshotError> {
+        let snapshots = root.join("snapshots");
+        fs::create_dir_all(&snapshots).map_err(SnapshotError::io("create", &snapshots))?;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(SnapshotError::io("chmod", root))?;
+        let ms = MetaStore::open(&root.join("metadata.redb"))?;
+        let mut extra_options = Vec::new();
+        if supports_index() {
+            extra_options.push("index=off".to_owned());
+        }
+        if needs_userxattr() {
+            extra_options.push("userxattr".to_owned());
+        }
+        Ok(OverlaySnapshotter {
+            root: root.to_owned(),
+            ms,
+            extra_options,
+        })
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.root.join("snapshots").join(id)
+    }
+
+    fn upper(&self, id: &str) -> PathBuf {
+        self.dir(id).join("fs")
+    }
+
+    fn mounts_for(&self, s: &Snapshot) -> Vec<Mount> {
+        let bind = |path: PathBuf, ro: bool| Mount {
+            mount_type: "bind".into(),
+            source: path.display().to_string(),
+            target: String::new(),
+            options: vec![if ro { "ro" } else { "rw" }.into(), "rbind".into()],
+        };
+        if s.parent_ids.is_empty() {
+            // No parent: the snapshot's own directory (empty for a view).
+            return vec![bind(self.upper(&s.id), s.kind == Kind::View)];
+        }
+        if s.kind == Kind::View && s.parent_ids.len() == 1 {
+            return vec![bind(self.upper(&s.parent_ids[0]), true)];
+        }
+        let lower: Vec<String> = s
+            .parent_ids
+            .iter()
+            .map(|id| self.upper(id).display().to_string())
+            .collect();
+        let mut options = self.extra_options.clone();
+        if s.kind == Kind::Active {
+            options.push(format!("workdir={}", self.dir(&s.id).join("work").display()));
+            options.push(format!("upperdir={}", self.upper(&s.id).display()));
+        }
+        options.push(format!("lowerdir={}", lower.join(":")));
+        vec![Mount {
+            mount_type: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options,
+        }]
+    }
+
+    fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        let snapshots = self.root.join("snapshots");
+        // Build the directories under a temporary name; they get their final name inside the
+        // transaction, so a failure or crash leaves no directory that looks like a snapshot.
+        let tmp = tempfile::Builder::new()
+            .prefix("new-")
+            .tempdir_in(&snapshots)
+            .map_err(SnapshotError::io("create", &snapshots))?;
+        let fs_dir = tmp.path().join("fs");
+        fs::create_dir(&fs_dir).map_err(SnapshotError::io("create", &fs_dir))?;
+        fs::set_permissions(&fs_dir, fs::Permissions::from_mode(0o755)).map_err(SnapshotError::io("chmod", &fs_dir))?;
+        let work = tmp.path().join("work");
+        fs::create_dir(&work).map_err(SnapshotError::io("create", &work))?;
+        let snap = self.ms.write(|tx| {
+            let s = tx.create_snapshot(kind, key, parent, labels)?;
+            if let Some(pid) = s.parent_ids.first() {
+                // The new upper starts with the parent's root ownership, as containerd does, so
+                // an image whose root is not root-owned keeps it.
+                let pmeta = fs::metadata(self.upper(pid)).map_err(SnapshotError::io("stat", &self.upper(pid)))?;
+                nix::unistd::chown(
+                    &fs_dir,
+                    Some(nix::unistd::Uid::from_raw(pmeta.uid())),
+                    Some(nix::unistd::Gid::from_raw(pmeta.gid())),
+                )
+                .map_err(SnapshotError::errno("chown", &fs_dir))?;
+            }
+            let dest = self.dir(&s.id);
+            fs::rename(tmp.path(), &dest).map_err(SnapshotError::io("rename", &dest))?;
+            Ok(s)
+        })?;
+        // The TempDir guard no longer owns anything (it was renamed); forget it quietly.
+        let _ = tmp.keep();
+        Ok(self.mounts_for(&snap))
+    }
+}
+
+impl Snapshotter for OverlaySnapshotter {
+    fn stat(&self, key: &str) -> Result<Info, SnapshotError> {
+        Ok(self.ms.get_info(key)?.1)
+    }
+
+    fn update(&self, info: &Info, paths: &[String]) -> Result<Info, SnapshotError> {
+        self.ms.write(|tx| tx.update_info(info, paths))
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
+        let (id, info, usage) = self.ms.get_info(key)?;
+        if info.kind() == Kind::Active {
+            return disk_usage(&self.upper(&id));
+        }
+        Ok(usage)
+    }
+
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
+        Ok(self.mounts_for(&self.ms.get_snapshot(key)?))
+    }
+
+    fn prepare(&self, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<Vec<Mount>, SnapshotError> {
+        self.create(Kind::Active, key, parent, labels)
+    }
+
+    fn view(&self, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<Vec<Mount>, SnapshotError> {
+        self.create(Kind::View, key, parent, labels)
+    }
+
+    fn commit(&self, name: &str, key: &str, labels: BTreeMap<String, String>) -> Result<(), SnapshotError> {
+        let (id, _, _) = self.ms.get_info(key)?;
+        let usage = disk_usage(&self.upper(&id))?;
+        self.ms.write(|tx| tx.commit_active(key, name, usage, labels))?;
+        Ok(())
+    }
+
+    fn remove(&self, key: &str) -> Result<(), SnapshotError> {
+        let trash = self.ms.write(|tx| {
+            let (id, _) = tx.remove(key)?;
+            let dir = self.dir(&id);
+            let trash = self.root.join("snapshots").join(format!("rm-{id}"));
+            match fs::rename(&dir, &trash) {
+                Ok(()) => Ok(Some(trash)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(SnapshotError::io("rename", &dir)(e)),
+            }
+        })?;
+        if let Some(trash) = trash {
+            // Best effort: cleanup() finishes the job after a crash or failure here.
+            if let Err(e) = fs::remove_dir_all(&trash) {
+                tracing::warn!(path = %trash.display(), error = %e, "cannot remove snapshot directory; cleanup will retry");
+            }
+        }
+        Ok(())
+    }
+
+    fn walk(&self, f: &mut dyn FnMut(&Info) -> bool) -> Result<(), SnapshotError> {
+        self.ms.walk(f)
+    }
+
+    fn cleanup(&self) -> Result<(), SnapshotError> {
+        let ids = self.ms.ids()?;
+        let snapshots = self.root.join("snapshots");
+        for entry in fs::read_dir(&snapshots).map_err(SnapshotError::io("read dir", &snapshots))? {
+            let entry = entry.map_err(SnapshotError::io("read dir", &snapshots))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ids.contains_key(&name) {
+                continue;
+            }
+            let path = entry.path();
+            tracing::info!(path = %path.display(), "removing snapshot directory without a record");
+            fs::remove_dir_all(&path).map_err(SnapshotError::io("remove", &path))?;
+        }
+        Ok(())
+    }
+
+    fn close(&self) -> Result<(), SnapshotError> {
+        Ok(())
+    }
+}
+
+/// The `io.containerd.snapshotter.v1.overlayfs` plugin.
+pub fn registration() -> Registration {
+    Registration::new(types::SNAPSHOTTER, "overlayfs", &[], |ctx| {
+        ctx.add_platform("linux/amd64");
+        if !overlay_available() {
+            return Err(InitError::Skip("overlay is not supported by this kernel (no overlay in /proc/filesystems)".into()));
+        }
+        let sn = OverlaySnapshotter::new(ctx.root()).map_err(InitError::failed)?;
+        ctx.set_export("root", ctx.root().display().to_string());
+        sn.cleanup().map_err(InitError::failed)?;
+        Ok(Arc::new(berth_snapshotter::SnapshotterInstance(Arc::new(sn))) as Instance)
+    })
+}
