@@ -43,7 +43,10 @@ fn needs_userxattr() -> bool {
 
 fn overlay_available() -> bool {
     fs::read_to_string("/proc/filesystems")
-        .map(|s| s.lines().any(|l| l.trim_end().ends_with("\toverlay") || l.trim() == "nodev\toverlay"))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.trim_end().ends_with("\toverlay") || l.trim() == "nodev\toverlay")
+        })
         .unwrap_or(false)
 }
 
@@ -79,7 +82,8 @@ impl OverlaySnapshotter {
     pub fn new(root: &Path) -> Result<Self, SnapshotError> {
         let snapshots = root.join("snapshots");
         fs::create_dir_all(&snapshots).map_err(SnapshotError::io("create", &snapshots))?;
-        fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(SnapshotError::io("chmod", root))?;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+            .map_err(SnapshotError::io("chmod", root))?;
         let ms = MetaStore::open(&root.join("metadata.redb"))?;
         let mut extra_options = Vec::new();
         if supports_index() {
@@ -124,7 +128,10 @@ impl OverlaySnapshotter {
             .collect();
         let mut options = self.extra_options.clone();
         if s.kind == Kind::Active {
-            options.push(format!("workdir={}", self.dir(&s.id).join("work").display()));
+            options.push(format!(
+                "workdir={}",
+                self.dir(&s.id).join("work").display()
+            ));
             options.push(format!("upperdir={}", self.upper(&s.id).display()));
         }
         options.push(format!("lowerdir={}", lower.join(":")));
@@ -152,7 +159,8 @@ impl OverlaySnapshotter {
             .map_err(SnapshotError::io("create", &snapshots))?;
         let fs_dir = tmp.path().join("fs");
         fs::create_dir(&fs_dir).map_err(SnapshotError::io("create", &fs_dir))?;
-        fs::set_permissions(&fs_dir, fs::Permissions::from_mode(0o755)).map_err(SnapshotError::io("chmod", &fs_dir))?;
+        fs::set_permissions(&fs_dir, fs::Permissions::from_mode(0o755))
+            .map_err(SnapshotError::io("chmod", &fs_dir))?;
         let work = tmp.path().join("work");
         fs::create_dir(&work).map_err(SnapshotError::io("create", &work))?;
         let snap = self.ms.write(|tx| {
@@ -160,7 +168,8 @@ impl OverlaySnapshotter {
             if let Some(pid) = s.parent_ids.first() {
                 // The new upper starts with the parent's root ownership, as containerd does, so
                 // an image whose root is not root-owned keeps it.
-                let pmeta = fs::metadata(self.upper(pid)).map_err(SnapshotError::io("stat", &self.upper(pid)))?;
+                let pmeta = fs::metadata(self.upper(pid))
+                    .map_err(SnapshotError::io("stat", &self.upper(pid)))?;
                 nix::unistd::chown(
                     &fs_dir,
                     Some(nix::unistd::Uid::from_raw(pmeta.uid())),
@@ -199,18 +208,34 @@ impl Snapshotter for OverlaySnapshotter {
         Ok(self.mounts_for(&self.ms.get_snapshot(key)?))
     }
 
-    fn prepare(&self, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<Vec<Mount>, SnapshotError> {
+    fn prepare(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, SnapshotError> {
         self.create(Kind::Active, key, parent, labels)
     }
 
-    fn view(&self, key: &str, parent: &str, labels: BTreeMap<String, String>) -> Result<Vec<Mount>, SnapshotError> {
+    fn view(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, SnapshotError> {
         self.create(Kind::View, key, parent, labels)
     }
 
-    fn commit(&self, name: &str, key: &str, labels: BTreeMap<String, String>) -> Result<(), SnapshotError> {
+    fn commit(
+        &self,
+        name: &str,
+        key: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(), SnapshotError> {
         let (id, _, _) = self.ms.get_info(key)?;
         let usage = disk_usage(&self.upper(&id))?;
-        self.ms.write(|tx| tx.commit_active(key, name, usage, labels))?;
+        self.ms
+            .write(|tx| tx.commit_active(key, name, usage, labels))?;
         Ok(())
     }
 
@@ -264,7 +289,9 @@ pub fn registration() -> Registration {
     Registration::new(types::SNAPSHOTTER, "overlayfs", &[], |ctx| {
         ctx.add_platform("linux/amd64");
         if !overlay_available() {
-            return Err(InitError::Skip("overlay is not supported by this kernel (no overlay in /proc/filesystems)".into()));
+            return Err(InitError::Skip(
+                "overlay is not supported by this kernel (no overlay in /proc/filesystems)".into(),
+            ));
         }
         let sn = OverlaySnapshotter::new(ctx.root()).map_err(InitError::failed)?;
         ctx.set_export("root", ctx.root().display().to_string());
