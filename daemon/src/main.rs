@@ -172,6 +172,7 @@ enum RunError {
 }
 
 async fn run(cfg: Config) -> Result<(), RunError> {
+    let shutdown = shutdown_signal();
     for dir in [&cfg.root, &cfg.state] {
         std::fs::create_dir_all(dir).map_err(|source| RunError::Dir {
             path: dir.clone(),
@@ -201,26 +202,27 @@ async fn run(cfg: Config) -> Result<(), RunError> {
         max_recv: cfg.grpc.max_recv_message_size,
         max_send: cfg.grpc.max_send_message_size,
     };
-    server::serve(socket, &initialised, limits, shutdown_signal()).await?;
+    server::serve(socket, &initialised, limits, shutdown).await?;
     tracing::info!("berthd stopped");
     Ok(())
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the SIGTERM/SIGINT handlers at once (so a signal during start-up is not fatal) and
+/// returns a future that resolves on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!("cannot install signal handlers; stop berthd with SIGKILL");
-            return std::future::pending().await;
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (mut term, mut int) = match handlers {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop berthd with SIGKILL");
+                return std::future::pending().await;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
 }

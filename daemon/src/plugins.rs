@@ -11,10 +11,13 @@ pub fn registry(cfg: &Config) -> Result<Registry, berth_plugin::registry::Regist
     reg.register(berth_events::registration())?;
     reg.register(berth_metadata::registration())?;
     reg.register(berth_content_store::registration())?;
+    reg.register(berth_snapshotter_overlay::registration())?;
+    reg.register(berth_snapshotter_native::registration())?;
     reg.register(berth_gc::registration())?;
     reg.register(berth_content_service::registration())?;
     reg.register(berth_images::registration())?;
     reg.register(berth_leases::registration())?;
+    reg.register(berth_snapshots::registration())?;
     reg.register(berth_gc::service_registration())?;
     reg.register(berth_events::service_registration())?;
     reg.register(berth_namespaces::registration())?;

@@ -13,13 +13,14 @@
 
 mod service;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_content_store::{ContentError, ContentStore};
 use berth_metadata::{MetaError, MetadataDb};
 use berth_plugin::{types, Classify, ErrorKind, InitError, Instance, Registration};
+use berth_snapshotter::{SnapshotError, Snapshotter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -93,6 +94,8 @@ impl Classify for GcError {
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub blobs: Vec<(String, String)>,
+    /// `(snapshotter, driver key)` of snapshots removed.
+    pub snapshots: Vec<(String, String)>,
     pub leases: Vec<(String, String)>,
     pub ingests: Vec<String>,
     pub deleted_files: Vec<String>,
@@ -102,6 +105,7 @@ pub struct Stats {
 
 struct Inner {
     db: Arc<MetadataDb>,
+    drivers: HashMap<String, Arc<dyn Snapshotter>>,
     content: Arc<ContentStore>,
     wake: Notify,
     /// Serialises collections: a sync delete waits for its own full run.
@@ -130,12 +134,14 @@ impl Scheduler {
             .await
             .map_err(|e| GcError::Task(e.to_string()))??;
         if !(stats.blobs.is_empty()
+            && stats.snapshots.is_empty()
             && stats.leases.is_empty()
             && stats.ingests.is_empty()
             && stats.deleted_files.is_empty())
         {
             tracing::info!(
                 blobs = stats.blobs.len(),
+                snapshots = stats.snapshots.len(),
                 leases = stats.leases.len(),
                 ingests = stats.ingests.len(),
                 files = stats.deleted_files.len(),
@@ -228,6 +234,19 @@ fn collect(inner: &Inner) -> Result<Stats, GcError> {
         leases: meta.leases,
         ..Default::default()
     };
+    // Snapshots: children come first in the list, so each removal finds its children gone.
+    for (sn, key) in meta.snapshots {
+        let Some(driver) = inner.drivers.get(&sn) else {
+            tracing::warn!(snapshotter = %sn, key = %key, "snapshot of an unavailable snapshotter not removed");
+            continue;
+        };
+        match driver.remove(&key) {
+            Ok(()) | Err(SnapshotError::NotFound(_)) => stats.snapshots.push((sn, key)),
+            Err(e) => {
+                tracing::warn!(snapshotter = %sn, key = %key, error = %e, "cannot remove snapshot")
+            }
+        }
+    }
     let local = inner.content.local();
     {
         // No commit can put a file in place and record it while this guard is held, so a blob
@@ -274,7 +293,7 @@ pub fn registration() -> Registration {
     Registration::new(
         types::GC,
         "scheduler",
-        &[types::METADATA, types::CONTENT],
+        &[types::METADATA, types::CONTENT, types::SNAPSHOTTER],
         |ctx| {
             let cfg: GcConfig = ctx.config()?;
             let d = Durations {
@@ -291,6 +310,7 @@ pub fn registration() -> Registration {
             let scheduler = Scheduler {
                 inner: Arc::new(Inner {
                     db,
+                    drivers: berth_snapshotter::drivers(ctx),
                     content,
                     wake: Notify::new(),
                     running: tokio::sync::Mutex::new(()),

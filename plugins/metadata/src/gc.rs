@@ -14,7 +14,8 @@ use serde::Deserialize;
 
 use crate::leases::remove_resources;
 use crate::record::decode;
-use crate::schema::{BLOBS, IMAGES, LEASES, LEASE_RESOURCES};
+use crate::schema::{BLOBS, IMAGES, LEASES, LEASE_RESOURCES, SNAPSHOTS};
+use crate::SnapshotRecord;
 use crate::{Lease, MetaError, MetadataDb};
 
 pub const ROOT_LABEL: &str = "containerd.io/gc.root";
@@ -32,8 +33,11 @@ pub struct Collected {
     pub held_ingests: HashSet<(String, String)>,
     /// Every digest some namespace still records.
     pub live_digests: HashSet<String>,
-    /// `(namespace, snapshotter, key)` snapshots referenced; used once snapshots are recorded.
+    /// `(namespace, snapshotter, key)` snapshots kept.
     pub marked_snapshots: HashSet<(String, String, String)>,
+    /// `(snapshotter, driver key)` of snapshot records removed, children before parents, for the
+    /// caller to remove from the drivers in this order.
+    pub snapshots: Vec<(String, String)>,
 }
 
 #[derive(Deserialize)]
@@ -149,29 +153,103 @@ impl MetadataDb {
             }
         }
 
-        // Mark: breadth-first through content labels.
-        let mut marked: HashSet<(String, String)> = HashSet::new();
-        let mut queue: VecDeque<(String, String)> = content_roots.into();
+        // Snapshots labelled as roots.
         {
-            let blobs = wtx.open_table(BLOBS)?;
-            while let Some((ns, d)) = queue.pop_front() {
-                if marked.contains(&(ns.clone(), d.clone())) {
-                    continue;
+            let snaps = wtx.open_table(SNAPSHOTS)?;
+            for entry in snaps.iter()? {
+                let (k, v) = entry?;
+                let (ns, sn, key) = k.value();
+                let rec: Labelled = decode(&format!("snapshots/{ns}/{sn}/{key}"), v.value())?;
+                if rec.labels.contains_key(ROOT_LABEL) {
+                    snapshot_roots.push((ns.to_owned(), sn.to_owned(), key.to_owned()));
                 }
-                let Some(v) = blobs.get((ns.as_str(), d.as_str()))? else {
-                    // Referenced but not (yet) present: nothing to keep, nothing to follow.
-                    continue;
-                };
-                let rec: Labelled = decode(&format!("blobs/{ns}/{d}"), v.value())?;
-                let mut next = Vec::new();
-                follow_labels(&rec.labels, &ns, &mut next, &mut snapshot_roots);
-                queue.extend(next);
-                marked.insert((ns, d));
             }
         }
-        out.marked_snapshots = snapshot_roots.into_iter().collect();
+
+        // Mark: breadth-first through content labels, snapshot labels and snapshot parents.
+        let mut marked: HashSet<(String, String)> = HashSet::new();
+        let mut marked_snaps: HashSet<(String, String, String)> = HashSet::new();
+        let mut queue: VecDeque<(String, String)> = content_roots.into();
+        let mut squeue: VecDeque<(String, String, String)> = snapshot_roots.into();
+        {
+            let blobs = wtx.open_table(BLOBS)?;
+            let snaps = wtx.open_table(SNAPSHOTS)?;
+            while !queue.is_empty() || !squeue.is_empty() {
+                while let Some((ns, d)) = queue.pop_front() {
+                    if marked.contains(&(ns.clone(), d.clone())) {
+                        continue;
+                    }
+                    let Some(v) = blobs.get((ns.as_str(), d.as_str()))? else {
+                        // Referenced but not (yet) present: nothing to keep, nothing to follow.
+                        continue;
+                    };
+                    let rec: Labelled = decode(&format!("blobs/{ns}/{d}"), v.value())?;
+                    let (mut next, mut snext) = (Vec::new(), Vec::new());
+                    follow_labels(&rec.labels, &ns, &mut next, &mut snext);
+                    queue.extend(next);
+                    squeue.extend(snext);
+                    marked.insert((ns, d));
+                }
+                while let Some((ns, sn, key)) = squeue.pop_front() {
+                    let id = (ns.clone(), sn.clone(), key.clone());
+                    if marked_snaps.contains(&id) {
+                        continue;
+                    }
+                    let Some(v) = snaps.get((ns.as_str(), sn.as_str(), key.as_str()))? else {
+                        continue;
+                    };
+                    let rec: SnapshotRecord =
+                        decode(&format!("snapshots/{ns}/{sn}/{key}"), v.value())?;
+                    if !rec.parent.is_empty() {
+                        squeue.push_back((ns.clone(), sn.clone(), rec.parent.clone()));
+                    }
+                    let (mut next, mut snext) = (Vec::new(), Vec::new());
+                    follow_labels(&rec.labels, &ns, &mut next, &mut snext);
+                    queue.extend(next);
+                    squeue.extend(snext);
+                    marked_snaps.insert(id);
+                }
+            }
+        }
+        out.marked_snapshots = marked_snaps.clone();
+
+        // Sweep snapshot records, children before parents.
+        {
+            let mut snaps = wtx.open_table(SNAPSHOTS)?;
+            let mut parents: std::collections::HashMap<(String, String, String), String> =
+                Default::default();
+            let mut dead: Vec<((String, String, String), String)> = Vec::new();
+            for entry in snaps.iter()? {
+                let (k, v) = entry?;
+                let (ns, sn, key) = k.value();
+                let rec: SnapshotRecord = decode(&format!("snapshots/{ns}/{sn}/{key}"), v.value())?;
+                let id = (ns.to_owned(), sn.to_owned(), key.to_owned());
+                parents.insert(id.clone(), rec.parent.clone());
+                if !marked_snaps.contains(&id) {
+                    dead.push((id, rec.backend_key));
+                }
+            }
+            let depth = |id: &(String, String, String)| {
+                let mut d = 0usize;
+                let mut cur = parents.get(id).cloned().unwrap_or_default();
+                while !cur.is_empty() && d < 10_000 {
+                    d += 1;
+                    cur = parents
+                        .get(&(id.0.clone(), id.1.clone(), cur))
+                        .cloned()
+                        .unwrap_or_default();
+                }
+                d
+            };
+            dead.sort_by_key(|(id, _)| std::cmp::Reverse(depth(id)));
+            for ((ns, sn, key), backend) in dead {
+                snaps.remove((ns.as_str(), sn.as_str(), key.as_str()))?;
+                out.snapshots.push((sn, backend));
+            }
+        }
 
         // Sweep blob records.
+
         {
             let mut blobs = wtx.open_table(BLOBS)?;
             let mut dead = Vec::new();
@@ -262,14 +340,43 @@ mod tests {
         )
         .unwrap();
 
+        // Snapshots: the referenced chain top, its parent, and an orphan with a child.
+        let none = BTreeMap::new;
+        db.create_snapshot_record("n", "overlayfs", "base-a", "", none(), None)
+            .unwrap();
+        db.commit_snapshot_record("n", "overlayfs", "base", "base-a", none(), None)
+            .unwrap();
+        db.create_snapshot_record("n", "overlayfs", "top-a", "base", none(), None)
+            .unwrap();
+        db.commit_snapshot_record("n", "overlayfs", "sha256:chain", "top-a", none(), None)
+            .unwrap();
+        db.create_snapshot_record("n", "overlayfs", "o1-a", "", none(), None)
+            .unwrap();
+        let (o1, _) = db
+            .commit_snapshot_record("n", "overlayfs", "o1", "o1-a", none(), None)
+            .unwrap();
+        let (o2, _) = db
+            .create_snapshot_record("n", "overlayfs", "o2", "o1", none(), None)
+            .unwrap();
+
         let got = db.collect_garbage(crate::now_nanos()).unwrap();
         assert_eq!(got.blobs, vec![("n".to_owned(), d('5'))]);
         assert!(got.live_digests.contains(&d('5')), "still recorded in m");
-        assert!(got.marked_snapshots.contains(&(
-            "n".into(),
-            "overlayfs".into(),
-            "sha256:chain".into()
-        )));
+        for key in ["sha256:chain", "base"] {
+            assert!(
+                got.marked_snapshots
+                    .contains(&("n".into(), "overlayfs".into(), key.into())),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            got.snapshots,
+            vec![
+                ("overlayfs".to_owned(), o2.backend_key),
+                ("overlayfs".to_owned(), o1.backend_key)
+            ],
+            "orphans removed, child first"
+        );
 
         db.delete_image("n", "img", None).unwrap();
         let got = db.collect_garbage(crate::now_nanos()).unwrap();

@@ -16,6 +16,7 @@ mod leases;
 mod namespaces;
 mod record;
 pub mod schema;
+mod snapshots;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use images::{Descriptor, Image};
 pub use leases::{Lease, LeaseResource, EXPIRE_LABEL};
 pub use namespaces::Namespace;
 pub use record::now_nanos;
+pub use snapshots::SnapshotRecord;
 
 /// Name of the database file inside the plugin's root.
 pub const DB_FILE: &str = "meta.redb";

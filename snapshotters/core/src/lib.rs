@@ -11,6 +11,7 @@ mod error;
 pub mod metastore;
 pub mod mount;
 pub mod testsuite;
+pub mod usage;
 
 use std::collections::BTreeMap;
 
@@ -110,3 +111,17 @@ pub use metastore::MetaStore;
 /// What a snapshotter plugin's instance is: the driver behind the trait, so the snapshots
 /// service can find every driver without knowing their types.
 pub struct SnapshotterInstance(pub std::sync::Arc<dyn Snapshotter>);
+
+/// Every ready snapshotter plugin of a daemon, by id.
+pub fn drivers(
+    ctx: &berth_plugin::InitContext,
+) -> std::collections::HashMap<String, std::sync::Arc<dyn Snapshotter>> {
+    ctx.get_all(berth_plugin::types::SNAPSHOTTER)
+        .into_iter()
+        .filter_map(|(id, inst)| {
+            inst.downcast::<SnapshotterInstance>()
+                .ok()
+                .map(|s| (id, s.0.clone()))
+        })
+        .collect()
+}

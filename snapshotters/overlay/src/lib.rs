@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use berth_plugin::{types, InitError, Instance, Registration};
 use berth_snapshotter::metastore::Snapshot;
+use berth_snapshotter::usage::disk_usage;
 use berth_snapshotter::{Info, Kind, MetaStore, Mount, SnapshotError, Snapshotter, Usage};
 
 pub struct OverlaySnapshotter {
@@ -48,34 +49,6 @@ fn overlay_available() -> bool {
                 .any(|l| l.trim_end().ends_with("\toverlay") || l.trim() == "nodev\toverlay")
         })
         .unwrap_or(false)
-}
-
-/// Bytes and inodes under `dir` (not following symlinks, hardlinks counted once).
-pub fn disk_usage(dir: &Path) -> Result<Usage, SnapshotError> {
-    let mut seen = std::collections::HashSet::new();
-    let mut usage = Usage::default();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let meta = fs::symlink_metadata(&d).map_err(SnapshotError::io("stat", &d))?;
-        if seen.insert((meta.dev(), meta.ino())) {
-            usage.inodes += 1;
-            usage.size += (meta.blocks() * 512) as i64;
-        }
-        if meta.is_dir() {
-            for entry in fs::read_dir(&d).map_err(SnapshotError::io("read dir", &d))? {
-                let entry = entry.map_err(SnapshotError::io("read dir", &d))?;
-                let p = entry.path();
-                let m = entry.metadata().map_err(SnapshotError::io("stat", &p))?;
-                if m.is_dir() {
-                    stack.push(p);
-                } else if seen.insert((m.dev(), m.ino())) {
-                    usage.inodes += 1;
-                    usage.size += (m.blocks() * 512) as i64;
-                }
-            }
-        }
-    }
-    Ok(usage)
 }
 
 impl OverlaySnapshotter {

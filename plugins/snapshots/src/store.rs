@@ -1,0 +1,210 @@
+//! Namespaced snapshots: records in the metadata store, snapshots in the drivers.
+//!
+//! Each operation changes the record first (where all the namespace rules are checked in one
+//! transaction), then calls the driver, and undoes the record change if the driver fails. A crash
+//! between the two leaves either a record whose driver snapshot is missing (Stat reports it,
+//! Remove clears it) or a driver snapshot without record (the collector removes it).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use berth_metadata::{MetaError, MetadataDb, SnapshotRecord};
+use berth_plugin::{Classify, ErrorKind};
+use berth_snapshotter::{Info, Kind, Mount, SnapshotError, Snapshotter, Usage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("snapshotter not loaded: {0}: invalid argument")]
+    UnknownSnapshotter(String),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Driver(#[from] SnapshotError),
+}
+
+impl Classify for StoreError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::UnknownSnapshotter(_) => ErrorKind::InvalidArgument,
+            StoreError::Meta(e) => e.kind(),
+            StoreError::Driver(e) => e.kind(),
+        }
+    }
+}
+
+/// A snapshot to create: writable (prepare) or read-only (view).
+pub struct NewSnapshot {
+    pub key: String,
+    pub parent: String,
+    pub labels: BTreeMap<String, String>,
+    pub view: bool,
+}
+
+pub struct Snapshots {
+    db: Arc<MetadataDb>,
+    drivers: HashMap<String, Arc<dyn Snapshotter>>,
+}
+
+/// containerd calls the overlay driver `overlayfs`; `overlay` is accepted too.
+pub fn canonical(name: &str) -> &str {
+    match name {
+        "overlay" => "overlayfs",
+        "" => "overlayfs",
+        other => other,
+    }
+}
+
+fn info(rec: &SnapshotRecord, kind: Kind) -> Info {
+    Info {
+        name: rec.key.clone(),
+        parent: rec.parent.clone(),
+        kind: Some(kind),
+        labels: rec.labels.clone(),
+        created_at: rec.created_at,
+        updated_at: rec.updated_at,
+    }
+}
+
+impl Snapshots {
+    pub fn new(db: Arc<MetadataDb>, drivers: HashMap<String, Arc<dyn Snapshotter>>) -> Self {
+        Snapshots { db, drivers }
+    }
+
+    fn driver(&self, sn: &str) -> Result<&Arc<dyn Snapshotter>, StoreError> {
+        self.drivers
+            .get(canonical(sn))
+            .ok_or_else(|| StoreError::UnknownSnapshotter(sn.to_owned()))
+    }
+
+    pub fn prepare(
+        &self,
+        ns: &str,
+        sn: &str,
+        lease: Option<&str>,
+        new: NewSnapshot,
+    ) -> Result<Vec<Mount>, StoreError> {
+        let d = self.driver(sn)?;
+        let sn = canonical(sn);
+        let NewSnapshot {
+            key,
+            parent,
+            labels,
+            view,
+        } = new;
+        let (rec, bparent) =
+            self.db
+                .create_snapshot_record(ns, sn, &key, &parent, labels.clone(), lease)?;
+        let r = if view {
+            d.view(&rec.backend_key, &bparent, labels)
+        } else {
+            d.prepare(&rec.backend_key, &bparent, labels)
+        };
+        match r {
+            Ok(m) => Ok(m),
+            Err(e) => {
+                if let Err(undo) = self.db.delete_snapshot_record(ns, sn, &key) {
+                    tracing::error!(error = %undo, "cannot undo snapshot record after driver failure");
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    pub fn mounts(&self, ns: &str, sn: &str, key: &str) -> Result<Vec<Mount>, StoreError> {
+        let d = self.driver(sn)?;
+        let rec = self.db.get_snapshot_record(ns, canonical(sn), key)?;
+        Ok(d.mounts(&rec.backend_key)?)
+    }
+
+    pub fn commit(
+        &self,
+        ns: &str,
+        sn: &str,
+        name: &str,
+        key: &str,
+        labels: BTreeMap<String, String>,
+        lease: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let d = self.driver(sn)?;
+        let sn = canonical(sn);
+        let (new, old) = self
+            .db
+            .commit_snapshot_record(ns, sn, name, key, labels, lease)?;
+        if let Err(e) = d.commit(&new.backend_key, &old.backend_key, new.labels.clone()) {
+            let undo = self
+                .db
+                .delete_snapshot_record(ns, sn, name)
+                .and_then(|_| self.db.restore_snapshot_record(ns, sn, &old));
+            if let Err(undo) = undo {
+                tracing::error!(error = %undo, "cannot undo snapshot commit record after driver failure");
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    pub fn remove(&self, ns: &str, sn: &str, key: &str) -> Result<(), StoreError> {
+        let d = self.driver(sn)?;
+        let sn = canonical(sn);
+        let rec = self.db.remove_snapshot_record(ns, sn, key)?;
+        match d.remove(&rec.backend_key) {
+            Ok(()) => Ok(()),
+            // Already gone from the driver (an earlier crash): the record was all that was left.
+            Err(SnapshotError::NotFound(_)) => Ok(()),
+            Err(e) => {
+                if let Err(undo) = self.db.restore_snapshot_record(ns, sn, &rec) {
+                    tracing::error!(error = %undo, "cannot restore snapshot record after driver failure");
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    pub fn stat(&self, ns: &str, sn: &str, key: &str) -> Result<Info, StoreError> {
+        let d = self.driver(sn)?;
+        let rec = self.db.get_snapshot_record(ns, canonical(sn), key)?;
+        let kind = d.stat(&rec.backend_key)?.kind();
+        Ok(info(&rec, kind))
+    }
+
+    pub fn update(
+        &self,
+        ns: &str,
+        sn: &str,
+        want: &Info,
+        paths: &[String],
+    ) -> Result<Info, StoreError> {
+        let d = self.driver(sn)?;
+        let sn = canonical(sn);
+        let rec = self
+            .db
+            .update_snapshot_record(ns, sn, &want.name, &want.labels, paths)?;
+        let kind = d.stat(&rec.backend_key)?.kind();
+        Ok(info(&rec, kind))
+    }
+
+    pub fn list(&self, ns: &str, sn: &str) -> Result<Vec<Info>, StoreError> {
+        let d = self.driver(sn)?;
+        let recs = self.db.list_snapshot_records(ns, canonical(sn))?;
+        let mut kinds: HashMap<String, Kind> = HashMap::new();
+        d.walk(&mut |i| {
+            kinds.insert(i.name.clone(), i.kind());
+            true
+        })?;
+        Ok(recs
+            .iter()
+            // A record whose driver snapshot is gone (crash mid-operation) is not listed.
+            .filter_map(|r| kinds.get(&r.backend_key).map(|k| info(r, *k)))
+            .collect())
+    }
+
+    pub fn usage(&self, ns: &str, sn: &str, key: &str) -> Result<Usage, StoreError> {
+        let d = self.driver(sn)?;
+        let rec = self.db.get_snapshot_record(ns, canonical(sn), key)?;
+        Ok(d.usage(&rec.backend_key)?)
+    }
+
+    pub fn cleanup(&self, sn: &str) -> Result<(), StoreError> {
+        Ok(self.driver(sn)?.cleanup()?)
+    }
+}
