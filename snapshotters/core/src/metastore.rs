@@ -139,10 +139,12 @@ impl MetaStore {
             let mut meta = wtx.open_table(META)?;
             let found = meta.get("schema_version")?.map(|v| v.value());
             match found {
-                Some(v) if v > SCHEMA_VERSION => return Err(SnapshotError::Storage(format!(
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(SnapshotError::Storage(format!(
                     "{}: schema version {v} is newer than this berthd supports ({SCHEMA_VERSION})",
                     path.display()
-                ))),
+                )))
+                }
                 Some(_) => {}
                 None => {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
