@@ -2,12 +2,14 @@
 
 mod content;
 mod export;
+mod gc;
 mod images;
 mod import;
 mod leases;
 mod namespaces;
 mod plugins;
 mod progress;
+mod snapshots;
 mod store;
 mod unpack;
 mod version;
@@ -51,6 +53,11 @@ pub enum Command {
         #[command(subcommand)]
         command: leases::LeasesCommand,
     },
+    /// Manage snapshots.
+    #[command(aliases = ["snapshot", "s"])]
+    Snapshots(snapshots::SnapshotsArgs),
+    /// Run berthd's garbage collector now and show what it freed.
+    Gc,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +119,8 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
         Command::Content { command } => content::run(&ctx, command).await,
         Command::Images { command } => images::run(&ctx, command).await,
         Command::Leases { command } => leases::run(&ctx, command).await,
+        Command::Snapshots(args) => snapshots::run(&ctx, args).await,
+        Command::Gc => gc::run(&ctx).await,
     }
 }
 

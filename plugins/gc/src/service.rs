@@ -40,6 +40,11 @@ impl Gc for GcService {
                 .into_iter()
                 .map(|(ns, id)| format!("{ns}/{id}"))
                 .collect(),
+            snapshots: s
+                .snapshots
+                .into_iter()
+                .map(|(sn, key)| format!("{sn}/{key}"))
+                .collect(),
             ingests: s.ingests,
             deleted_files: s.deleted_files,
             freed_bytes: i64::try_from(s.freed_bytes).unwrap_or(i64::MAX),
