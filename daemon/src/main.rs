@@ -211,7 +211,10 @@ async fn run(cfg: Config) -> Result<(), RunError> {
 /// returns a future that resolves on the first of them.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
     async move {
         let (mut term, mut int) = match handlers {
             (Ok(t), Ok(i)) => (t, i),
