@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use berth_api::snapshots::{snapshots_client::SnapshotsClient, RemoveSnapshotRequest, ViewSnapshotRequest};
+use berth_api::snapshots::{
+    snapshots_client::SnapshotsClient, RemoveSnapshotRequest, ViewSnapshotRequest,
+};
 use berth_snapshotter::mount::TempMount;
 use berth_snapshotter::Mount;
 use berth_tests::fixtures::{self, sha256_digest, EntryKind, FixtureImage, TarEntry};
@@ -48,7 +50,11 @@ fn assert_matches_model(root: &Path, model: &BTreeMap<String, TarEntry>) {
             }
             EntryKind::Symlink(target) => {
                 assert!(meta.file_type().is_symlink(), "{path} is not a symlink");
-                assert_eq!(std::fs::read_link(&p).unwrap().to_string_lossy(), *target, "{path} target");
+                assert_eq!(
+                    std::fs::read_link(&p).unwrap().to_string_lossy(),
+                    *target,
+                    "{path} target"
+                );
             }
             EntryKind::Hardlink(target) => {
                 let t = std::fs::symlink_metadata(root.join(target)).unwrap();
@@ -62,7 +68,12 @@ fn assert_matches_model(root: &Path, model: &BTreeMap<String, TarEntry>) {
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).unwrap() {
             let entry = entry.unwrap();
-            let rel = entry.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = entry
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if entry.file_type().unwrap().is_dir() {
                 stack.push(entry.path());
             }
@@ -71,7 +82,10 @@ fn assert_matches_model(root: &Path, model: &BTreeMap<String, TarEntry>) {
     }
     actual.sort();
     seen.sort();
-    assert_eq!(actual, seen, "the mounted snapshot has other entries than the image");
+    assert_eq!(
+        actual, seen,
+        "the mounted snapshot has other entries than the image"
+    );
 }
 
 fn view(berthd: &Berthd, sn: &str, key: &str, parent: &str) -> Vec<Mount> {
@@ -131,14 +145,29 @@ fn ctr_import_unpacks_the_image_exactly_on_every_snapshotter() {
     let model = img.rootfs();
     let berthd = Berthd::start();
     for sn in SNAPSHOTTERS {
-        let out = ok(&berthd.ctr(&["images", "import", "--snapshotter", sn, archive.to_str().unwrap()]));
-        assert!(out.contains("unpacking docker.io/library/busybox:unpack"), "{out}");
+        let out = ok(&berthd.ctr(&[
+            "images",
+            "import",
+            "--snapshotter",
+            sn,
+            archive.to_str().unwrap(),
+        ]));
+        assert!(
+            out.contains("unpacking docker.io/library/busybox:unpack"),
+            "{out}"
+        );
         let keys = ok(&berthd.ctr(&["snapshots", "--snapshotter", sn, "ls"]));
         for c in &chain {
-            assert!(keys.contains(c.as_str()), "{sn}: chain id {c} missing:\n{keys}");
+            assert!(
+                keys.contains(c.as_str()),
+                "{sn}: chain id {c} missing:\n{keys}"
+            );
         }
         let check = ok(&berthd.ctr(&["images", "check", "--snapshotter", sn]));
-        assert!(check.trim_end().ends_with("true"), "{sn}: not unpacked:\n{check}");
+        assert!(
+            check.trim_end().ends_with("true"),
+            "{sn}: not unpacked:\n{check}"
+        );
         let mounts = view(&berthd, sn, "check-view", chain.last().unwrap());
         {
             let m = TempMount::new(&mounts).unwrap();
@@ -158,7 +187,13 @@ fn unpacked_chain_ids_are_containerds() {
     let berthd = Berthd::start();
     let containerd = Containerd::start();
     for sn in SNAPSHOTTERS {
-        let args = ["images", "import", "--snapshotter", sn, archive.to_str().unwrap()];
+        let args = [
+            "images",
+            "import",
+            "--snapshotter",
+            sn,
+            archive.to_str().unwrap(),
+        ];
         ok(&berthd.ctr(&args));
         ok(&containerd.ctr(&args));
         let ls = ["snapshots", "--snapshotter", sn, "ls"];
@@ -209,7 +244,11 @@ fn ctr_snapshot_commands_match_containerd() {
             );
         }
         let out = berthd.ctr(&[&s[..], &["rm", "b"]].concat());
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -222,17 +261,32 @@ fn removing_the_image_collects_its_snapshots() {
     fixtures::write_oci_archive(&archive, std::slice::from_ref(&img));
     let berthd = Berthd::start();
     for sn in SNAPSHOTTERS {
-        ok(&berthd.ctr(&["images", "import", "--snapshotter", sn, archive.to_str().unwrap()]));
-        assert_eq!(ok(&berthd.ctr(&["snapshots", "--snapshotter", sn, "ls"])).lines().count(), 4);
+        ok(&berthd.ctr(&[
+            "images",
+            "import",
+            "--snapshotter",
+            sn,
+            archive.to_str().unwrap(),
+        ]));
+        assert_eq!(
+            ok(&berthd.ctr(&["snapshots", "--snapshotter", sn, "ls"]))
+                .lines()
+                .count(),
+            4
+        );
         ok(&berthd.ctr(&["images", "rm", "--sync", &img.name]));
         assert_eq!(
             ok(&berthd.ctr(&["snapshots", "--snapshotter", sn, "ls"])),
             "KEY PARENT KIND \n",
             "{sn}: snapshots left after the image went"
         );
-        let dirs = std::fs::read_dir(berthd.root().join(format!("io.containerd.snapshotter.v1.{sn}/snapshots")))
-            .unwrap()
-            .count();
+        let dirs = std::fs::read_dir(
+            berthd
+                .root()
+                .join(format!("io.containerd.snapshotter.v1.{sn}/snapshots")),
+        )
+        .unwrap()
+        .count();
         assert_eq!(dirs, 0, "{sn}: snapshot directories left on disk");
     }
 }

@@ -170,14 +170,13 @@ impl MetadataDb {
             }
             let old = get(&t, ns, sn, key)?
                 .ok_or_else(|| MetaError::NotFound(format!("snapshot {key:?}")))?;
-            let mut merged = old.labels.clone();
-            merged.extend(labels);
+            // The commit's labels replace the active snapshot's, as in containerd.
             let now = now_nanos();
             let rec = SnapshotRecord {
                 key: name.to_owned(),
                 backend_key: format!("{ns}/{}/{name}", next_seq(&wtx)?),
                 parent: old.parent.clone(),
-                labels: merged,
+                labels,
                 created_at: now,
                 updated_at: now,
             };

@@ -321,13 +321,13 @@ impl Tx<'_> {
             )));
         }
         let now = now_nanos();
-        let mut merged = rec.labels.clone();
-        merged.extend(labels);
+        // The commit's labels replace the active snapshot's, as in containerd: an active
+        // snapshot's labels describe work in progress, not the result.
         let committed = Record {
             id: rec.id,
             kind: Kind::Committed,
             parent: rec.parent.clone(),
-            labels: merged,
+            labels,
             created_at: now,
             updated_at: now,
             size: usage.size,

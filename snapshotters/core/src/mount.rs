@@ -261,7 +261,11 @@ impl TempMount {
             .prefix("berth-mount")
             .tempdir()
             .map_err(SnapshotError::io("create mount point", Path::new("/tmp")))?;
-        mount_all(mounts, dir.path())?;
+        if let Err(e) = mount_all(mounts, dir.path()) {
+            // Mounts made before the failing one must not stay behind on the temp dir.
+            let _ = unmount_all(dir.path());
+            return Err(e);
+        }
         Ok(TempMount { dir })
     }
 

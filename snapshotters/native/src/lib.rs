@@ -65,6 +65,7 @@ impl NativeSnapshotter {
             .map_err(SnapshotError::io("create", &snapshots))?;
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
             .map_err(SnapshotError::io("chmod", tmp.path()))?;
+        let placed = std::cell::Cell::new(None);
         let snap = self.ms.write(|tx| {
             let s = tx.create_snapshot(kind, key, parent, labels)?;
             if let Some(pid) = s.parent_ids.first() {
@@ -73,8 +74,20 @@ impl NativeSnapshotter {
             }
             let dest = self.dir(&s.id);
             fs::rename(tmp.path(), &dest).map_err(SnapshotError::io("rename", &dest))?;
+            placed.set(Some(dest));
             Ok(s)
-        })?;
+        });
+        let snap = match snap {
+            Ok(s) => s,
+            Err(e) => {
+                // The record was rolled back (and its id with it): the directory must go too, or
+                // the next snapshot given the same id would find it in the way.
+                if let Some(dest) = placed.take() {
+                    let _ = fs::remove_dir_all(dest);
+                }
+                return Err(e);
+            }
+        };
         let _ = tmp.keep();
         Ok(self.mounts_for(&snap))
     }
@@ -185,4 +198,15 @@ pub fn registration() -> Registration {
         sn.cleanup().map_err(InitError::failed)?;
         Ok(Arc::new(SnapshotterInstance(Arc::new(sn))) as Instance)
     })
+}
+
+#[cfg(test)]
+mod conformance {
+    use berth_snapshotter::Snapshotter;
+
+    fn make(root: &std::path::Path) -> Box<dyn Snapshotter> {
+        Box::new(super::NativeSnapshotter::new(root).expect("native snapshotter"))
+    }
+
+    berth_snapshotter::conformance_tests!(make);
 }
