@@ -237,9 +237,20 @@ fn ctr_snapshot_commands_match_containerd() {
                 String::from_utf8_lossy(&ours.stderr),
                 String::from_utf8_lossy(&theirs.stderr)
             );
+            // Labels come back in Go's random map order; compare them as sets.
+            let norm = |b: &[u8]| -> Vec<Vec<String>> {
+                String::from_utf8_lossy(b)
+                    .lines()
+                    .map(|l| {
+                        let mut parts: Vec<String> = l.split(',').map(str::to_owned).collect();
+                        parts.sort();
+                        parts
+                    })
+                    .collect()
+            };
             assert_eq!(
-                String::from_utf8_lossy(&ours.stdout),
-                String::from_utf8_lossy(&theirs.stdout),
+                norm(&ours.stdout),
+                norm(&theirs.stdout),
                 "stdout of ctr {step:?}"
             );
         }
