@@ -43,6 +43,10 @@ pub enum ImagesCommand {
     Export(super::export::ExportArgs),
     /// Import images from a tar archive (OCI layout or docker save).
     Import(super::import::ImportArgs),
+    /// Mount an image's root file system on a directory (unpacking it first if needed).
+    Mount(super::mount::MountArgs),
+    /// Unmount an image mounted with `images mount` (`--rm` also drops its snapshot and lease).
+    Unmount(super::mount::UnmountArgs),
     /// List images known to the daemon.
     #[command(alias = "list")]
     Ls {
@@ -201,6 +205,8 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
             filters,
         } => return check(ctx, &mut client, quiet, &snapshotter, filters).await,
         ImagesCommand::Import(args) => return super::import::run(ctx, args).await,
+        ImagesCommand::Mount(args) => return super::mount::mount(ctx, args).await,
+        ImagesCommand::Unmount(args) => return super::mount::unmount(ctx, args).await,
         ImagesCommand::Export(args) => return super::export::run(ctx, args).await,
     }
     Ok(())

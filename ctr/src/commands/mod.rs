@@ -6,6 +6,7 @@ mod gc;
 mod images;
 mod import;
 mod leases;
+mod mount;
 mod namespaces;
 mod plugins;
 mod progress;

@@ -1,0 +1,177 @@
+//! bctr against berthd: each command gives what containerd's `ctr` gives on the same daemon, and
+//! Berth's own commands (gc, images mount) work end to end.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use berth_tests::{bin, fails, fixtures, ok, require_root, Berthd};
+
+fn bctr_stdin(berthd: &Berthd, args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(bin("bctr"))
+        .arg("--address")
+        .arg(berthd.socket())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(input);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn content_commands_agree_with_ctr() {
+    let berthd = Berthd::start();
+    let data = b"bctr content\n";
+    let digest = fixtures::sha256_digest(data);
+    ok(&bctr_stdin(&berthd, &["content", "ingest", "r1"], data));
+    assert_eq!(
+        ok(&berthd.bctr(&["content", "ls", "-q"])),
+        ok(&berthd.ctr(&["content", "ls", "-q"]))
+    );
+    assert_eq!(
+        ok(&berthd.bctr(&["content", "get", &digest])).as_bytes(),
+        data
+    );
+    ok(&berthd.bctr(&["content", "label", &digest, "a=1"]));
+    let ls = ok(&berthd.ctr(&["content", "ls"]));
+    assert!(ls.contains("a=1"), "{ls}");
+    ok(&berthd.bctr(&["content", "rm", &digest]));
+    assert_eq!(ok(&berthd.ctr(&["content", "ls", "-q"])), "");
+    // Wrong expected digest: refused, nothing committed.
+    let wrong = fixtures::sha256_digest(b"other");
+    let out = bctr_stdin(
+        &berthd,
+        &["content", "ingest", "--expected-digest", &wrong, "r2"],
+        data,
+    );
+    assert!(
+        fails(&out).contains("unexpected commit digest"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ok(&berthd.ctr(&["content", "ls", "-q"])), "");
+}
+
+#[test]
+fn import_export_round_trip_with_ctr() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixtures::busybox_image("docker.io/library/busybox:bctr");
+    let oci = dir.path().join("oci.tar");
+    fixtures::write_oci_archive(&oci, std::slice::from_ref(&img));
+    let docker = fixtures::busybox_image("docker.io/library/busybox:bctr-docker");
+    let docker_tar = dir.path().join("docker.tar");
+    fixtures::write_docker_archive(&docker_tar, &docker);
+    let berthd = Berthd::start();
+    ok(&berthd.bctr(&["images", "import", "--no-unpack", oci.to_str().unwrap()]));
+    ok(&berthd.bctr(&[
+        "images",
+        "import",
+        "--no-unpack",
+        docker_tar.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        ok(&berthd.bctr(&["images", "ls"])),
+        ok(&berthd.ctr(&["images", "ls"]))
+    );
+    // bctr's export imports into containerd's ctr unchanged, with the same target.
+    let exported = dir.path().join("export.tar");
+    ok(&berthd.bctr(&["images", "export", exported.to_str().unwrap(), &img.name]));
+    ok(&berthd.ctr(&[
+        "-n",
+        "other",
+        "images",
+        "import",
+        "--no-unpack",
+        exported.to_str().unwrap(),
+    ]));
+    let theirs = ok(&berthd.ctr(&["-n", "other", "images", "ls"]));
+    assert!(theirs.contains(&img.manifest.digest), "{theirs}");
+    // And ctr's export imports with bctr.
+    let by_ctr = dir.path().join("ctr-export.tar");
+    ok(&berthd.ctr(&["images", "export", by_ctr.to_str().unwrap(), &docker.name]));
+    ok(&berthd.bctr(&[
+        "-n",
+        "third",
+        "images",
+        "import",
+        "--no-unpack",
+        by_ctr.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        ok(&berthd.bctr(&["-n", "third", "images", "ls", "-q"])),
+        format!("{}\n", docker.name)
+    );
+}
+
+#[test]
+fn leases_and_gc() {
+    let berthd = Berthd::start();
+    assert_eq!(
+        ok(&berthd.bctr(&["leases", "create", "--id", "l1"])),
+        "l1\n"
+    );
+    assert_eq!(ok(&berthd.bctr(&["leases", "ls", "-q"])), "l1\n");
+    assert_eq!(
+        ok(&berthd.bctr(&["leases", "ls"])),
+        ok(&berthd.ctr(&["leases", "ls"]))
+    );
+    ok(&berthd.bctr(&["leases", "rm", "l1"]));
+    assert_eq!(ok(&berthd.ctr(&["leases", "ls", "-q"])), "");
+
+    // Content nothing refers to, written without a lease: nothing triggers a collection, so it
+    // stays until one runs; bctr gc runs one and must name it.
+    let data = b"garbage\n";
+    let digest = fixtures::sha256_digest(data);
+    ok(&bctr_stdin(&berthd, &["content", "ingest", "junk"], data));
+    assert_eq!(
+        ok(&berthd.ctr(&["content", "ls", "-q"])),
+        format!("{digest}\n")
+    );
+    let out = ok(&berthd.bctr(&["gc"]));
+    assert!(out.contains(&format!("content  default {digest}")), "{out}");
+    assert!(
+        out.lines()
+            .last()
+            .unwrap()
+            .starts_with("freed 8B in 1 files"),
+        "{out}"
+    );
+    assert_eq!(ok(&berthd.ctr(&["content", "ls", "-q"])), "");
+}
+
+#[test]
+fn images_mount_and_unmount() {
+    require_root("mounting an image");
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixtures::busybox_image("docker.io/library/busybox:mount");
+    let oci = dir.path().join("oci.tar");
+    fixtures::write_oci_archive(&oci, std::slice::from_ref(&img));
+    let berthd = Berthd::start();
+    ok(&berthd.bctr(&["images", "import", "--no-unpack", oci.to_str().unwrap()]));
+    for sn in ["overlayfs", "native"] {
+        let target = dir.path().join(format!("mnt-{sn}"));
+        std::fs::create_dir(&target).unwrap();
+        let t = target.to_str().unwrap();
+        let out = ok(&berthd.bctr(&["images", "mount", "--snapshotter", sn, &img.name, t]));
+        assert!(out.ends_with(&format!("{t}\n")), "{out}");
+        assert_eq!(
+            std::fs::read_to_string(target.join("etc/layer3")).unwrap(),
+            "layer 3\n"
+        );
+        assert!(!target.join("etc/motd").exists(), "whiteout not applied");
+        assert!(
+            std::fs::write(target.join("new"), b"x").is_err(),
+            "read-only mount is writable"
+        );
+        ok(&berthd.bctr(&["images", "unmount", "--rm", "--snapshotter", sn, t]));
+        assert!(!target.join("etc").exists(), "still mounted");
+        let left = ok(&berthd.bctr(&["snapshots", "--snapshotter", sn, "ls"]));
+        assert!(!left.contains(t), "mount snapshot left behind:\n{left}");
+        assert_eq!(
+            ok(&berthd.bctr(&["snapshots", "--snapshotter", sn, "ls"])),
+            ok(&berthd.ctr(&["snapshots", "--snapshotter", sn, "ls"]))
+        );
+    }
+}
