@@ -54,6 +54,25 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Run one snapshotter alone, for another daemon to use as a proxy plugin.
+    Snapshotter {
+        #[command(subcommand)]
+        command: SnapshotterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotterCommand {
+    /// Serve the snapshots API of one driver (overlayfs or native) on its own socket, without
+    /// namespaces: a containerd or berthd `[proxy_plugins]` entry with `type = "snapshot"`
+    /// points at it. Its data lives under `<root>/io.containerd.snapshotter.v1.<name>`.
+    Serve {
+        /// overlayfs (alias overlay) or native.
+        name: String,
+        /// Socket to serve on.
+        #[arg(long)]
+        address: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -86,7 +105,7 @@ fn main() -> ExitCode {
             print!("{}", cfg.to_toml());
             return ExitCode::SUCCESS;
         }
-        None => {}
+        Some(Command::Snapshotter { .. }) | None => {}
     }
     if let Err(e) = init_logging(&cfg) {
         eprintln!("berthd: {e}");
@@ -102,7 +121,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cfg)) {
+    let result = match cli.command {
+        Some(Command::Snapshotter {
+            command: SnapshotterCommand::Serve { name, address },
+        }) => runtime.block_on(serve_snapshotter(cfg, name, address)),
+        _ => runtime.block_on(run(cfg)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line on stderr, where the logs go too, so it is the last thing an operator sees.
@@ -169,6 +194,8 @@ enum RunError {
     },
     #[error("plugin initialisation stopped: {0}")]
     Join(String),
+    #[error("snapshotter: {0}")]
+    Snapshotter(String),
 }
 
 async fn run(cfg: Config) -> Result<(), RunError> {
@@ -204,6 +231,47 @@ async fn run(cfg: Config) -> Result<(), RunError> {
     };
     server::serve(socket, &initialised, limits, shutdown).await?;
     tracing::info!("berthd stopped");
+    Ok(())
+}
+
+/// `berthd snapshotter serve`: one driver, the raw snapshots API, nothing else.
+async fn serve_snapshotter(cfg: Config, name: String, address: PathBuf) -> Result<(), RunError> {
+    use berth_snapshotter::Snapshotter;
+    let shutdown = shutdown_signal();
+    let id = berth_snapshots::canonical(&name).to_owned();
+    let root = cfg
+        .root
+        .join(format!("{}.{id}", berth_plugin::types::SNAPSHOTTER));
+    let socket = server::Socket::claim(&address, cfg.grpc.uid, cfg.grpc.gid)?;
+    let root2 = root.clone();
+    let driver: std::sync::Arc<dyn Snapshotter> = tokio::task::spawn_blocking(move || {
+        let d: std::sync::Arc<dyn Snapshotter> = match id.as_str() {
+            "overlayfs" => {
+                std::sync::Arc::new(berth_snapshotter_overlay::OverlaySnapshotter::new(&root2)?)
+            }
+            "native" => {
+                std::sync::Arc::new(berth_snapshotter_native::NativeSnapshotter::new(&root2)?)
+            }
+            other => {
+                return Err(berth_snapshotter::SnapshotError::InvalidArgument(format!(
+                    "unknown snapshotter {other:?} (serve overlayfs or native)"
+                )))
+            }
+        };
+        d.cleanup()?;
+        Ok(d)
+    })
+    .await
+    .map_err(|e| RunError::Join(e.to_string()))?
+    .map_err(|e| RunError::Snapshotter(e.to_string()))?;
+    tracing::info!(snapshotter = %name, root = %root.display(), address = %address.display(), "serving snapshotter");
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(
+        berth_snapshots::RawSnapshotsService::server(driver)
+            .max_decoding_message_size(cfg.grpc.max_recv_message_size)
+            .max_encoding_message_size(cfg.grpc.max_send_message_size),
+    );
+    server::serve_routes(socket, routes, shutdown).await?;
     Ok(())
 }
 

@@ -30,11 +30,13 @@ pub fn registry(cfg: &Config) -> Result<Registry, berth_plugin::registry::Regist
     Ok(reg)
 }
 
-/// Proxy plugins are listed (so introspection shows them) but cannot be used until the service
-/// they stand for lands; until then they report why.
+/// `[proxy_plugins]`: snapshotters become real snapshotter plugins; other types are listed (so
+/// introspection shows them) with the reason they cannot be used yet.
 fn proxy_registration(name: &str, proxy: &ProxyPlugin) -> Registration {
+    if proxy.plugin_type == "snapshot" {
+        return berth_snapshotter_proxy::registration(name, &proxy.address);
+    }
     let plugin_type = match proxy.plugin_type.as_str() {
-        "snapshot" => berth_plugin::types::SNAPSHOTTER,
         "content" => berth_plugin::types::CONTENT,
         _ => "io.containerd.proxy.unknown",
     };

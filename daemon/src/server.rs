@@ -106,6 +106,15 @@ pub async fn serve(
             Err(_) => tracing::warn!(plugin = %id, "gRPC plugin does not provide a service"),
         }
     }
+    serve_routes(socket, routes, shutdown).await
+}
+
+/// Serves `routes` on `socket` until `shutdown` resolves, then removes the socket.
+pub async fn serve_routes(
+    socket: Socket,
+    routes: tonic::service::RoutesBuilder,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
     let Socket {
         path,
         listener,

@@ -229,6 +229,11 @@ pub struct Containerd {
 
 impl Containerd {
     pub fn start() -> Containerd {
+        Containerd::start_with("")
+    }
+
+    /// Starts containerd with `extra` appended to its config (e.g. `[proxy_plugins.x]`).
+    pub fn start_with(extra: &str) -> Containerd {
         require_root("starting a real containerd");
         let bin = require_program("containerd", "containerd");
         let dir = tempfile::Builder::new()
@@ -246,7 +251,8 @@ impl Containerd {
             sock = d.join("containerd.sock").display(),
             opt = d.join("opt").display(),
         );
-        std::fs::write(d.join("config.toml"), config).expect("write containerd config");
+        std::fs::write(d.join("config.toml"), format!("{config}{extra}"))
+            .expect("write containerd config");
         let log_path = d.join("containerd.log");
         let log = std::fs::File::create(&log_path).expect("log");
         let mut child = Command::new(bin)
@@ -305,4 +311,57 @@ pub fn fails(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `berthd snapshotter serve <name>`: one of Berth's snapshotters alone on a socket, for a
+/// containerd or another berthd to use as a proxy plugin. Stopped with SIGTERM on drop.
+pub struct SnapshotterServer {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl SnapshotterServer {
+    pub fn start(name: &str) -> SnapshotterServer {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-snapshotter")
+            .tempdir()
+            .expect("tempdir");
+        let log_path = dir.path().join("log");
+        let log = std::fs::File::create(&log_path).expect("log");
+        let sock = dir.path().join("snapshotter.sock");
+        let mut child = Command::new(bin("berthd"))
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .args(["snapshotter", "serve", name, "--address"])
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn berthd snapshotter serve");
+        wait_for_socket(&sock, &mut child, &log_path);
+        SnapshotterServer {
+            dir,
+            child: Some(child),
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("snapshotter.sock")
+    }
+
+    /// Where the served driver keeps its snapshots.
+    pub fn snapshots_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!(
+            "root/io.containerd.snapshotter.v1.{name}/snapshots"
+        ))
+    }
+}
+
+impl Drop for SnapshotterServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child);
+        }
+    }
 }

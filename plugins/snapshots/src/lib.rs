@@ -1,6 +1,7 @@
 //! `containerd.services.snapshots.v1.Snapshots`: the snapshotter chosen by each request's
 //! `snapshotter` field, namespaced through the metadata store (see `store.rs`).
 
+mod raw;
 mod store;
 
 use std::pin::Pin;
@@ -27,6 +28,7 @@ use berth_snapshotter::{Info, Kind, Mount};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+pub use raw::RawSnapshotsService;
 pub use store::{canonical, NewSnapshot, Snapshots, StoreError};
 
 struct SnapshotsService {
@@ -58,7 +60,7 @@ pub fn registration() -> Registration {
     )
 }
 
-fn mount_pb(m: Mount) -> PbMount {
+pub(crate) fn mount_pb(m: Mount) -> PbMount {
     PbMount {
         r#type: m.mount_type,
         source: m.source,
@@ -67,7 +69,7 @@ fn mount_pb(m: Mount) -> PbMount {
     }
 }
 
-fn info_pb(i: Info) -> PbInfo {
+pub(crate) fn info_pb(i: Info) -> PbInfo {
     let kind = match i.kind() {
         Kind::View => PbKind::View,
         Kind::Active => PbKind::Active,
@@ -83,7 +85,7 @@ fn info_pb(i: Info) -> PbInfo {
     }
 }
 
-struct Fields<'a>(&'a Info);
+pub(crate) struct Fields<'a>(pub(crate) &'a Info);
 
 impl Adaptor for Fields<'_> {
     fn field(&self, path: &[String]) -> Vec<String> {
