@@ -20,6 +20,11 @@ pub mod berth {
                 tonic::include_proto!("berth.services.gc.v1");
             }
         }
+        pub mod unpack {
+            pub mod v1 {
+                tonic::include_proto!("berth.services.unpack.v1");
+            }
+        }
     }
 }
 

@@ -301,3 +301,54 @@ fn removing_the_image_collects_its_snapshots() {
         assert_eq!(dirs, 0, "{sn}: snapshot directories left on disk");
     }
 }
+
+#[test]
+fn bctr_unpacks_in_the_daemon_exactly_as_ctr_does() {
+    require_root("mounting snapshots");
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixtures::busybox_image("docker.io/library/busybox:server");
+    let archive = dir.path().join("oci.tar");
+    fixtures::write_oci_archive(&archive, std::slice::from_ref(&img));
+    let chain = chain_ids(&img);
+    let model = img.rootfs();
+    let berthd = Berthd::start();
+    for sn in SNAPSHOTTERS {
+        ok(&berthd.bctr(&[
+            "images",
+            "import",
+            "--snapshotter",
+            sn,
+            archive.to_str().unwrap(),
+        ]));
+        let log = berthd.log();
+        assert!(
+            log.contains("berth_unpack") && log.contains("unpacked"),
+            "not unpacked in the daemon:\n{log}"
+        );
+        let keys = ok(&berthd.ctr(&["snapshots", "--snapshotter", sn, "ls"]));
+        for c in &chain {
+            assert!(
+                keys.contains(c.as_str()),
+                "{sn}: chain id {c} missing:\n{keys}"
+            );
+        }
+        // ctr sees the image as unpacked: the config carries the gc.ref.snapshot label.
+        let check = ok(&berthd.ctr(&["images", "check", "--snapshotter", sn]));
+        assert!(check.trim_end().ends_with("true"), "{sn}:\n{check}");
+        let mounts = view(&berthd, sn, "server-view", chain.last().unwrap());
+        {
+            let m = TempMount::new(&mounts).unwrap();
+            assert_matches_model(m.path(), &model);
+        }
+        remove(&berthd, sn, "server-view");
+        // Unpacking again finds every layer present.
+        let again = ok(&berthd.bctr(&["images", "unpack", "--snapshotter", sn, &img.name]));
+        assert_eq!(again.matches(" present ").count(), chain.len(), "{again}");
+    }
+    // The unpack lease is gone and nothing was left in overlay's staging directory.
+    assert_eq!(ok(&berthd.ctr(&["leases", "ls", "-q"])), "");
+    let staging = berthd
+        .root()
+        .join("io.containerd.snapshotter.v1.overlayfs/staging");
+    assert_eq!(std::fs::read_dir(staging).unwrap().count(), 0);
+}

@@ -43,6 +43,8 @@ pub enum ImagesCommand {
     Export(super::export::ExportArgs),
     /// Import images from a tar archive (OCI layout or docker save).
     Import(super::import::ImportArgs),
+    /// Unpack an image into snapshots inside berthd (layers extracted in parallel on overlayfs).
+    Unpack(super::server_unpack::UnpackArgs),
     /// Mount an image's root file system on a directory (unpacking it first if needed).
     Mount(super::mount::MountArgs),
     /// Unmount an image mounted with `images mount` (`--rm` also drops its snapshot and lease).
@@ -206,6 +208,7 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
         } => return check(ctx, &mut client, quiet, &snapshotter, filters).await,
         ImagesCommand::Import(args) => return super::import::run(ctx, args).await,
         ImagesCommand::Mount(args) => return super::mount::mount(ctx, args).await,
+        ImagesCommand::Unpack(args) => return super::server_unpack::run(ctx, args).await,
         ImagesCommand::Unmount(args) => return super::mount::unmount(ctx, args).await,
         ImagesCommand::Export(args) => return super::export::run(ctx, args).await,
     }

@@ -42,6 +42,9 @@ pub struct ImportArgs {
     /// Import content for a specific platform.
     #[arg(long, default_value = "", hide_default_value = true)]
     platform: String,
+    /// Unpack from the client, layer by layer, as ctr does, even when the daemon can unpack.
+    #[arg(long)]
+    local_unpack: bool,
     /// Skip unpacking the images.
     #[arg(long)]
     no_unpack: bool,
@@ -129,7 +132,19 @@ pub async fn run(ctx: &Ctx, args: ImportArgs) -> Result<(), CmdError> {
             use std::io::Write;
             print!("unpacking {} ({})...", img.name, img.target.digest);
             let _ = std::io::stdout().flush();
-            unpack::unpack(ctx, &img.target, &platform, &args.snapshotter).await?;
+            // berthd unpacks by itself, in parallel; other daemons get ctr's client-side unpack.
+            let in_daemon = !args.local_unpack
+                && super::server_unpack::unpack_in_daemon(
+                    ctx,
+                    &img.name,
+                    &args.snapshotter,
+                    &args.platform,
+                    false,
+                )
+                .await?;
+            if !in_daemon {
+                unpack::unpack(ctx, &img.target, &platform, &args.snapshotter).await?;
+            }
             println!("done");
         }
     }

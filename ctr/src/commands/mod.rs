@@ -10,6 +10,7 @@ mod mount;
 mod namespaces;
 mod plugins;
 mod progress;
+mod server_unpack;
 mod snapshots;
 mod store;
 mod unpack;

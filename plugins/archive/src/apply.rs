@@ -123,6 +123,10 @@ pub struct ApplyStats {
     /// Extended attributes not applied (unsupported by the filesystem, `trusted.*` without
     /// root, or overlayfs control attributes that a layer must not forge).
     pub skipped_xattrs: u64,
+    /// Directories the layer implied without listing them (relative to the target). Without
+    /// `parents` they get default metadata; [`crate::inherit_dir_metadata`] can fix them up
+    /// once the parent layers exist (Berth extracts layers in parallel, before their parents).
+    pub implied_dirs: Vec<PathBuf>,
 }
 
 /// Applies a tar stream (already decompressed, see [`crate::decompress`]) onto `target`.
@@ -369,6 +373,7 @@ impl<'o> Applier<'o> {
                     whiteouts: 0,
                     ignored: 0,
                     skipped_xattrs: 0,
+                    implied_dirs: Vec::new(),
                 },
             },
         }
@@ -930,6 +935,12 @@ impl State<'_> {
         // mkdir applied the umask.
         fsutil::fchmodat(parent, name, 0o755)?;
         self.mark(real.to_vec());
+        {
+            use std::os::unix::ffi::OsStrExt;
+            self.stats
+                .implied_dirs
+                .push(PathBuf::from(std::ffi::OsStr::from_bytes(real)));
+        }
         let comps: Vec<&[u8]> = real.split(|b| *b == b'/').collect();
         for p in 0..self.parents.len() {
             let found = match resolve_dir(self.parents[p].as_fd(), &comps, Follow::InRoot, None) {

@@ -17,6 +17,7 @@ mod diff;
 mod digest;
 mod error;
 mod fsutil;
+mod inherit;
 mod resolve;
 
 pub use apply::{apply, ApplyOptions, ApplyStats, IdMap, IdMapFn, WhiteoutMode, XattrPrefix};
@@ -26,6 +27,7 @@ pub use compression::{
 pub use diff::{write_diff, write_diff_gzip, DiffOptions, DiffStats};
 pub use digest::{parse_sha256, DigestingReader, DigestingWriter};
 pub use error::ArchiveError;
+pub use inherit::inherit_dir_metadata;
 
 #[cfg(test)]
 mod tests;

@@ -145,7 +145,9 @@ fn target(mounts: Vec<Mount>) -> Target {
     Target::Mounted(mounts)
 }
 
-fn apply(
+/// Applies the layer `desc` from the content store onto the snapshot `mounts` describe, and
+/// returns the uncompressed layer's descriptor (its digest is the diff_id).
+pub fn apply_layer(
     content: &ContentStore,
     ns: &str,
     desc: &Descriptor,
@@ -296,7 +298,7 @@ impl Diff for DiffService {
         let mounts: Vec<Mount> = r.mounts.into_iter().map(mount).collect();
         let content = self.content.clone();
         let sync = r.sync_fs;
-        let applied = run_blocking(move || apply(&content, &ns, &desc, mounts, sync)).await?;
+        let applied = run_blocking(move || apply_layer(&content, &ns, &desc, mounts, sync)).await?;
         Ok(Response::new(ApplyResponse {
             applied: Some(applied),
         }))

@@ -110,6 +110,34 @@ impl Snapshots {
         }
     }
 
+    /// The driver's staging area for pre-extracted layers, if it has one.
+    pub fn staging(&self, sn: &str) -> Result<Option<berth_snapshotter::Staging>, StoreError> {
+        Ok(self.driver(sn)?.staging())
+    }
+
+    /// Prepares `key` on `parent` and makes the pre-extracted layer `staged` its content (see
+    /// `Snapshotter::adopt`); undone entirely if any step fails.
+    pub fn prepare_adopt(
+        &self,
+        ns: &str,
+        sn: &str,
+        lease: Option<&str>,
+        new: NewSnapshot,
+        staged: &std::path::Path,
+    ) -> Result<(), StoreError> {
+        let key = new.key.clone();
+        self.prepare(ns, sn, lease, new)?;
+        let d = self.driver(sn)?;
+        let rec = self.db.get_snapshot_record(ns, canonical(sn), &key)?;
+        if let Err(e) = d.adopt(&rec.backend_key, staged) {
+            if let Err(undo) = self.remove(ns, sn, &key) {
+                tracing::error!(error = %undo, "cannot remove snapshot after a failed adopt");
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     pub fn mounts(&self, ns: &str, sn: &str, key: &str) -> Result<Vec<Mount>, StoreError> {
         let d = self.driver(sn)?;
         let rec = self.db.get_snapshot_record(ns, canonical(sn), key)?;

@@ -104,6 +104,32 @@ pub trait Snapshotter: Send + Sync {
     /// Removes what a crash or an interrupted remove left on disk.
     fn cleanup(&self) -> Result<(), SnapshotError>;
     fn close(&self) -> Result<(), SnapshotError>;
+
+    /// Where layers may be extracted ahead of time, on the driver's own filesystem, to be taken
+    /// in whole by [`Snapshotter::adopt`]; `None` (the default) when the driver's layers are not
+    /// independent directories. Overlay's are, which is what lets Berth extract every layer of an
+    /// image at once instead of one after the other.
+    fn staging(&self) -> Option<Staging> {
+        None
+    }
+
+    /// Makes `staged` (a directory under [`Snapshotter::staging`], holding one layer extracted
+    /// in the driver's whiteout format) the content of the active snapshot `key`, which must be
+    /// freshly prepared and unwritten.
+    fn adopt(&self, key: &str, staged: &std::path::Path) -> Result<(), SnapshotError> {
+        let _ = (key, staged);
+        Err(SnapshotError::Unsupported(
+            "this snapshotter cannot adopt pre-extracted layers".into(),
+        ))
+    }
+}
+
+/// See [`Snapshotter::staging`].
+#[derive(Debug, Clone)]
+pub struct Staging {
+    pub dir: std::path::PathBuf,
+    /// Overlay metadata (opaque directories) goes in `user.` xattrs instead of `trusted.`.
+    pub userxattr: bool,
 }
 
 pub use metastore::MetaStore;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use berth_plugin::{types, InitError, Instance, Registration};
 use berth_snapshotter::metastore::Snapshot;
 use berth_snapshotter::usage::disk_usage;
-use berth_snapshotter::{Info, Kind, MetaStore, Mount, SnapshotError, Snapshotter, Usage};
+use berth_snapshotter::{Info, Kind, MetaStore, Mount, SnapshotError, Snapshotter, Staging, Usage};
 
 pub struct OverlaySnapshotter {
     root: PathBuf,
@@ -58,6 +58,10 @@ impl OverlaySnapshotter {
         fs::set_permissions(root, fs::Permissions::from_mode(0o700))
             .map_err(SnapshotError::io("chmod", root))?;
         let ms = MetaStore::open(&root.join("metadata.redb"))?;
+        // Layers being extracted when the last daemon stopped are of no use now.
+        let staging = root.join("staging");
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir_all(&staging).map_err(SnapshotError::io("create", &staging))?;
         let mut extra_options = Vec::new();
         if supports_index() {
             extra_options.push("index=off".to_owned());
@@ -267,6 +271,40 @@ impl Snapshotter for OverlaySnapshotter {
 
     fn close(&self) -> Result<(), SnapshotError> {
         Ok(())
+    }
+
+    fn staging(&self) -> Option<Staging> {
+        Some(Staging {
+            dir: self.root.join("staging"),
+            userxattr: self.extra_options.iter().any(|o| o == "userxattr"),
+        })
+    }
+
+    fn adopt(&self, key: &str, staged: &Path) -> Result<(), SnapshotError> {
+        let s = self.ms.get_snapshot(key)?;
+        if s.kind != Kind::Active {
+            return Err(SnapshotError::FailedPrecondition(format!(
+                "snapshot {key:?} is not active"
+            )));
+        }
+        if !staged.starts_with(self.root.join("staging")) {
+            return Err(SnapshotError::InvalidArgument(format!(
+                "{} is not in this snapshotter's staging directory",
+                staged.display()
+            )));
+        }
+        let upper = self.upper(&s.id);
+        // The fresh upper must be empty: rmdir refuses otherwise, and nothing is lost.
+        fs::remove_dir(&upper).map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ENOTEMPTY) {
+                SnapshotError::FailedPrecondition(format!(
+                    "snapshot {key:?} has already been written to"
+                ))
+            } else {
+                SnapshotError::io("remove empty upper", &upper)(e)
+            }
+        })?;
+        fs::rename(staged, &upper).map_err(SnapshotError::io("adopt layer", &upper))
     }
 }
 
