@@ -16,11 +16,14 @@ use std::time::{Duration, Instant};
 /// `target/<profile>/`, where cargo put berthd and bctr.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test>-<hash>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
-        .to_owned()
+    // Tests run from target/<profile>/deps/<test>-<hash>; this crate's binaries (benchmarks)
+    // from target/<profile>/<name>.
+    let dir = exe.parent().expect("binary has a directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target/<profile>").to_owned()
+    } else {
+        dir.to_owned()
+    }
 }
 
 pub fn bin(name: &str) -> PathBuf {

@@ -290,7 +290,6 @@ async fn unpack(
             .await
             .map_err(|e| UnpackError::Other(e.to_string()))??;
     let layers = Arc::new(layers);
-    let total = layers.len();
 
     // A lease holds everything made here until the config's label takes over.
     let lease = format!("berth-unpack-{}", unique());
@@ -328,7 +327,6 @@ async fn unpack(
     if let Err(e) = ctx.db.delete_lease(&ns, &lease) {
         tracing::warn!(error = %e, "cannot delete unpack lease; it expires on its own");
     }
-    let _ = total;
     result
 }
 
@@ -460,14 +458,12 @@ async fn stack(
             below = existing_layer_dirs(ctx, ns, sn, &layers[start - 1].chain_id)?;
         }
         for (dir, stats) in extracted[start..].iter().flatten() {
-            {
-                if !stats.implied_dirs.is_empty() {
-                    let parents: Vec<PathBuf> = below.iter().rev().cloned().collect();
-                    berth_archive::inherit_dir_metadata(dir, &stats.implied_dirs, &parents)
-                        .map_err(err)?;
-                }
-                below.push(dir.clone());
+            if !stats.implied_dirs.is_empty() {
+                let parents: Vec<PathBuf> = below.iter().rev().cloned().collect();
+                berth_archive::inherit_dir_metadata(dir, &stats.implied_dirs, &parents)
+                    .map_err(err)?;
             }
+            below.push(dir.clone());
         }
     }
 
