@@ -10,7 +10,7 @@ pub const DEFAULT_ADDRESS: &str = "/run/berth/berthd.sock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("cannot connect to {address}: {reason}\n(is berthd running? start it with: berthd --address {address})")]
+    #[error("cannot connect to {address}: {reason} (is berthd running? start it with: berthd --address {address})")]
     Unreachable { address: String, reason: String },
 }
 

@@ -175,3 +175,24 @@ fn images_mount_and_unmount() {
         );
     }
 }
+
+#[test]
+fn content_fetch_blob_from_a_file_verifies_the_digest() {
+    let berthd = Berthd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blob");
+    let digest = fixtures::write_large_blob(&path, 3 << 20, 11);
+    let p = path.to_str().unwrap();
+    assert_eq!(
+        ok(&berthd.bctr(&["content", "fetch-blob", "--file", p, &digest])),
+        format!("{digest}\n")
+    );
+    let got = berthd.ctr(&["content", "get", &digest]);
+    assert!(got.stdout == std::fs::read(&path).unwrap());
+    // Again: already there, nothing to do.
+    ok(&berthd.bctr(&["content", "fetch-blob", "--file", p, &digest]));
+    // A file that is not the blob.
+    let wrong = fixtures::sha256_digest(b"something else");
+    let err = fails(&berthd.bctr(&["content", "fetch-blob", "--file", p, &wrong]));
+    assert!(err.contains("unexpected commit"), "{err}");
+}

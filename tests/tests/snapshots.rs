@@ -352,3 +352,92 @@ fn bctr_unpacks_in_the_daemon_exactly_as_ctr_does() {
         .join("io.containerd.snapshotter.v1.overlayfs/staging");
     assert_eq!(std::fs::read_dir(staging).unwrap().count(), 0);
 }
+
+#[test]
+fn a_500_layer_image_unpacks_and_mounts_on_overlayfs() {
+    require_root("mounting snapshots");
+    use berth_tests::fixtures::{LayerBuilder, PlatformImage};
+    let dir = tempfile::tempdir().unwrap();
+    let layers: Vec<_> = (0..500)
+        .map(|i| {
+            LayerBuilder::new()
+                .file(&format!("layers/{i:03}"), 0o644, format!("layer {i}\n"))
+                .file("top", 0o644, format!("written by layer {i}\n"))
+                .build()
+        })
+        .collect();
+    let primary = PlatformImage::new("linux", fixtures::host_arch(), layers, &["/bin/true"]);
+    let img = FixtureImage::new("docker.io/library/deep:500", primary, Vec::new());
+    let archive = dir.path().join("deep.tar");
+    fixtures::write_oci_archive(&archive, std::slice::from_ref(&img));
+    let berthd = Berthd::start();
+    ok(&berthd.bctr(&["images", "import", archive.to_str().unwrap()]));
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let m = mnt.to_str().unwrap();
+    ok(&berthd.bctr(&["images", "mount", &img.name, m]));
+    let result = std::panic::catch_unwind(|| {
+        assert_eq!(std::fs::read_dir(mnt.join("layers")).unwrap().count(), 500);
+        assert_eq!(
+            std::fs::read_to_string(mnt.join("layers/000")).unwrap(),
+            "layer 0\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(mnt.join("top")).unwrap(),
+            "written by layer 499\n"
+        );
+    });
+    ok(&berthd.bctr(&["images", "unmount", "--rm", m]));
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn ctr_snapshots_mounts_prints_a_working_mount_command() {
+    require_root("mounting snapshots");
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixtures::busybox_image("docker.io/library/busybox:mounts");
+    let archive = dir.path().join("oci.tar");
+    fixtures::write_oci_archive(&archive, std::slice::from_ref(&img));
+    let top = chain_ids(&img).pop().unwrap();
+    let berthd = Berthd::start();
+    for sn in SNAPSHOTTERS {
+        ok(&berthd.ctr(&[
+            "images",
+            "import",
+            "--snapshotter",
+            sn,
+            archive.to_str().unwrap(),
+        ]));
+        ok(&berthd.ctr(&[
+            "snapshots",
+            "--snapshotter",
+            sn,
+            "prepare",
+            "mnt-test",
+            &top,
+        ]));
+        let target = dir.path().join(format!("t-{sn}"));
+        std::fs::create_dir(&target).unwrap();
+        let cmd = ok(&berthd.ctr(&[
+            "snapshots",
+            "--snapshotter",
+            sn,
+            "mounts",
+            target.to_str().unwrap(),
+            "mnt-test",
+        ]));
+        assert!(cmd.starts_with("mount -t "), "{cmd}");
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{cmd}");
+        let content = std::fs::read_to_string(target.join("etc/layer3"));
+        let _ = std::process::Command::new("umount").arg(&target).status();
+        assert_eq!(content.unwrap(), "layer 3\n", "{sn}");
+        ok(&berthd.ctr(&["snapshots", "--snapshotter", sn, "rm", "mnt-test"]));
+    }
+}

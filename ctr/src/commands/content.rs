@@ -54,6 +54,18 @@ pub enum ContentCommand {
         #[arg(value_name = "KEY")]
         r#ref: Option<String>,
     },
+    /// Fetch one blob by digest into the store. Until pulling from registries lands, the source
+    /// is a local file (`--file`); the blob is verified against the digest and its size.
+    FetchBlob {
+        /// The file holding the blob's bytes.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// Label the committed blob, key=value (may be repeated).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        #[arg(value_name = "DIGEST")]
+        digest: String,
+    },
     /// List all blobs in the store.
     #[command(alias = "list")]
     Ls {
@@ -144,6 +156,24 @@ pub async fn run(ctx: &Ctx, cmd: ContentCommand) -> Result<(), CmdError> {
                 labels,
             )
             .await?;
+        }
+        ContentCommand::FetchBlob {
+            file,
+            labels,
+            digest,
+        } => {
+            oci::validate_digest(&digest).map_err(CmdError::Usage)?;
+            let mut f = std::fs::File::open(&file)
+                .map_err(|e| CmdError::Failed(format!("open {}: {e}", file.display())))?;
+            let size = f
+                .metadata()
+                .map_err(|e| CmdError::Failed(format!("stat {}: {e}", file.display())))?
+                .len() as i64;
+            let labels: HashMap<String, String> = label_args(&labels).into_iter().collect();
+            let mut cs = ContentStore::new(ctx);
+            let r#ref = format!("fetch-blob-{digest}");
+            super::store::write_blob(&mut cs, &r#ref, &mut f, size, &digest, labels).await?;
+            println!("{digest}");
         }
         ContentCommand::Rm { digests } => {
             let mut first_err: Option<CmdError> = None;
