@@ -7,6 +7,7 @@
 //! driver's root, so a driver writes only the filesystem part. [`testsuite`] is the conformance
 //! suite every driver runs.
 
+pub mod dirs;
 mod error;
 pub mod metastore;
 pub mod mount;

@@ -6,12 +6,11 @@
 pub mod copy;
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use berth_plugin::{types, InitError, Instance, Registration};
+use berth_snapshotter::dirs::SnapshotDirs;
 use berth_snapshotter::metastore::Snapshot;
 use berth_snapshotter::usage::disk_usage;
 use berth_snapshotter::{
@@ -19,24 +18,20 @@ use berth_snapshotter::{
 };
 
 pub struct NativeSnapshotter {
-    root: PathBuf,
+    dirs: SnapshotDirs,
     ms: MetaStore,
 }
 
 impl NativeSnapshotter {
     pub fn new(root: &Path) -> Result<Self, SnapshotError> {
-        let snapshots = root.join("snapshots");
-        fs::create_dir_all(&snapshots).map_err(SnapshotError::io("create", &snapshots))?;
-        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
-            .map_err(SnapshotError::io("chmod", root))?;
         Ok(NativeSnapshotter {
-            root: root.to_owned(),
+            dirs: SnapshotDirs::open(root)?,
             ms: MetaStore::open(&root.join("metadata.redb"))?,
         })
     }
 
     fn dir(&self, id: &str) -> PathBuf {
-        self.root.join("snapshots").join(id)
+        self.dirs.path(id)
     }
 
     fn mounts_for(&self, s: &Snapshot) -> Vec<Mount> {
@@ -58,37 +53,15 @@ impl NativeSnapshotter {
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        let snapshots = self.root.join("snapshots");
-        let tmp = tempfile::Builder::new()
-            .prefix("new-")
-            .tempdir_in(&snapshots)
-            .map_err(SnapshotError::io("create", &snapshots))?;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
-            .map_err(SnapshotError::io("chmod", tmp.path()))?;
-        let placed = std::cell::Cell::new(None);
-        let snap = self.ms.write(|tx| {
-            let s = tx.create_snapshot(kind, key, parent, labels)?;
-            if let Some(pid) = s.parent_ids.first() {
+        let snap = self
+            .dirs
+            .create(&self.ms, kind, key, parent, labels, |s, dir| {
                 // The copy happens inside the transaction: if it fails, no record remains.
-                copy::copy_tree(&self.dir(pid), tmp.path())?;
-            }
-            let dest = self.dir(&s.id);
-            fs::rename(tmp.path(), &dest).map_err(SnapshotError::io("rename", &dest))?;
-            placed.set(Some(dest));
-            Ok(s)
-        });
-        let snap = match snap {
-            Ok(s) => s,
-            Err(e) => {
-                // The record was rolled back (and its id with it): the directory must go too, or
-                // the next snapshot given the same id would find it in the way.
-                if let Some(dest) = placed.take() {
-                    let _ = fs::remove_dir_all(dest);
+                match s.parent_ids.first() {
+                    Some(pid) => copy::copy_tree(&self.dir(pid), dir),
+                    None => Ok(()),
                 }
-                return Err(e);
-            }
-        };
-        let _ = tmp.keep();
+            })?;
         Ok(self.mounts_for(&snap))
     }
 }
@@ -146,22 +119,7 @@ impl Snapshotter for NativeSnapshotter {
     }
 
     fn remove(&self, key: &str) -> Result<(), SnapshotError> {
-        let trash = self.ms.write(|tx| {
-            let (id, _) = tx.remove(key)?;
-            let dir = self.dir(&id);
-            let trash = self.root.join("snapshots").join(format!("rm-{id}"));
-            match fs::rename(&dir, &trash) {
-                Ok(()) => Ok(Some(trash)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(SnapshotError::io("rename", &dir)(e)),
-            }
-        })?;
-        if let Some(trash) = trash {
-            if let Err(e) = fs::remove_dir_all(&trash) {
-                tracing::warn!(path = %trash.display(), error = %e, "cannot remove snapshot directory; cleanup will retry");
-            }
-        }
-        Ok(())
+        self.dirs.remove(&self.ms, key)
     }
 
     fn walk(&self, f: &mut dyn FnMut(&Info) -> bool) -> Result<(), SnapshotError> {
@@ -169,19 +127,7 @@ impl Snapshotter for NativeSnapshotter {
     }
 
     fn cleanup(&self) -> Result<(), SnapshotError> {
-        let ids = self.ms.ids()?;
-        let snapshots = self.root.join("snapshots");
-        for entry in fs::read_dir(&snapshots).map_err(SnapshotError::io("read dir", &snapshots))? {
-            let entry = entry.map_err(SnapshotError::io("read dir", &snapshots))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if ids.contains_key(&name) {
-                continue;
-            }
-            let path = entry.path();
-            tracing::info!(path = %path.display(), "removing snapshot directory without a record");
-            fs::remove_dir_all(&path).map_err(SnapshotError::io("remove", &path))?;
-        }
-        Ok(())
+        self.dirs.cleanup(&self.ms)
     }
 
     fn close(&self) -> Result<(), SnapshotError> {

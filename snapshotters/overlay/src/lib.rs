@@ -13,12 +13,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use berth_plugin::{types, InitError, Instance, Registration};
+use berth_snapshotter::dirs::SnapshotDirs;
 use berth_snapshotter::metastore::Snapshot;
 use berth_snapshotter::usage::disk_usage;
 use berth_snapshotter::{Info, Kind, MetaStore, Mount, SnapshotError, Snapshotter, Staging, Usage};
 
 pub struct OverlaySnapshotter {
     root: PathBuf,
+    dirs: SnapshotDirs,
     ms: MetaStore,
     /// Options every overlay mount gets (`index=off`, `userxattr`), decided once at start.
     extra_options: Vec<String>,
@@ -53,10 +55,7 @@ fn overlay_available() -> bool {
 
 impl OverlaySnapshotter {
     pub fn new(root: &Path) -> Result<Self, SnapshotError> {
-        let snapshots = root.join("snapshots");
-        fs::create_dir_all(&snapshots).map_err(SnapshotError::io("create", &snapshots))?;
-        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
-            .map_err(SnapshotError::io("chmod", root))?;
+        let dirs = SnapshotDirs::open(root)?;
         let ms = MetaStore::open(&root.join("metadata.redb"))?;
         // Layers being extracted when the last daemon stopped are of no use now.
         let staging = root.join("staging");
@@ -71,13 +70,14 @@ impl OverlaySnapshotter {
         }
         Ok(OverlaySnapshotter {
             root: root.to_owned(),
+            dirs,
             ms,
             extra_options,
         })
     }
 
     fn dir(&self, id: &str) -> PathBuf {
-        self.root.join("snapshots").join(id)
+        self.dirs.path(id)
     }
 
     fn upper(&self, id: &str) -> PathBuf {
@@ -127,52 +127,30 @@ impl OverlaySnapshotter {
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        let snapshots = self.root.join("snapshots");
-        // Build the directories under a temporary name; they get their final name inside the
-        // transaction, so a failure or crash leaves no directory that looks like a snapshot.
-        let tmp = tempfile::Builder::new()
-            .prefix("new-")
-            .tempdir_in(&snapshots)
-            .map_err(SnapshotError::io("create", &snapshots))?;
-        let fs_dir = tmp.path().join("fs");
-        fs::create_dir(&fs_dir).map_err(SnapshotError::io("create", &fs_dir))?;
-        fs::set_permissions(&fs_dir, fs::Permissions::from_mode(0o755))
-            .map_err(SnapshotError::io("chmod", &fs_dir))?;
-        let work = tmp.path().join("work");
-        fs::create_dir(&work).map_err(SnapshotError::io("create", &work))?;
-        let placed = std::cell::Cell::new(None);
-        let snap = self.ms.write(|tx| {
-            let s = tx.create_snapshot(kind, key, parent, labels)?;
-            if let Some(pid) = s.parent_ids.first() {
-                // The new upper starts with the parent's root ownership, as containerd does, so
-                // an image whose root is not root-owned keeps it.
-                let pmeta = fs::metadata(self.upper(pid))
-                    .map_err(SnapshotError::io("stat", &self.upper(pid)))?;
-                nix::unistd::chown(
-                    &fs_dir,
-                    Some(nix::unistd::Uid::from_raw(pmeta.uid())),
-                    Some(nix::unistd::Gid::from_raw(pmeta.gid())),
-                )
-                .map_err(SnapshotError::errno("chown", &fs_dir))?;
-            }
-            let dest = self.dir(&s.id);
-            fs::rename(tmp.path(), &dest).map_err(SnapshotError::io("rename", &dest))?;
-            placed.set(Some(dest));
-            Ok(s)
-        });
-        let snap = match snap {
-            Ok(s) => s,
-            Err(e) => {
-                // The record was rolled back (and its id with it): the directory must go too, or
-                // the next snapshot given the same id would find it in the way.
-                if let Some(dest) = placed.take() {
-                    let _ = fs::remove_dir_all(dest);
+        let snap = self
+            .dirs
+            .create(&self.ms, kind, key, parent, labels, |s, dir| {
+                let fs_dir = dir.join("fs");
+                fs::create_dir(&fs_dir).map_err(SnapshotError::io("create", &fs_dir))?;
+                fs::set_permissions(&fs_dir, fs::Permissions::from_mode(0o755))
+                    .map_err(SnapshotError::io("chmod", &fs_dir))?;
+                let work = dir.join("work");
+                fs::create_dir(&work).map_err(SnapshotError::io("create", &work))?;
+                if let Some(pid) = s.parent_ids.first() {
+                    // The new upper starts with the parent's root ownership, as containerd does, so
+                    // an image whose root is not root-owned keeps it.
+                    let parent_fs = self.upper(pid);
+                    let pmeta =
+                        fs::metadata(&parent_fs).map_err(SnapshotError::io("stat", &parent_fs))?;
+                    nix::unistd::chown(
+                        &fs_dir,
+                        Some(nix::unistd::Uid::from_raw(pmeta.uid())),
+                        Some(nix::unistd::Gid::from_raw(pmeta.gid())),
+                    )
+                    .map_err(SnapshotError::errno("chown", &fs_dir))?;
                 }
-                return Err(e);
-            }
-        };
-        // The TempDir guard no longer owns anything (it was renamed); forget it quietly.
-        let _ = tmp.keep();
+                Ok(())
+            })?;
         Ok(self.mounts_for(&snap))
     }
 }
@@ -230,23 +208,7 @@ impl Snapshotter for OverlaySnapshotter {
     }
 
     fn remove(&self, key: &str) -> Result<(), SnapshotError> {
-        let trash = self.ms.write(|tx| {
-            let (id, _) = tx.remove(key)?;
-            let dir = self.dir(&id);
-            let trash = self.root.join("snapshots").join(format!("rm-{id}"));
-            match fs::rename(&dir, &trash) {
-                Ok(()) => Ok(Some(trash)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(SnapshotError::io("rename", &dir)(e)),
-            }
-        })?;
-        if let Some(trash) = trash {
-            // Best effort: cleanup() finishes the job after a crash or failure here.
-            if let Err(e) = fs::remove_dir_all(&trash) {
-                tracing::warn!(path = %trash.display(), error = %e, "cannot remove snapshot directory; cleanup will retry");
-            }
-        }
-        Ok(())
+        self.dirs.remove(&self.ms, key)
     }
 
     fn walk(&self, f: &mut dyn FnMut(&Info) -> bool) -> Result<(), SnapshotError> {
@@ -254,19 +216,7 @@ impl Snapshotter for OverlaySnapshotter {
     }
 
     fn cleanup(&self) -> Result<(), SnapshotError> {
-        let ids = self.ms.ids()?;
-        let snapshots = self.root.join("snapshots");
-        for entry in fs::read_dir(&snapshots).map_err(SnapshotError::io("read dir", &snapshots))? {
-            let entry = entry.map_err(SnapshotError::io("read dir", &snapshots))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if ids.contains_key(&name) {
-                continue;
-            }
-            let path = entry.path();
-            tracing::info!(path = %path.display(), "removing snapshot directory without a record");
-            fs::remove_dir_all(&path).map_err(SnapshotError::io("remove", &path))?;
-        }
-        Ok(())
+        self.dirs.cleanup(&self.ms)
     }
 
     fn close(&self) -> Result<(), SnapshotError> {
