@@ -20,8 +20,8 @@ use berth_api::diff::{
 use berth_api::types::{Descriptor, Mount as PbMount};
 use berth_archive::{ApplyOptions, ArchiveError, DiffOptions, WhiteoutMode, XattrPrefix};
 use berth_content_store::{ContentError, ContentStore};
-use berth_plugin::grpc::{lease, namespace_required, run_blocking, GrpcService};
-use berth_plugin::{types, Classify, ErrorKind, Instance, Registration};
+use berth_plugin::grpc::{lease, namespace_required, run_blocking};
+use berth_plugin::{types, Classify, ErrorKind, Registration};
 use berth_snapshotter::mount::TempMount;
 use berth_snapshotter::{Mount, SnapshotError};
 use tonic::{Request, Response, Status};
@@ -69,12 +69,7 @@ pub fn registration() -> Registration {
     Registration::new(types::GRPC, "diff", &[types::CONTENT], |ctx| {
         let content = ctx.get_as::<ContentStore>(types::CONTENT)?;
         let svc = DiffServer::new(DiffService { content });
-        Ok(Arc::new(GrpcService::new(move |routes, limits| {
-            routes.add_service(
-                svc.max_decoding_message_size(limits.max_recv)
-                    .max_encoding_message_size(limits.max_send),
-            );
-        })) as Instance)
+        Ok(berth_plugin::grpc_service!(svc))
     })
 }
 

@@ -10,8 +10,8 @@ use berth_api::events::{
 use berth_api::types::Envelope;
 use berth_filters::{Adaptor, Filters};
 use berth_plugin::errdefs::to_status;
-use berth_plugin::grpc::{namespace_required, timestamp, GrpcService};
-use berth_plugin::{types, Instance, Registration};
+use berth_plugin::grpc::{namespace_required, timestamp};
+use berth_plugin::{types, Registration};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,9 +29,7 @@ pub fn registration() -> Registration {
     Registration::new(types::GRPC, "events", &[types::EVENT], |ctx| {
         let exchange = ctx.get_as::<Exchange>(types::EVENT)?;
         let svc = EventsServer::new(EventsService { exchange });
-        Ok(Arc::new(GrpcService::new(move |routes, _limits| {
-            routes.add_service(svc);
-        })) as Instance)
+        Ok(berth_plugin::grpc_service!(svc))
     })
 }
 

@@ -1,14 +1,11 @@
 //! `berth.services.gc.v1.GC`: lets an admin run a collection and see what it freed.
 
-use std::sync::Arc;
-
 use berth_api::berth::services::gc::v1::{
     gc_server::{Gc, GcServer},
     CollectRequest, CollectResponse, RemovedBlob,
 };
 use berth_plugin::errdefs::to_status;
-use berth_plugin::grpc::GrpcService;
-use berth_plugin::{types, Instance, Registration};
+use berth_plugin::{types, Registration};
 use tonic::{Request, Response, Status};
 
 use crate::Scheduler;
@@ -60,8 +57,6 @@ pub fn registration() -> Registration {
         let svc = GcServer::new(GcService {
             scheduler: (*scheduler).clone(),
         });
-        Ok(Arc::new(GrpcService::new(move |routes, _limits| {
-            routes.add_service(svc);
-        })) as Instance)
+        Ok(berth_plugin::grpc_service!(svc))
     })
 }

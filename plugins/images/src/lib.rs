@@ -17,8 +17,8 @@ use berth_filters::{Adaptor, Filters};
 use berth_gc::Scheduler;
 use berth_metadata::{Descriptor, Image, MetadataDb};
 use berth_plugin::errdefs::to_status;
-use berth_plugin::grpc::{label_field, namespace_required, run_blocking, timestamp, GrpcService};
-use berth_plugin::{types, Instance, Registration};
+use berth_plugin::grpc::{label_field, namespace_required, run_blocking, timestamp};
+use berth_plugin::{types, Registration};
 use tonic::{Request, Response, Status};
 
 pub struct ImagesService {
@@ -44,12 +44,7 @@ pub fn registration() -> Registration {
                 gc,
                 events: ctx.get_as::<Exchange>(types::EVENT).ok(),
             });
-            Ok(Arc::new(GrpcService::new(move |routes, limits| {
-                routes.add_service(
-                    svc.max_decoding_message_size(limits.max_recv)
-                        .max_encoding_message_size(limits.max_send),
-                );
-            })) as Instance)
+            Ok(berth_plugin::grpc_service!(svc))
         },
     )
 }

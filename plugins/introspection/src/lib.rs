@@ -3,7 +3,6 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Arc;
 
 use berth_api::google::rpc::Status as RpcStatus;
 use berth_api::introspection::{
@@ -12,10 +11,7 @@ use berth_api::introspection::{
 };
 use berth_api::types::Platform;
 use berth_filters::{Adaptor, Filters};
-use berth_plugin::grpc::GrpcService;
-use berth_plugin::{
-    types, InitError, Instance, PluginRecord, PluginSet, PluginStatus, Registration,
-};
+use berth_plugin::{types, InitError, PluginRecord, PluginSet, PluginStatus, Registration};
 use tonic::{Request, Response, Status};
 
 struct IntrospectionService {
@@ -31,12 +27,7 @@ pub fn registration() -> Registration {
             plugins: ctx.plugins(),
             uuid,
         });
-        Ok(Arc::new(GrpcService::new(move |routes, limits| {
-            routes.add_service(
-                svc.max_decoding_message_size(limits.max_recv)
-                    .max_encoding_message_size(limits.max_send),
-            );
-        })) as Instance)
+        Ok(berth_plugin::grpc_service!(svc))
     })
 }
 

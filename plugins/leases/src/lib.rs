@@ -12,8 +12,8 @@ use berth_filters::{Adaptor, Filters};
 use berth_gc::Scheduler;
 use berth_metadata::{Lease, LeaseResource, MetadataDb};
 use berth_plugin::errdefs::to_status;
-use berth_plugin::grpc::{label_field, namespace_required, run_blocking, timestamp, GrpcService};
-use berth_plugin::{types, Instance, Registration};
+use berth_plugin::grpc::{label_field, namespace_required, run_blocking, timestamp};
+use berth_plugin::{types, Registration};
 use tonic::{Request, Response, Status};
 
 pub struct LeasesService {
@@ -34,9 +34,7 @@ pub fn registration() -> Registration {
                 .ok()
                 .map(|s| (*s).clone());
             let svc = LeasesServer::new(LeasesService { db, gc });
-            Ok(Arc::new(GrpcService::new(move |routes, _limits| {
-                routes.add_service(svc);
-            })) as Instance)
+            Ok(berth_plugin::grpc_service!(svc))
         },
     )
 }

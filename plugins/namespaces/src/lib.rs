@@ -14,8 +14,8 @@ use berth_api::namespaces::{
 use berth_events::{urls, Exchange};
 use berth_filters::{Adaptor, Filters};
 use berth_metadata::{MetadataDb, Namespace};
-use berth_plugin::grpc::{run_blocking, GrpcService};
-use berth_plugin::{types, Instance, Registration};
+use berth_plugin::grpc::run_blocking;
+use berth_plugin::{types, Registration};
 use tonic::{Request, Response, Status};
 
 pub struct NamespacesService {
@@ -35,12 +35,7 @@ pub fn registration() -> Registration {
                 db,
                 events: ctx.get_as::<Exchange>(types::EVENT).ok(),
             });
-            Ok(Arc::new(GrpcService::new(move |routes, limits| {
-                routes.add_service(
-                    svc.max_decoding_message_size(limits.max_recv)
-                        .max_encoding_message_size(limits.max_send),
-                );
-            })) as Instance)
+            Ok(berth_plugin::grpc_service!(svc))
         },
     )
 }

@@ -116,3 +116,19 @@ pub fn label_field<'a>(
         .map(|(_, v)| v.clone())
         .collect()
 }
+
+/// The instance of a gRPC plugin serving `$server` (a generated `…Server`), with the daemon's
+/// message size limits applied.
+#[macro_export]
+macro_rules! grpc_service {
+    ($server:expr) => {{
+        let server = $server;
+        ::std::sync::Arc::new($crate::grpc::GrpcService::new(move |routes, limits| {
+            routes.add_service(
+                server
+                    .max_decoding_message_size(limits.max_recv)
+                    .max_encoding_message_size(limits.max_send),
+            );
+        })) as $crate::Instance
+    }};
+}

@@ -20,10 +20,8 @@ use berth_filters::{Adaptor, Filters};
 use berth_gc::Scheduler;
 use berth_metadata::MetadataDb;
 use berth_plugin::errdefs::to_status;
-use berth_plugin::grpc::{
-    label_field, lease, namespace_required, run_blocking, timestamp, GrpcService,
-};
-use berth_plugin::{types, Instance, Registration};
+use berth_plugin::grpc::{label_field, lease, namespace_required, run_blocking, timestamp};
+use berth_plugin::{types, Registration};
 use berth_snapshotter::{Info, Kind, Mount};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -50,12 +48,7 @@ pub fn registration() -> Registration {
                 .ok()
                 .map(|s| (*s).clone());
             let svc = SnapshotsServer::new(SnapshotsService { store, gc });
-            Ok(Arc::new(GrpcService::new(move |routes, limits| {
-                routes.add_service(
-                    svc.max_decoding_message_size(limits.max_recv)
-                        .max_encoding_message_size(limits.max_send),
-                );
-            })) as Instance)
+            Ok(berth_plugin::grpc_service!(svc))
         },
     )
 }

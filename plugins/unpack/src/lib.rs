@@ -23,8 +23,8 @@ use berth_api::types::Descriptor;
 use berth_archive::{ApplyOptions, WhiteoutMode, XattrPrefix};
 use berth_content_store::ContentStore;
 use berth_metadata::{BlobInfo, MetadataDb};
-use berth_plugin::grpc::{namespace_required, GrpcService};
-use berth_plugin::{types, Classify, ErrorKind, Instance, Registration};
+use berth_plugin::grpc::namespace_required;
+use berth_plugin::{types, Classify, ErrorKind, Registration};
 use berth_snapshots::{NewSnapshot, Snapshots};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -91,9 +91,7 @@ pub fn registration() -> Registration {
                     snapshots,
                 }),
             });
-            Ok(Arc::new(GrpcService::new(move |routes, _limits| {
-                routes.add_service(svc);
-            })) as Instance)
+            Ok(berth_plugin::grpc_service!(svc))
         },
     )
 }

@@ -1,13 +1,10 @@
 //! `containerd.services.version.v1.Version`: which berthd is answering.
 
-use std::sync::Arc;
-
 use berth_api::version::{
     version_server::{Version, VersionServer},
     VersionResponse,
 };
-use berth_plugin::grpc::GrpcService;
-use berth_plugin::{types, Instance, Registration};
+use berth_plugin::{types, Registration};
 use tonic::{Request, Response, Status};
 
 /// berthd's version, as `ctr version` prints it.
@@ -31,8 +28,8 @@ impl Version for VersionService {
 /// The `io.containerd.grpc.v1.version` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "version", &[], |_ctx| {
-        Ok(Arc::new(GrpcService::new(|routes, _limits| {
-            routes.add_service(VersionServer::new(VersionService));
-        })) as Instance)
+        Ok(berth_plugin::grpc_service!(VersionServer::new(
+            VersionService
+        )))
     })
 }
