@@ -7,6 +7,7 @@ mod store;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use berth_api::containerd::events::{SnapshotCommit, SnapshotPrepare, SnapshotRemove};
 use berth_api::snapshots::{
     snapshots_server::{Snapshots as SnapshotsApi, SnapshotsServer},
     CleanupRequest, CommitSnapshotRequest, Info as PbInfo, Kind as PbKind, ListSnapshotsRequest,
@@ -16,6 +17,7 @@ use berth_api::snapshots::{
     ViewSnapshotRequest, ViewSnapshotResponse,
 };
 use berth_api::types::Mount as PbMount;
+use berth_events::{urls, Exchange};
 use berth_filters::{Adaptor, Filters};
 use berth_gc::Scheduler;
 use berth_metadata::MetadataDb;
@@ -32,6 +34,7 @@ pub use store::{canonical, NewSnapshot, Snapshots, StoreError};
 struct SnapshotsService {
     store: Arc<Snapshots>,
     gc: Option<Scheduler>,
+    events: Option<Arc<Exchange>>,
 }
 
 /// The `io.containerd.grpc.v1.snapshots` plugin.
@@ -39,7 +42,7 @@ pub fn registration() -> Registration {
     Registration::new(
         types::GRPC,
         "snapshots",
-        &[types::METADATA, types::SNAPSHOTTER, types::GC],
+        &[types::METADATA, types::SNAPSHOTTER, types::GC, types::EVENT],
         |ctx| {
             let db = ctx.get_as::<MetadataDb>(types::METADATA)?;
             let store = Arc::new(Snapshots::new(db, berth_snapshotter::drivers(ctx)));
@@ -47,7 +50,8 @@ pub fn registration() -> Registration {
                 .get_as::<Scheduler>(types::GC)
                 .ok()
                 .map(|s| (*s).clone());
-            let svc = SnapshotsServer::new(SnapshotsService { store, gc });
+            let events = ctx.get_as::<Exchange>(types::EVENT).ok();
+            let svc = SnapshotsServer::new(SnapshotsService { store, gc, events });
             Ok(berth_plugin::grpc_service!(svc))
         },
     )
@@ -103,8 +107,21 @@ impl SnapshotsService {
         new: NewSnapshot,
     ) -> Result<Vec<PbMount>, Status> {
         let store = self.store.clone();
-        let mounts = run_blocking(move || store.prepare(&ns, &sn, lease.as_deref(), new)).await?;
+        let event = SnapshotPrepare {
+            key: new.key.clone(),
+            parent: new.parent.clone(),
+            snapshotter: canonical(&sn).to_owned(),
+        };
+        let ns2 = ns.clone();
+        let mounts = run_blocking(move || store.prepare(&ns2, &sn, lease.as_deref(), new)).await?;
+        self.publish(&ns, "/snapshot/prepare", urls::SNAPSHOT_PREPARE, &event);
         Ok(mounts.into_iter().map(mount_pb).collect())
+    }
+
+    fn publish<M: prost::Message>(&self, ns: &str, topic: &str, url: &str, event: &M) {
+        if let Some(ev) = &self.events {
+            ev.publish(ns, topic, url, event);
+        }
     }
 }
 
@@ -167,9 +184,15 @@ impl SnapshotsApi for SnapshotsService {
         let r = req.into_inner();
         let store = self.store.clone();
         let labels = r.labels.into_iter().collect();
+        let event = SnapshotCommit {
+            key: r.key.clone(),
+            name: r.name.clone(),
+            snapshotter: canonical(&r.snapshotter).to_owned(),
+        };
+        let ns2 = ns.clone();
         run_blocking(move || {
             store.commit(
-                &ns,
+                &ns2,
                 &r.snapshotter,
                 &r.name,
                 &r.key,
@@ -178,6 +201,7 @@ impl SnapshotsApi for SnapshotsService {
             )
         })
         .await?;
+        self.publish(&ns, "/snapshot/commit", urls::SNAPSHOT_COMMIT, &event);
         Ok(Response::new(()))
     }
 
@@ -186,10 +210,16 @@ impl SnapshotsApi for SnapshotsService {
         let ns = namespace_required(&req)?;
         let r = req.into_inner();
         let store = self.store.clone();
-        run_blocking(move || store.remove(&ns, &r.snapshotter, &r.key)).await?;
+        let event = SnapshotRemove {
+            key: r.key.clone(),
+            snapshotter: canonical(&r.snapshotter).to_owned(),
+        };
+        let ns2 = ns.clone();
+        run_blocking(move || store.remove(&ns2, &r.snapshotter, &r.key)).await?;
         if let Some(gc) = &self.gc {
             gc.trigger();
         }
+        self.publish(&ns, "/snapshot/remove", urls::SNAPSHOT_REMOVE, &event);
         Ok(Response::new(()))
     }
 
