@@ -145,6 +145,8 @@ impl ContentStore {
                             digest: expected.to_owned(),
                             size,
                             started_at: berth_metadata::now_nanos(),
+                            local: self.local.clone(),
+                            key: key(ns, reference),
                         },
                     });
                 }
@@ -198,6 +200,9 @@ enum Inner {
         digest: String,
         size: i64,
         started_at: i64,
+        /// To fall back to a real ingest if the client sends the bytes anyway.
+        local: Arc<LocalStore>,
+        key: String,
     },
 }
 
@@ -226,6 +231,7 @@ impl NsWriter {
                 digest,
                 size,
                 started_at,
+                ..
             } => IngestStatus {
                 key: self.reference.clone(),
                 offset: *size,
@@ -263,7 +269,20 @@ impl NsWriter {
     pub fn reset(&mut self) -> Result<(), ContentError> {
         match &mut self.inner {
             Inner::Ingest(w) => w.reset(),
-            Inner::Present { .. } => Ok(()),
+            // The client starts over instead of trusting the offset it was given: take its bytes
+            // into an ordinary ingest (the commit still finds the blob on disk and copies nothing).
+            Inner::Present {
+                digest,
+                size,
+                local,
+                key,
+                ..
+            } => {
+                let mut w = local.writer(key, *size, digest)?;
+                w.reset()?;
+                self.inner = Inner::Ingest(Box::new(w));
+                Ok(())
+            }
         }
     }
 
@@ -395,5 +414,34 @@ mod tests {
             s.writer("a", "l", 0, "", Some("nope")),
             Err(ContentError::Meta(MetaError::NotFound(_)))
         ));
+    }
+}
+
+#[cfg(test)]
+mod fallback_tests {
+    use super::*;
+    use sha2::{Digest as _, Sha256};
+
+    #[test]
+    fn a_client_that_resends_everything_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(MetadataDb::open(&dir.path().join("meta")).unwrap());
+        let local = Arc::new(LocalStore::open(&dir.path().join("content")).unwrap());
+        let s = ContentStore::new(local, db);
+        let data = b"shared bytes";
+        let d = format!("sha256:{}", hex::encode(Sha256::digest(data)));
+        let mut w = s.writer("a", "r", 0, "", None).unwrap();
+        w.write(data).unwrap();
+        w.commit(&s, data.len() as i64, &d, BTreeMap::new())
+            .unwrap();
+        // Namespace b is offered the blob complete, but writes it from the start anyway.
+        let mut w = s.writer("b", "r", data.len() as i64, &d, None).unwrap();
+        assert_eq!(w.status().offset, data.len() as i64);
+        w.reset().unwrap();
+        w.write(data).unwrap();
+        w.commit(&s, data.len() as i64, &d, BTreeMap::new())
+            .unwrap();
+        assert_eq!(s.info("b", &d).unwrap().size, data.len() as i64);
+        assert!(s.list_statuses("b").unwrap().is_empty());
     }
 }
