@@ -963,6 +963,14 @@ pub fn oci_archive_bytes(images: &[FixtureImage], opts: OciArchiveOptions) -> Ve
 }
 
 /// Writes [`oci_archive_bytes`] with both name annotations to `path`.
+/// [`busybox_image`] named `name`, written as `<dir>/oci.tar`: what most tests import.
+pub fn busybox_oci_archive(dir: &Path, name: &str) -> (FixtureImage, std::path::PathBuf) {
+    let img = busybox_image(name);
+    let path = dir.join("oci.tar");
+    write_oci_archive(&path, std::slice::from_ref(&img));
+    (img, path)
+}
+
 pub fn write_oci_archive(path: &Path, images: &[FixtureImage]) {
     write_oci_archive_with(path, images, OciArchiveOptions::default());
 }

@@ -57,9 +57,7 @@ fn content_commands_agree_with_ctr() {
 #[test]
 fn import_export_round_trip_with_ctr() {
     let dir = tempfile::tempdir().unwrap();
-    let img = fixtures::busybox_image("docker.io/library/busybox:bctr");
-    let oci = dir.path().join("oci.tar");
-    fixtures::write_oci_archive(&oci, std::slice::from_ref(&img));
+    let (img, oci) = fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:bctr");
     let docker = fixtures::busybox_image("docker.io/library/busybox:bctr-docker");
     let docker_tar = dir.path().join("docker.tar");
     fixtures::write_docker_archive(&docker_tar, &docker);
@@ -145,9 +143,7 @@ fn leases_and_gc() {
 fn images_mount_and_unmount() {
     require_root("mounting an image");
     let dir = tempfile::tempdir().unwrap();
-    let img = fixtures::busybox_image("docker.io/library/busybox:mount");
-    let oci = dir.path().join("oci.tar");
-    fixtures::write_oci_archive(&oci, std::slice::from_ref(&img));
+    let (img, oci) = fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:mount");
     let berthd = Berthd::start();
     ok(&berthd.bctr(&["images", "import", "--no-unpack", oci.to_str().unwrap()]));
     for sn in ["overlayfs", "native"] {

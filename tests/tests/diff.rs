@@ -38,9 +38,8 @@ fn to_mounts(ms: Vec<berth_api::types::Mount>) -> Vec<Mount> {
 fn ctr_snapshots_diff_writes_the_changes_as_a_layer() {
     require_root("mounting snapshots");
     let dir = tempfile::tempdir().unwrap();
-    let img = fixtures::busybox_image("docker.io/library/busybox:diff");
-    let archive = dir.path().join("oci.tar");
-    fixtures::write_oci_archive(&archive, std::slice::from_ref(&img));
+    let (img, archive) =
+        fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:diff");
     let berthd = Berthd::start();
     ok(&berthd.ctr(&["images", "import", archive.to_str().unwrap()]));
     let top = chain_top(&img);

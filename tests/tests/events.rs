@@ -9,9 +9,8 @@ use berth_tests::{fixtures, ok, require_program, Berthd};
 fn ctr_events_sees_namespace_and_image_changes() {
     let berthd = Berthd::start();
     let dir = tempfile::tempdir().unwrap();
-    let img = fixtures::busybox_image("docker.io/library/busybox:events");
-    let archive = dir.path().join("oci.tar");
-    fixtures::write_oci_archive(&archive, std::slice::from_ref(&img));
+    let (img, archive) =
+        fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:events");
 
     let out_path = dir.path().join("events.out");
     let mut sub = Command::new(require_program("ctr", "containerd"))

@@ -5,18 +5,12 @@ use berth_tests::{
     fixtures, ok, require_program, require_root, Berthd, Containerd, SnapshotterServer,
 };
 
-fn image(dir: &std::path::Path, name: &str) -> (fixtures::FixtureImage, std::path::PathBuf) {
-    let img = fixtures::busybox_image(name);
-    let path = dir.join("oci.tar");
-    fixtures::write_oci_archive(&path, std::slice::from_ref(&img));
-    (img, path)
-}
-
 #[test]
 fn berthd_unpacks_into_a_proxy_snapshotter_and_collects_through_it() {
     require_root("mounting snapshots");
     let dir = tempfile::tempdir().unwrap();
-    let (img, archive) = image(dir.path(), "docker.io/library/busybox:proxied");
+    let (img, archive) =
+        fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:proxied");
     let server = SnapshotterServer::start("overlayfs");
     let cfg = dir.path().join("berthd.toml");
     std::fs::write(
@@ -81,7 +75,8 @@ fn containerd_runs_a_container_on_berths_overlayfs() {
     require_root("running a container with containerd");
     require_program("runc", "runc");
     let dir = tempfile::tempdir().unwrap();
-    let (img, archive) = image(dir.path(), "docker.io/library/busybox:proxy-run");
+    let (img, archive) =
+        fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:proxy-run");
     let server = SnapshotterServer::start("overlayfs");
     let containerd = Containerd::start_with(&format!(
         "[proxy_plugins.berth]\n  type = \"snapshot\"\n  address = \"{}\"\n",

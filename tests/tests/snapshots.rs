@@ -138,9 +138,8 @@ fn remove(berthd: &Berthd, sn: &str, key: &str) {
 fn ctr_import_unpacks_the_image_exactly_on_every_snapshotter() {
     require_root("mounting snapshots");
     let dir = tempfile::tempdir().unwrap();
-    let img = fixtures::busybox_image("docker.io/library/busybox:unpack");
-    let archive = dir.path().join("oci.tar");
-    fixtures::write_oci_archive(&archive, std::slice::from_ref(&img));
+    let (img, archive) =
+        fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:unpack");
     let chain = chain_ids(&img);
     let model = img.rootfs();
     let berthd = Berthd::start();
@@ -181,9 +180,7 @@ fn ctr_import_unpacks_the_image_exactly_on_every_snapshotter() {
 fn unpacked_chain_ids_are_containerds() {
     require_root("comparing with containerd");
     let dir = tempfile::tempdir().unwrap();
-    let img = fixtures::busybox_image("docker.io/library/busybox:chain");
-    let archive = dir.path().join("oci.tar");
-    fixtures::write_oci_archive(&archive, std::slice::from_ref(&img));
+    let (_, archive) = fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:chain");
     let berthd = Berthd::start();
     let containerd = Containerd::start();
     for sn in SNAPSHOTTERS {
@@ -267,9 +264,7 @@ fn ctr_snapshot_commands_match_containerd() {
 fn removing_the_image_collects_its_snapshots() {
     require_root("mounting snapshots");
     let dir = tempfile::tempdir().unwrap();
-    let img = fixtures::busybox_image("docker.io/library/busybox:gc");
-    let archive = dir.path().join("oci.tar");
-    fixtures::write_oci_archive(&archive, std::slice::from_ref(&img));
+    let (img, archive) = fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:gc");
     let berthd = Berthd::start();
     for sn in SNAPSHOTTERS {
         ok(&berthd.ctr(&[
@@ -306,9 +301,8 @@ fn removing_the_image_collects_its_snapshots() {
 fn bctr_unpacks_in_the_daemon_exactly_as_ctr_does() {
     require_root("mounting snapshots");
     let dir = tempfile::tempdir().unwrap();
-    let img = fixtures::busybox_image("docker.io/library/busybox:server");
-    let archive = dir.path().join("oci.tar");
-    fixtures::write_oci_archive(&archive, std::slice::from_ref(&img));
+    let (img, archive) =
+        fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:server");
     let chain = chain_ids(&img);
     let model = img.rootfs();
     let berthd = Berthd::start();
@@ -397,9 +391,8 @@ fn a_500_layer_image_unpacks_and_mounts_on_overlayfs() {
 fn ctr_snapshots_mounts_prints_a_working_mount_command() {
     require_root("mounting snapshots");
     let dir = tempfile::tempdir().unwrap();
-    let img = fixtures::busybox_image("docker.io/library/busybox:mounts");
-    let archive = dir.path().join("oci.tar");
-    fixtures::write_oci_archive(&archive, std::slice::from_ref(&img));
+    let (img, archive) =
+        fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:mounts");
     let top = chain_ids(&img).pop().unwrap();
     let berthd = Berthd::start();
     for sn in SNAPSHOTTERS {

@@ -102,6 +102,15 @@ fn print_mounts(target: &str, mounts: &[Mount]) {
     }
 }
 
+/// After prepare/view: the mount command for `--target`, or with a placeholder for `--mounts`.
+fn print_requested_mounts(target: Option<String>, mounts: bool, m: &[Mount]) {
+    if let Some(t) = target {
+        print_mounts(&t, m);
+    } else if mounts {
+        print_mounts("<target>", m);
+    }
+}
+
 async fn list(ctx: &Ctx, sn: &str) -> Result<Vec<Info>, CmdError> {
     let mut client = SnapshotsClient::new(ctx.channel.clone());
     let mut stream = client
@@ -221,11 +230,7 @@ pub async fn run(ctx: &Ctx, args: SnapshotsArgs) -> Result<(), CmdError> {
                 .await?
                 .into_inner()
                 .mounts;
-            if let Some(t) = target {
-                print_mounts(&t, &m);
-            } else if mounts {
-                print_mounts("<target>", &m);
-            }
+            print_requested_mounts(target, mounts, &m);
         }
         SnapshotsCommand::View {
             target,
@@ -243,11 +248,7 @@ pub async fn run(ctx: &Ctx, args: SnapshotsArgs) -> Result<(), CmdError> {
                 .await?
                 .into_inner()
                 .mounts;
-            if let Some(t) = target {
-                print_mounts(&t, &m);
-            } else if mounts {
-                print_mounts("<target>", &m);
-            }
+            print_requested_mounts(target, mounts, &m);
         }
         SnapshotsCommand::Mounts { target, key } => {
             let m = client

@@ -126,6 +126,17 @@ impl Scheduler {
         self.inner.wake.notify_one();
     }
 
+    /// What a deletion calls: with `sync` (containerd's Delete option) a full collection before
+    /// answering, otherwise one scheduled soon.
+    pub async fn after_delete(&self, sync: bool) -> Result<(), GcError> {
+        if sync {
+            self.collect_now().await?;
+        } else {
+            self.trigger();
+        }
+        Ok(())
+    }
+
     /// Runs a collection now and waits for it (what `Delete` with `sync` needs).
     pub async fn collect_now(&self) -> Result<Stats, GcError> {
         let _running = self.inner.running.lock().await;

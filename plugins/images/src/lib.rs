@@ -213,11 +213,7 @@ impl Images for ImagesService {
             );
         }
         if let Some(gc) = &self.gc {
-            if req.sync {
-                gc.collect_now().await.map_err(|e| to_status(&e))?;
-            } else {
-                gc.trigger();
-            }
+            gc.after_delete(req.sync).await.map_err(|e| to_status(&e))?;
         }
         Ok(Response::new(()))
     }

@@ -98,11 +98,7 @@ impl Leases for LeasesService {
         let id = req.id;
         run_blocking(move || db.delete_lease(&ns, &id)).await?;
         if let Some(gc) = &self.gc {
-            if req.sync {
-                gc.collect_now().await.map_err(|e| to_status(&e))?;
-            } else {
-                gc.trigger();
-            }
+            gc.after_delete(req.sync).await.map_err(|e| to_status(&e))?;
         }
         Ok(Response::new(()))
     }
