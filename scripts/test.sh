@@ -16,5 +16,17 @@ if [ ${#need_apt[@]} -gt 0 ]; then
         || { apt-get update -q >/dev/null && apt-get install -y -q "${need_apt[@]}" >/dev/null; }
 fi
 
+# PyPI's current grpcio in a virtualenv, for the tests that drive berthd as Python tools do.
+venv=target/pyvenv
+if ! "$venv/bin/python" -c 'import grpc' 2>/dev/null; then
+    echo "creating $venv with grpcio from PyPI"
+    python3 -m venv "$venv" 2>/dev/null || {
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null
+        python3 -m venv "$venv"
+    }
+    "$venv/bin/pip" install -q --upgrade grpcio
+fi
+export BERTH_TEST_PYTHON="$PWD/$venv/bin/python"
+
 cargo build --workspace --bins
 cargo test --workspace "$@"

@@ -25,6 +25,7 @@ pub fn registry(cfg: &Config) -> Result<Registry, berth_plugin::registry::Regist
     reg.register(berth_namespaces::registration())?;
     reg.register(berth_version::registration())?;
     reg.register(berth_introspection::registration())?;
+    reg.register(berth_healthcheck::registration())?;
     for (name, proxy) in &cfg.proxy_plugins {
         reg.register(proxy_registration(name, proxy))?;
     }

@@ -9,8 +9,15 @@ use std::path::{Path, PathBuf};
 use berth_plugin::grpc::{GrpcService, MessageLimits};
 use berth_plugin::registry::Initialised;
 use berth_plugin::types;
-use tokio::net::UnixListener;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use berth_h2_authority::AuthorityFix;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt as _;
+use tonic::transport::server::Connected;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -100,12 +107,27 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let mut routes = tonic::service::RoutesBuilder::default();
+    let mut services = Vec::new();
     for (id, instance) in plugins.get_all(types::GRPC) {
         match instance.downcast::<GrpcService>() {
-            Ok(svc) => svc.register(&mut routes, &limits),
+            Ok(svc) => {
+                svc.register(&mut routes, &limits);
+                services.push(svc);
+            }
             Err(_) => tracing::warn!(plugin = %id, "gRPC plugin does not provide a service"),
         }
     }
+    let names: Vec<&'static str> = services.iter().map(|s| s.name()).collect();
+    for svc in &services {
+        svc.serving(&names);
+    }
+    let shutdown = async move {
+        shutdown.await;
+        // Before draining: the health service turns NOT_SERVING and ends its watch streams.
+        for svc in &services {
+            svc.shutdown();
+        }
+    };
     serve_routes(socket, routes, shutdown).await
 }
 
@@ -121,13 +143,73 @@ pub async fn serve_routes(
         _lock,
     } = socket;
     tracing::info!(address = %path.display(), "serving");
+    // Every accepted connection goes through the :authority adapter, so clients that name the
+    // socket path as the authority (grpcio, grpc-java, Go programs dialing the path) are served.
+    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(Connection::new));
     let result = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     if let Err(e) = std::fs::remove_file(&path) {
         tracing::warn!(socket = %path.display(), error = %e, "cannot remove socket");
     }
     Ok(result?)
+}
+
+/// An accepted client connection as the HTTP/2 server reads it: through [`AuthorityFix`].
+struct Connection(AuthorityFix<UnixStream>);
+
+impl Connection {
+    fn new(stream: UnixStream) -> Connection {
+        Connection(AuthorityFix::new(stream))
+    }
+}
+
+impl Connected for Connection {
+    type ConnectInfo = <UnixStream as Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.get_ref().connect_info()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod fixtures;
 pub mod grpc;
+pub mod h2raw;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

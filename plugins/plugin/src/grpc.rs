@@ -22,31 +22,79 @@ pub struct MessageLimits {
 }
 
 /// The instance a plugin of type `io.containerd.grpc.v1` returns: a deferred "add my service to
-/// the server". The server takes it once, when it assembles the router.
+/// the server", the gRPC name of that service (for the health service), and what to do when the
+/// daemon starts shutting down. The server takes the routes once, when it assembles the router.
 pub struct GrpcService {
+    name: &'static str,
     add: Mutex<Option<AddRoutes>>,
+    on_serving: Mutex<Option<OnServing>>,
+    on_shutdown: Mutex<Option<OnShutdown>>,
 }
 
+type OnServing = Box<dyn FnOnce(&[&'static str]) + Send>;
+type OnShutdown = Box<dyn FnOnce() + Send>;
+
 impl GrpcService {
-    pub fn new<F>(add: F) -> Self
+    /// A service called `name` (e.g. `containerd.services.version.v1.Version`) added by `add`.
+    pub fn new<F>(name: &'static str, add: F) -> Self
     where
         F: FnOnce(&mut RoutesBuilder, &MessageLimits) + Send + 'static,
     {
         GrpcService {
+            name,
             add: Mutex::new(Some(Box::new(add))),
+            on_serving: Mutex::new(None),
+            on_shutdown: Mutex::new(None),
         }
+    }
+
+    /// Runs `f` once when the server has added every service, with their names.
+    pub fn on_serving(self, f: impl FnOnce(&[&'static str]) + Send + 'static) -> Self {
+        *lock(&self.on_serving) = Some(Box::new(f));
+        self
+    }
+
+    /// Runs `f` once when the server stops accepting requests (before it drains them).
+    pub fn on_shutdown(self, f: impl FnOnce() + Send + 'static) -> Self {
+        *lock(&self.on_shutdown) = Some(Box::new(f));
+        self
+    }
+
+    /// The fully qualified gRPC service name.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// Adds the service to `routes`; later calls do nothing.
     pub fn register(&self, routes: &mut RoutesBuilder, limits: &MessageLimits) {
-        let add = match self.add.lock() {
-            Ok(mut guard) => guard.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Some(add) = add {
+        if let Some(add) = lock(&self.add).take() {
             add(routes, limits);
         }
     }
+
+    /// Tells the service which services the server is about to serve; later calls do nothing.
+    pub fn serving(&self, names: &[&'static str]) {
+        if let Some(f) = lock(&self.on_serving).take() {
+            f(names);
+        }
+    }
+
+    /// Tells the service the server is shutting down; later calls do nothing.
+    pub fn shutdown(&self) {
+        if let Some(f) = lock(&self.on_shutdown).take() {
+            f();
+        }
+    }
+}
+
+/// A one-shot slot is still usable after a panic elsewhere: take what is in it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The gRPC name of a generated server type.
+pub fn service_name<S: tonic::server::NamedService>(_: &S) -> &'static str {
+    S::NAME
 }
 
 /// The namespace of a request, if the client sent one.
@@ -123,12 +171,16 @@ pub fn label_field<'a>(
 macro_rules! grpc_service {
     ($server:expr) => {{
         let server = $server;
-        ::std::sync::Arc::new($crate::grpc::GrpcService::new(move |routes, limits| {
-            routes.add_service(
-                server
-                    .max_decoding_message_size(limits.max_recv)
-                    .max_encoding_message_size(limits.max_send),
-            );
-        })) as $crate::Instance
+        let name = $crate::grpc::service_name(&server);
+        ::std::sync::Arc::new($crate::grpc::GrpcService::new(
+            name,
+            move |routes, limits| {
+                routes.add_service(
+                    server
+                        .max_decoding_message_size(limits.max_recv)
+                        .max_encoding_message_size(limits.max_send),
+                );
+            },
+        )) as $crate::Instance
     }};
 }
