@@ -11,7 +11,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use berth_plugin::grpc::MessageLimits;
+use berth_grpc::MessageLimits;
 use berth_plugin::registry::InitOptions;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;

@@ -20,8 +20,8 @@ pub fn registry(cfg: &Config) -> Result<Registry, berth_plugin::registry::Regist
     reg.register(berth_snapshots::registration())?;
     reg.register(berth_diff::registration())?;
     reg.register(berth_unpack::registration())?;
-    reg.register(berth_gc::service_registration())?;
-    reg.register(berth_events::service_registration())?;
+    reg.register(berth_gc_service::registration())?;
+    reg.register(berth_events_service::registration())?;
     reg.register(berth_namespaces::registration())?;
     reg.register(berth_version::registration())?;
     reg.register(berth_introspection::registration())?;

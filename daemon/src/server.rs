@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use berth_plugin::grpc::{GrpcService, MessageLimits};
+use berth_grpc::{GrpcService, MessageLimits};
 use berth_plugin::registry::Initialised;
 use berth_plugin::types;
 use std::pin::Pin;

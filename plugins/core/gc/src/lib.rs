@@ -1,0 +1,344 @@
+//! The `io.containerd.gc.v1.scheduler` plugin.
+//!
+//! A collection is the metadata mark-and-sweep (`berth_metadata::MetadataDb::collect_garbage`,
+//! one write transaction), then, under the sweep guard, deleting blob files no namespace records
+//! and ingests that are abandoned.
+//!
+//! When collections run: once at start-up, before berthd serves (so no client races with it);
+//! after deletions, debounced by `schedule_delay`, as containerd does; and — what containerd
+//! lacks, since it collects only on change — every `interval` the timer checks whether a lease
+//! has expired or an ingest has gone stale, and collects if so, so an expired lease frees its data
+//! even when nothing else happens. Unreferenced content that nothing deleted is left alone by the
+//! timer, exactly as containerd leaves it until the next change.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_content_store::{ContentError, ContentStore};
+use berth_metadata::{MetaError, MetadataDb};
+use berth_plugin::{types, Classify, ErrorKind, InitError, Instance, Registration};
+use berth_snapshotter::{SnapshotError, Snapshotter};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// Accepted for containerd compatibility; Berth does not pause writers during a collection.
+    pub pause_threshold: f64,
+    /// Accepted for containerd compatibility; every deletion schedules a collection.
+    pub deletion_threshold: u32,
+    /// Accepted for containerd compatibility.
+    pub mutation_threshold: u32,
+    /// Wait after a deletion before collecting, so a burst of deletions costs one collection.
+    pub schedule_delay: String,
+    /// Wait after start-up before the first collection; "0s" collects before serving.
+    pub startup_delay: String,
+    /// How often the timer checks for expired leases and stale ingests ("0s" disables it).
+    pub interval: String,
+    /// An ingest no lease holds and nobody wrote to for this long is removed.
+    pub ingest_expiry: String,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            pause_threshold: 0.02,
+            deletion_threshold: 0,
+            mutation_threshold: 100,
+            schedule_delay: "0s".into(),
+            startup_delay: "0s".into(),
+            interval: "10s".into(),
+            ingest_expiry: "24h".into(),
+        }
+    }
+}
+
+struct Durations {
+    schedule_delay: Duration,
+    startup_delay: Duration,
+    interval: Duration,
+    ingest_expiry: Duration,
+}
+
+fn parse(name: &str, v: &str) -> Result<Duration, InitError> {
+    humantime::parse_duration(v).map_err(|e| InitError::Config(format!("gc {name} {v:?}: {e}")))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error("collection task failed: {0}")]
+    Task(String),
+}
+
+impl Classify for GcError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            GcError::Meta(e) => e.kind(),
+            GcError::Content(e) => e.kind(),
+            GcError::Task(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// What one collection freed.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub blobs: Vec<(String, String)>,
+    /// `(snapshotter, driver key)` of snapshots removed.
+    pub snapshots: Vec<(String, String)>,
+    pub leases: Vec<(String, String)>,
+    pub ingests: Vec<String>,
+    pub deleted_files: Vec<String>,
+    pub freed_bytes: u64,
+    pub duration: Duration,
+}
+
+struct Inner {
+    db: Arc<MetadataDb>,
+    drivers: HashMap<String, Arc<dyn Snapshotter>>,
+    content: Arc<ContentStore>,
+    wake: Notify,
+    /// Serialises collections: a sync delete waits for its own full run.
+    running: tokio::sync::Mutex<()>,
+    last: Mutex<Option<Stats>>,
+    d: Durations,
+}
+
+/// Handle to the collector; cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+impl Scheduler {
+    /// Asks for a collection soon (after `schedule_delay`), without waiting for it.
+    pub fn trigger(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// What a deletion calls: with `sync` (containerd's Delete option) a full collection before
+    /// answering, otherwise one scheduled soon.
+    pub async fn after_delete(&self, sync: bool) -> Result<(), GcError> {
+        if sync {
+            self.collect_now().await?;
+        } else {
+            self.trigger();
+        }
+        Ok(())
+    }
+
+    /// Runs a collection now and waits for it (what `Delete` with `sync` needs).
+    pub async fn collect_now(&self) -> Result<Stats, GcError> {
+        let _running = self.inner.running.lock().await;
+        let inner = self.inner.clone();
+        let stats = tokio::task::spawn_blocking(move || collect(&inner))
+            .await
+            .map_err(|e| GcError::Task(e.to_string()))??;
+        if !(stats.blobs.is_empty()
+            && stats.snapshots.is_empty()
+            && stats.leases.is_empty()
+            && stats.ingests.is_empty()
+            && stats.deleted_files.is_empty())
+        {
+            tracing::info!(
+                blobs = stats.blobs.len(),
+                snapshots = stats.snapshots.len(),
+                leases = stats.leases.len(),
+                ingests = stats.ingests.len(),
+                files = stats.deleted_files.len(),
+                freed_bytes = stats.freed_bytes,
+                duration_us = stats.duration.as_micros() as u64,
+                "garbage collected"
+            );
+        }
+        *self.inner.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats.clone());
+        Ok(stats)
+    }
+
+    pub fn last(&self) -> Option<Stats> {
+        self.inner
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn run_loop(self, collect_first: bool) {
+        if collect_first {
+            tokio::time::sleep(self.inner.d.startup_delay).await;
+            self.collect_logged().await;
+        }
+        let interval = self.inner.d.interval;
+        loop {
+            let woken = if interval.is_zero() {
+                self.inner.wake.notified().await;
+                true
+            } else {
+                tokio::select! {
+                    _ = self.inner.wake.notified() => true,
+                    _ = tokio::time::sleep(interval) => false,
+                }
+            };
+            if woken {
+                tokio::time::sleep(self.inner.d.schedule_delay).await;
+                self.collect_logged().await;
+            } else if self.time_made_garbage().await {
+                self.collect_logged().await;
+            }
+        }
+    }
+
+    async fn collect_logged(&self) {
+        if let Err(e) = self.collect_now().await {
+            tracing::error!(error = %e, "garbage collection failed");
+        }
+    }
+
+    /// Whether a lease has expired or an unheld ingest has gone stale since it was written.
+    async fn time_made_garbage(&self) -> bool {
+        let inner = self.inner.clone();
+        let check = tokio::task::spawn_blocking(move || -> Result<bool, GcError> {
+            let now = now_nanos();
+            if inner.db.has_expired_lease(now)? {
+                return Ok(true);
+            }
+            let expiry = i64::try_from(inner.d.ingest_expiry.as_nanos()).unwrap_or(i64::MAX);
+            Ok(inner
+                .content
+                .local()
+                .list_ingests()?
+                .iter()
+                .any(|i| now.saturating_sub(i.updated_at) >= expiry))
+        })
+        .await;
+        match check {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "gc timer check failed");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+fn now_nanos() -> i64 {
+    berth_metadata::now_nanos()
+}
+
+/// One full collection: metadata first, then disk under the sweep guard.
+fn collect(inner: &Inner) -> Result<Stats, GcError> {
+    let start = Instant::now();
+    let meta = inner.db.collect_garbage(now_nanos())?;
+    let mut stats = Stats {
+        blobs: meta.blobs,
+        leases: meta.leases,
+        ..Default::default()
+    };
+    // Snapshots: children come first in the list, so each removal finds its children gone.
+    for (sn, key) in meta.snapshots {
+        let Some(driver) = inner.drivers.get(&sn) else {
+            tracing::warn!(snapshotter = %sn, key = %key, "snapshot of an unavailable snapshotter not removed");
+            continue;
+        };
+        match driver.remove(&key) {
+            Ok(()) | Err(SnapshotError::NotFound(_)) => stats.snapshots.push((sn, key)),
+            Err(e) => {
+                tracing::warn!(snapshotter = %sn, key = %key, error = %e, "cannot remove snapshot")
+            }
+        }
+    }
+    let local = inner.content.local();
+    {
+        // No commit can put a file in place and record it while this guard is held, so a blob
+        // that no namespace records now is truly unreferenced.
+        let _guard = inner.db.sweep_guard();
+        for digest in local.list_blobs()? {
+            if meta.live_digests.contains(&digest) || inner.db.blob_in_use(&digest)? {
+                continue;
+            }
+            let size = local.blob_size(&digest)?.unwrap_or(0);
+            local.delete_blob(&digest)?;
+            stats.freed_bytes += size as u64;
+            stats.deleted_files.push(digest);
+        }
+    }
+    let held: &HashSet<(String, String)> = &meta.held_ingests;
+    let expiry = i64::try_from(inner.d.ingest_expiry.as_nanos()).unwrap_or(i64::MAX);
+    let now = now_nanos();
+    for ingest in local.list_ingests()? {
+        let (ns, reference) = ingest.key.split_once('/').unwrap_or(("", &ingest.key));
+        if held.contains(&(ns.to_owned(), reference.to_owned())) || local.is_locked(&ingest.key) {
+            continue;
+        }
+        if now.saturating_sub(ingest.updated_at) < expiry {
+            continue;
+        }
+        match local.abort(&ingest.key) {
+            Ok(()) => {
+                stats.freed_bytes += ingest.offset.max(0) as u64;
+                stats.ingests.push(ingest.key.clone());
+            }
+            // A writer took it between the listing and now: it is in use, keep it.
+            Err(ContentError::Locked { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    local.remove_temporaries()?;
+    stats.duration = start.elapsed();
+    Ok(stats)
+}
+
+/// The `io.containerd.gc.v1.scheduler` plugin.
+pub fn registration() -> Registration {
+    Registration::new(
+        types::GC,
+        "scheduler",
+        &[types::METADATA, types::CONTENT, types::SNAPSHOTTER],
+        |ctx| {
+            let cfg: GcConfig = ctx.config()?;
+            let d = Durations {
+                schedule_delay: parse("schedule_delay", &cfg.schedule_delay)?,
+                startup_delay: parse("startup_delay", &cfg.startup_delay)?,
+                interval: parse("interval", &cfg.interval)?,
+                ingest_expiry: parse("ingest_expiry", &cfg.ingest_expiry)?,
+            };
+            let db = ctx.get_as::<MetadataDb>(types::METADATA)?;
+            let content = ctx.get_as::<ContentStore>(types::CONTENT)?;
+            let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+                InitError::Failed("the gc scheduler needs the async runtime".into())
+            })?;
+            let scheduler = Scheduler {
+                inner: Arc::new(Inner {
+                    db,
+                    drivers: berth_snapshotter::drivers(ctx),
+                    content,
+                    wake: Notify::new(),
+                    running: tokio::sync::Mutex::new(()),
+                    last: Mutex::new(None),
+                    d,
+                }),
+            };
+            // With no start-up delay, collect now, before anything is served, so no client's fresh
+            // (still unreferenced) content can be caught by a start-up collection.
+            let collect_first = !scheduler.inner.d.startup_delay.is_zero();
+            if !collect_first {
+                let stats = collect(&scheduler.inner).map_err(InitError::failed)?;
+                tracing::info!(
+                    blobs = stats.blobs.len(),
+                    files = stats.deleted_files.len(),
+                    freed_bytes = stats.freed_bytes,
+                    "start-up garbage collection"
+                );
+            }
+            handle.spawn(scheduler.clone().run_loop(collect_first));
+            Ok(Arc::new(scheduler) as Instance)
+        },
+    )
+}
