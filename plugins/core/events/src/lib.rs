@@ -1,18 +1,109 @@
 //! Events: the in-process exchange every store and service publishes to; the events gRPC service
 //! (`berth-events-service`) lets clients publish, forward and subscribe (`ctr events`).
 //!
+//! Events are Berth's own types ([`Event`]): what happened, in the stores' terms. Only the events
+//! service turns them into containerd's protobuf messages (same type URLs, same fields), so the
+//! stores that publish know nothing of protobuf. Events a client publishes or forwards are kept as
+//! they came ([`Event::Opaque`]).
+//!
 //! The exchange is a broadcast channel. A subscriber that falls more than [`BUFFER`] events
 //! behind loses the oldest ones (and is told so in the log) rather than slowing publishers: events
 //! are notifications, the stores remain the truth.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use berth_api::types::Envelope;
 use berth_plugin::{types, Instance, Registration};
 use tokio::sync::broadcast;
 
 /// Events a subscriber may lag behind before it starts losing the oldest.
 pub const BUFFER: usize = 4096;
+
+type Labels = BTreeMap<String, String>;
+
+/// Something that happened in a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    NamespaceCreate {
+        name: String,
+        labels: Labels,
+    },
+    NamespaceUpdate {
+        name: String,
+        labels: Labels,
+    },
+    NamespaceDelete {
+        name: String,
+    },
+    ImageCreate {
+        name: String,
+        labels: Labels,
+    },
+    ImageUpdate {
+        name: String,
+        labels: Labels,
+    },
+    ImageDelete {
+        name: String,
+    },
+    ContentCreate {
+        digest: String,
+        size: i64,
+    },
+    ContentDelete {
+        digest: String,
+    },
+    SnapshotPrepare {
+        key: String,
+        parent: String,
+        snapshotter: String,
+    },
+    SnapshotCommit {
+        key: String,
+        name: String,
+        snapshotter: String,
+    },
+    SnapshotRemove {
+        key: String,
+        snapshotter: String,
+    },
+    /// Published or forwarded by a client: its type URL and encoded message, passed on as is.
+    Opaque {
+        type_url: String,
+        value: Vec<u8>,
+    },
+}
+
+impl Event {
+    /// The topic containerd publishes this event under; `None` for client events, which bring
+    /// their own.
+    pub fn topic(&self) -> Option<&'static str> {
+        Some(match self {
+            Event::NamespaceCreate { .. } => "/namespaces/create",
+            Event::NamespaceUpdate { .. } => "/namespaces/update",
+            Event::NamespaceDelete { .. } => "/namespaces/delete",
+            Event::ImageCreate { .. } => "/images/create",
+            Event::ImageUpdate { .. } => "/images/update",
+            Event::ImageDelete { .. } => "/images/delete",
+            Event::ContentCreate { .. } => "/content/create",
+            Event::ContentDelete { .. } => "/content/delete",
+            Event::SnapshotPrepare { .. } => "/snapshot/prepare",
+            Event::SnapshotCommit { .. } => "/snapshot/commit",
+            Event::SnapshotRemove { .. } => "/snapshot/remove",
+            Event::Opaque { .. } => return None,
+        })
+    }
+}
+
+/// An event with where and when it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp: i64,
+    pub namespace: String,
+    pub topic: String,
+    pub event: Event,
+}
 
 /// The event bus. Cheap to share behind an `Arc`.
 pub struct Exchange {
@@ -28,23 +119,14 @@ impl Default for Exchange {
 }
 
 impl Exchange {
-    /// Publishes `event` (a containerd event message) under `topic` in `namespace`. `type_url` is
-    /// the message's full protobuf name, which is what containerd's clients decode by.
-    pub fn publish<M: prost::Message>(
-        &self,
-        namespace: &str,
-        topic: &str,
-        type_url: &str,
-        event: &M,
-    ) {
+    /// Publishes one of Berth's events in `namespace`, now, under its topic.
+    pub fn publish(&self, namespace: &str, event: Event) {
+        let topic = event.topic().unwrap_or("/berth/unknown").to_owned();
         self.forward(Envelope {
-            timestamp: Some(timestamp(berth_metadata::now_nanos())),
+            timestamp: berth_metadata::now_nanos(),
             namespace: namespace.to_owned(),
-            topic: topic.to_owned(),
-            event: Some(prost_types::Any {
-                type_url: type_url.to_owned(),
-                value: event.encode_to_vec(),
-            }),
+            topic,
+            event,
         });
     }
 
@@ -67,25 +149,24 @@ pub fn registration() -> Registration {
     })
 }
 
-/// Type URLs of the events Berth publishes, as containerd names them.
-pub mod urls {
-    pub const CONTENT_CREATE: &str = "containerd.events.ContentCreate";
-    pub const CONTENT_DELETE: &str = "containerd.events.ContentDelete";
-    pub const IMAGE_CREATE: &str = "containerd.services.images.v1.ImageCreate";
-    pub const IMAGE_UPDATE: &str = "containerd.services.images.v1.ImageUpdate";
-    pub const IMAGE_DELETE: &str = "containerd.services.images.v1.ImageDelete";
-    pub const NAMESPACE_CREATE: &str = "containerd.events.NamespaceCreate";
-    pub const NAMESPACE_UPDATE: &str = "containerd.events.NamespaceUpdate";
-    pub const NAMESPACE_DELETE: &str = "containerd.events.NamespaceDelete";
-    pub const SNAPSHOT_PREPARE: &str = "containerd.events.SnapshotPrepare";
-    pub const SNAPSHOT_COMMIT: &str = "containerd.events.SnapshotCommit";
-    pub const SNAPSHOT_REMOVE: &str = "containerd.events.SnapshotRemove";
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A protobuf timestamp from nanoseconds since the Unix epoch.
-fn timestamp(nanos: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: nanos.div_euclid(1_000_000_000),
-        nanos: i32::try_from(nanos.rem_euclid(1_000_000_000)).unwrap_or(0),
+    #[tokio::test]
+    async fn subscribers_see_events_with_their_topic() {
+        let ex = Exchange::default();
+        let mut rx = ex.subscribe();
+        ex.publish(
+            "ns",
+            Event::SnapshotRemove {
+                key: "k".into(),
+                snapshotter: "overlayfs".into(),
+            },
+        );
+        let env = rx.recv().await.unwrap();
+        assert_eq!(env.topic, "/snapshot/remove");
+        assert_eq!(env.namespace, "ns");
+        assert!(env.timestamp > 0);
     }
 }

@@ -8,7 +8,6 @@ use std::io::{Read, Seek, SeekFrom};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use berth_api::containerd::events::{ContentCreate, ContentDelete};
 use berth_api::content::{
     content_server::{Content, ContentServer},
     AbortRequest, DeleteContentRequest, Info, InfoRequest, InfoResponse, ListContentRequest,
@@ -17,7 +16,7 @@ use berth_api::content::{
     UpdateResponse, WriteAction, WriteContentRequest, WriteContentResponse,
 };
 use berth_content_store::{ContentError, ContentStore, IngestStatus, NsWriter};
-use berth_events::{urls, Exchange};
+use berth_events::{Event, Exchange};
 use berth_filters::{Adaptor, Filters};
 use berth_gc::Scheduler;
 use berth_grpc::to_status;
@@ -184,12 +183,7 @@ impl Content for ContentService {
             gc.trigger();
         }
         if let Some(ev) = &self.events {
-            ev.publish(
-                &ns,
-                "/content/delete",
-                urls::CONTENT_DELETE,
-                &ContentDelete { digest },
-            );
+            ev.publish(&ns, Event::ContentDelete { digest });
         }
         Ok(Response::new(()))
     }
@@ -478,12 +472,11 @@ impl WriteSession {
                 .await?;
                 if commit {
                     if let Some(ev) = &self.events {
-                        let event = ContentCreate {
+                        let event = Event::ContentCreate {
                             digest: digest.clone(),
                             size,
-                            media_type: String::new(),
                         };
-                        ev.publish(&self.ns, "/content/create", urls::CONTENT_CREATE, &event);
+                        ev.publish(&self.ns, event);
                     }
                 }
                 msg.offset = offset;

@@ -1,5 +1,9 @@
 //! `containerd.services.events.v1.Events`.
 
+mod encode;
+
+pub use encode::{any, envelope_pb};
+
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -7,10 +11,11 @@ use berth_api::events::{
     events_server::{Events, EventsServer},
     ForwardRequest, PublishRequest, SubscribeRequest,
 };
-use berth_api::types::Envelope;
+use berth_api::types::Envelope as PbEnvelope;
+use berth_events::Envelope;
 use berth_filters::{Adaptor, Filters};
+use berth_grpc::namespace_required;
 use berth_grpc::to_status;
-use berth_grpc::{namespace_required, timestamp};
 use berth_plugin::{types, Registration};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -61,7 +66,7 @@ impl Adaptor for Fields<'_> {
     }
 }
 
-type EnvelopeStream = Pin<Box<dyn Stream<Item = Result<Envelope, Status>> + Send>>;
+type EnvelopeStream = Pin<Box<dyn Stream<Item = Result<PbEnvelope, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Events for EventsService {
@@ -74,10 +79,10 @@ impl Events for EventsService {
             .event
             .ok_or_else(|| Status::invalid_argument("event must be set: invalid argument"))?;
         self.exchange.forward(Envelope {
-            timestamp: Some(timestamp(berth_metadata::now_nanos())),
+            timestamp: berth_metadata::now_nanos(),
             namespace: ns,
             topic: req.topic,
-            event: Some(event),
+            event: encode::opaque(event),
         });
         Ok(Response::new(()))
     }
@@ -90,7 +95,7 @@ impl Events for EventsService {
             .ok_or_else(|| Status::invalid_argument("envelope must be set: invalid argument"))?;
         validate_topic(&env.topic)?;
         berth_metadata::identifiers::validate(&env.namespace).map_err(|e| to_status(&e))?;
-        self.exchange.forward(env);
+        self.exchange.forward(encode::envelope_from_pb(env));
         Ok(Response::new(()))
     }
 
@@ -111,7 +116,7 @@ impl Events for EventsService {
                         if !filters.matches(&Fields(&env)) {
                             continue;
                         }
-                        if tx.send(Ok((*env).clone())).await.is_err() {
+                        if tx.send(Ok(envelope_pb(&env))).await.is_err() {
                             return; // subscriber went away
                         }
                     }

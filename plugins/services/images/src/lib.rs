@@ -10,9 +10,8 @@ use berth_api::images::{
     Image as PbImage, ListImagesRequest, ListImagesResponse, UpdateImageRequest,
     UpdateImageResponse,
 };
-use berth_api::images::{ImageCreate, ImageDelete, ImageUpdate};
 use berth_api::types::Descriptor as PbDescriptor;
-use berth_events::{urls, Exchange};
+use berth_events::{Event, Exchange};
 use berth_filters::{Adaptor, Filters};
 use berth_gc::Scheduler;
 use berth_grpc::to_status;
@@ -157,11 +156,11 @@ impl Images for ImagesService {
         let ns2 = ns.clone();
         let created = run_blocking(move || db.create_image(&ns2, &img)).await?;
         if let Some(ev) = &self.events {
-            let event = ImageCreate {
+            let event = Event::ImageCreate {
                 name: created.name.clone(),
                 labels: created.labels.clone().into_iter().collect(),
             };
-            ev.publish(&ns, "/images/create", urls::IMAGE_CREATE, &event);
+            ev.publish(&ns, event);
         }
         Ok(Response::new(CreateImageResponse {
             image: Some(image_pb(created)),
@@ -181,11 +180,11 @@ impl Images for ImagesService {
         let ns2 = ns.clone();
         let updated = run_blocking(move || db.update_image(&ns2, &img, &paths)).await?;
         if let Some(ev) = &self.events {
-            let event = ImageUpdate {
+            let event = Event::ImageUpdate {
                 name: updated.name.clone(),
                 labels: updated.labels.clone().into_iter().collect(),
             };
-            ev.publish(&ns, "/images/update", urls::IMAGE_UPDATE, &event);
+            ev.publish(&ns, event);
         }
         // A new target may leave the old one unreferenced.
         if let Some(gc) = &self.gc {
@@ -205,12 +204,7 @@ impl Images for ImagesService {
         let (ns2, name) = (ns.clone(), req.name.clone());
         run_blocking(move || db.delete_image(&ns2, &name, target.as_deref())).await?;
         if let Some(ev) = &self.events {
-            ev.publish(
-                &ns,
-                "/images/delete",
-                urls::IMAGE_DELETE,
-                &ImageDelete { name: req.name },
-            );
+            ev.publish(&ns, Event::ImageDelete { name: req.name });
         }
         if let Some(gc) = &self.gc {
             gc.after_delete(req.sync).await.map_err(|e| to_status(&e))?;

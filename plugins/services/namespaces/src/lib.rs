@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use berth_api::containerd::events::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
 use berth_api::namespaces::{
     namespaces_server::{Namespaces, NamespacesServer},
     CreateNamespaceRequest, CreateNamespaceResponse, DeleteNamespaceRequest, GetNamespaceRequest,
     GetNamespaceResponse, ListNamespacesRequest, ListNamespacesResponse, Namespace as PbNamespace,
     UpdateNamespaceRequest, UpdateNamespaceResponse,
 };
-use berth_events::{urls, Exchange};
+use berth_events::{Event, Exchange};
 use berth_filters::{Adaptor, Filters};
 use berth_grpc::run_blocking;
 use berth_metadata::{MetadataDb, Namespace};
@@ -119,16 +118,11 @@ impl Namespaces for NamespacesService {
         let stored = ns.clone();
         run_blocking(move || db.create_namespace(&stored)).await?;
         if let Some(ev) = &self.events {
-            let event = NamespaceCreate {
+            let event = Event::NamespaceCreate {
                 name: ns.name.clone(),
                 labels: ns.labels.clone().into_iter().collect(),
             };
-            ev.publish(
-                &ns.name,
-                "/namespaces/create",
-                urls::NAMESPACE_CREATE,
-                &event,
-            );
+            ev.publish(&ns.name, event);
         }
         Ok(Response::new(CreateNamespaceResponse {
             namespace: Some(to_pb(ns)),
@@ -147,16 +141,11 @@ impl Namespaces for NamespacesService {
         let db = self.db.clone();
         let updated = run_blocking(move || db.update_namespace(&ns, &paths)).await?;
         if let Some(ev) = &self.events {
-            let event = NamespaceUpdate {
+            let event = Event::NamespaceUpdate {
                 name: updated.name.clone(),
                 labels: updated.labels.clone().into_iter().collect(),
             };
-            ev.publish(
-                &updated.name,
-                "/namespaces/update",
-                urls::NAMESPACE_UPDATE,
-                &event,
-            );
+            ev.publish(&updated.name, event);
         }
         Ok(Response::new(UpdateNamespaceResponse {
             namespace: Some(to_pb(updated)),
@@ -170,8 +159,7 @@ impl Namespaces for NamespacesService {
         let n2 = name.clone();
         run_blocking(move || db.delete_namespace(&n2)).await?;
         if let Some(ev) = &self.events {
-            let event = NamespaceDelete { name: name.clone() };
-            ev.publish(&name, "/namespaces/delete", urls::NAMESPACE_DELETE, &event);
+            ev.publish(&name, Event::NamespaceDelete { name: name.clone() });
         }
         Ok(Response::new(()))
     }

@@ -7,7 +7,6 @@ mod store;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use berth_api::containerd::events::{SnapshotCommit, SnapshotPrepare, SnapshotRemove};
 use berth_api::snapshots::{
     snapshots_server::{Snapshots as SnapshotsApi, SnapshotsServer},
     CleanupRequest, CommitSnapshotRequest, Info as PbInfo, Kind as PbKind, ListSnapshotsRequest,
@@ -17,7 +16,7 @@ use berth_api::snapshots::{
     ViewSnapshotRequest, ViewSnapshotResponse,
 };
 use berth_api::types::Mount as PbMount;
-use berth_events::{urls, Exchange};
+use berth_events::{Event, Exchange};
 use berth_filters::{Adaptor, Filters};
 use berth_gc::Scheduler;
 use berth_grpc::to_status;
@@ -107,20 +106,20 @@ impl SnapshotsService {
         new: NewSnapshot,
     ) -> Result<Vec<PbMount>, Status> {
         let store = self.store.clone();
-        let event = SnapshotPrepare {
+        let event = Event::SnapshotPrepare {
             key: new.key.clone(),
             parent: new.parent.clone(),
             snapshotter: canonical(&sn).to_owned(),
         };
         let ns2 = ns.clone();
         let mounts = run_blocking(move || store.prepare(&ns2, &sn, lease.as_deref(), new)).await?;
-        self.publish(&ns, "/snapshot/prepare", urls::SNAPSHOT_PREPARE, &event);
+        self.publish(&ns, event);
         Ok(mounts.into_iter().map(mount_pb).collect())
     }
 
-    fn publish<M: prost::Message>(&self, ns: &str, topic: &str, url: &str, event: &M) {
+    fn publish(&self, ns: &str, event: Event) {
         if let Some(ev) = &self.events {
-            ev.publish(ns, topic, url, event);
+            ev.publish(ns, event);
         }
     }
 }
@@ -184,7 +183,7 @@ impl SnapshotsApi for SnapshotsService {
         let r = req.into_inner();
         let store = self.store.clone();
         let labels = r.labels.into_iter().collect();
-        let event = SnapshotCommit {
+        let event = Event::SnapshotCommit {
             key: r.key.clone(),
             name: r.name.clone(),
             snapshotter: canonical(&r.snapshotter).to_owned(),
@@ -201,7 +200,7 @@ impl SnapshotsApi for SnapshotsService {
             )
         })
         .await?;
-        self.publish(&ns, "/snapshot/commit", urls::SNAPSHOT_COMMIT, &event);
+        self.publish(&ns, event);
         Ok(Response::new(()))
     }
 
@@ -210,7 +209,7 @@ impl SnapshotsApi for SnapshotsService {
         let ns = namespace_required(&req)?;
         let r = req.into_inner();
         let store = self.store.clone();
-        let event = SnapshotRemove {
+        let event = Event::SnapshotRemove {
             key: r.key.clone(),
             snapshotter: canonical(&r.snapshotter).to_owned(),
         };
@@ -219,7 +218,7 @@ impl SnapshotsApi for SnapshotsService {
         if let Some(gc) = &self.gc {
             gc.trigger();
         }
-        self.publish(&ns, "/snapshot/remove", urls::SNAPSHOT_REMOVE, &event);
+        self.publish(&ns, event);
         Ok(Response::new(()))
     }
 
