@@ -1,64 +1,19 @@
-//! `containerd.services.diff.v1.Diff`, the "walking" differ.
-//!
-//! Apply reads a layer blob from the content store, decompresses it by media type and extracts it
-//! onto the snapshot the mounts describe. It does so without mounting when it can, as containerd
-//! does for overlay: for an overlay mount the layer goes straight into the upper directory, with
-//! whiteouts as overlay character devices and opaque xattrs; for a bind mount straight into its
-//! source, with whiteouts as deletions. Other mounts are mounted on a temporary directory first.
-//! Diff mounts both sides read-only, writes the changes as a gzip layer into the content store and
-//! labels it with its uncompressed digest.
+//! `containerd.services.diff.v1.Diff`: protobuf to and from `berth-diff`, the walking differ.
 
-use std::collections::BTreeMap;
-use std::io::{BufReader, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_api::diff::{
     diff_server::{Diff, DiffServer},
     ApplyRequest, ApplyResponse, DiffRequest, DiffResponse,
 };
-use berth_api::types::{Descriptor, Mount as PbMount};
-use berth_archive::{ApplyOptions, ArchiveError, DiffOptions, WhiteoutMode, XattrPrefix};
-use berth_content_store::{ContentError, ContentStore};
+use berth_api::types::{Descriptor as PbDescriptor, Mount as PbMount};
+use berth_content_store::ContentStore;
+use berth_diff::{apply_layer, DiffParams};
 use berth_grpc::{lease, namespace_required, run_blocking};
-use berth_plugin::{types, Classify, ErrorKind, Registration};
-use berth_snapshotter::mount::TempMount;
-use berth_snapshotter::{Mount, SnapshotError};
+use berth_metadata::Descriptor;
+use berth_plugin::{types, Registration};
+use berth_snapshotter::Mount;
 use tonic::{Request, Response, Status};
-
-pub const MEDIA_TYPE_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// The label containerd puts on a compressed layer blob: its uncompressed digest.
-pub const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
-
-#[derive(Debug, thiserror::Error)]
-pub enum DiffError {
-    #[error(transparent)]
-    Content(#[from] ContentError),
-    #[error(transparent)]
-    Archive(#[from] ArchiveError),
-    #[error(transparent)]
-    Mount(#[from] SnapshotError),
-    #[error("{0}: invalid argument")]
-    InvalidArgument(String),
-    #[error("{0}: not implemented")]
-    Unsupported(String),
-    #[error("diff: {0}")]
-    Io(String),
-}
-
-impl Classify for DiffError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            DiffError::Content(e) => e.kind(),
-            DiffError::Mount(e) => e.kind(),
-            DiffError::Archive(e) => e.kind(),
-            DiffError::InvalidArgument(_) => ErrorKind::InvalidArgument,
-            DiffError::Unsupported(_) => ErrorKind::NotImplemented,
-            DiffError::Io(_) => ErrorKind::Internal,
-        }
-    }
-}
 
 struct DiffService {
     content: Arc<ContentStore>,
@@ -82,203 +37,22 @@ fn mount(m: PbMount) -> Mount {
     }
 }
 
-/// Where to extract, and how, for the given mounts.
-enum Target {
-    /// Straight into a directory (overlay upper or bind source).
-    Dir {
-        path: PathBuf,
-        whiteouts: WhiteoutMode,
-        parents: Vec<PathBuf>,
-    },
-    /// Mount first.
-    Mounted(Vec<Mount>),
-}
-
-fn target(mounts: Vec<Mount>) -> Target {
-    if mounts.len() == 1 {
-        let m = &mounts[0];
-        let opt = |name: &str| {
-            m.options
-                .iter()
-                .find_map(|o| o.strip_prefix(name).map(str::to_owned))
-        };
-        match m.mount_type.as_str() {
-            "overlay" => {
-                if let Some(upper) = opt("upperdir=") {
-                    let parents = opt("lowerdir=")
-                        .map(|l| {
-                            l.split(':')
-                                .filter(|s| !s.is_empty())
-                                .map(PathBuf::from)
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let prefix = if m.options.iter().any(|o| o == "userxattr") {
-                        XattrPrefix::User
-                    } else {
-                        XattrPrefix::Trusted
-                    };
-                    return Target::Dir {
-                        path: PathBuf::from(upper),
-                        whiteouts: WhiteoutMode::Overlay {
-                            xattr_prefix: prefix,
-                        },
-                        parents,
-                    };
-                }
-            }
-            "bind" | "rbind" if !m.options.iter().any(|o| o == "ro") => {
-                return Target::Dir {
-                    path: PathBuf::from(&m.source),
-                    whiteouts: WhiteoutMode::Delete,
-                    parents: Vec::new(),
-                };
-            }
-            _ => {}
-        }
+fn descriptor(d: PbDescriptor) -> Descriptor {
+    Descriptor {
+        media_type: d.media_type,
+        digest: d.digest,
+        size: d.size,
+        annotations: d.annotations.into_iter().collect(),
     }
-    Target::Mounted(mounts)
 }
 
-/// Applies the layer `desc` from the content store onto the snapshot `mounts` describe, and
-/// returns the uncompressed layer's descriptor (its digest is the diff_id).
-pub fn apply_layer(
-    content: &ContentStore,
-    ns: &str,
-    desc: &Descriptor,
-    mounts: Vec<Mount>,
-    sync: bool,
-) -> Result<Descriptor, DiffError> {
-    let (file, _size) = content.open_reader(ns, &desc.digest)?;
-    let reader =
-        berth_archive::decompress(BufReader::with_capacity(1 << 20, file), &desc.media_type)
-            .map_err(|e| match e {
-                ArchiveError::UnsupportedMediaType(_) => DiffError::Unsupported(format!(
-                    "layer media type {:?} cannot be applied",
-                    desc.media_type
-                )),
-                other => other.into(),
-            })?;
-    let stats = match target(mounts) {
-        Target::Dir {
-            path,
-            whiteouts,
-            parents,
-        } => {
-            let opts = ApplyOptions {
-                whiteouts,
-                parents,
-                allow_devices: true,
-                sync,
-                ..Default::default()
-            };
-            berth_archive::apply(reader, &path, &opts)?
-        }
-        Target::Mounted(mounts) => {
-            let m = TempMount::new(&mounts)?;
-            let opts = ApplyOptions {
-                allow_devices: true,
-                sync,
-                ..Default::default()
-            };
-            berth_archive::apply(reader, m.path(), &opts)?
-        }
-    };
-    tracing::debug!(diff_id = %stats.diff_id, entries = stats.entries, "layer applied");
-    Ok(Descriptor {
-        media_type: MEDIA_TYPE_LAYER.to_owned(),
-        digest: stats.diff_id,
-        size: stats.size as i64,
-        annotations: Default::default(),
-    })
-}
-
-fn readonly(mut mounts: Vec<Mount>) -> Vec<Mount> {
-    for m in &mut mounts {
-        m.options.retain(|o| o != "rw");
-        if !m.options.iter().any(|o| o == "ro") {
-            m.options.push("ro".into());
-        }
+fn descriptor_pb(d: Descriptor) -> PbDescriptor {
+    PbDescriptor {
+        media_type: d.media_type,
+        digest: d.digest,
+        size: d.size,
+        annotations: d.annotations.into_iter().collect(),
     }
-    mounts
-}
-
-fn diff(
-    content: &ContentStore,
-    ns: &str,
-    lease: Option<&str>,
-    req: DiffRequest,
-) -> Result<Descriptor, DiffError> {
-    let media_type = if req.media_type.is_empty() {
-        MEDIA_TYPE_LAYER_GZIP.to_owned()
-    } else {
-        req.media_type.clone()
-    };
-    let gzip = match media_type.as_str() {
-        MEDIA_TYPE_LAYER_GZIP | "application/vnd.docker.image.rootfs.diff.tar.gzip" => true,
-        MEDIA_TYPE_LAYER | "application/vnd.docker.image.rootfs.diff.tar" => false,
-        other => {
-            return Err(DiffError::Unsupported(format!(
-                "diff media type {other:?} (use {MEDIA_TYPE_LAYER_GZIP} or {MEDIA_TYPE_LAYER})"
-            )))
-        }
-    };
-    let lower = TempMount::new(&readonly(req.left.into_iter().map(mount).collect()))?;
-    let upper = TempMount::new(&readonly(req.right.into_iter().map(mount).collect()))?;
-    let mut tmp = tempfile::NamedTempFile::new().map_err(|e| DiffError::Io(e.to_string()))?;
-    let opts = DiffOptions {
-        mod_time_upper_bound: req.source_date_epoch.as_ref().map(|t| {
-            std::time::UNIX_EPOCH
-                + std::time::Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32)
-        }),
-        gzip_level: None,
-    };
-    let stats = if gzip {
-        berth_archive::write_diff_gzip(lower.path(), upper.path(), tmp.as_file_mut(), &opts)?
-    } else {
-        berth_archive::write_diff(lower.path(), upper.path(), tmp.as_file_mut(), &opts)?
-    };
-    drop((lower, upper));
-    let (digest, size) = match (&stats.compressed_digest, stats.compressed_size) {
-        (Some(d), Some(s)) => (d.clone(), s as i64),
-        _ => (stats.diff_id.clone(), stats.size as i64),
-    };
-    // Into the content store through an ordinary writer, so the blob is committed, recorded in
-    // the namespace and held by the request's lease like any other.
-    let reference = if req.r#ref.is_empty() {
-        format!("diff-{}", &digest[7..])
-    } else {
-        req.r#ref.clone()
-    };
-    let mut labels: BTreeMap<String, String> = req.labels.into_iter().collect();
-    labels.insert(UNCOMPRESSED_LABEL.to_owned(), stats.diff_id.clone());
-    match content.writer(ns, &reference, size, &digest, lease) {
-        Ok(mut w) => {
-            use std::io::{Read, Seek};
-            let f = tmp.as_file_mut();
-            f.flush().map_err(|e| DiffError::Io(e.to_string()))?;
-            f.seek(std::io::SeekFrom::Start(w.status().offset as u64))
-                .map_err(|e| DiffError::Io(e.to_string()))?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = f.read(&mut buf).map_err(|e| DiffError::Io(e.to_string()))?;
-                if n == 0 {
-                    break;
-                }
-                w.write(&buf[..n])?;
-            }
-            w.commit(content, size, &digest, labels)?;
-        }
-        // The same layer is already in this namespace: nothing to store.
-        Err(ContentError::AlreadyExists(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    Ok(Descriptor {
-        media_type,
-        digest,
-        size,
-        annotations: Default::default(),
-    })
 }
 
 #[tonic::async_trait]
@@ -293,9 +67,10 @@ impl Diff for DiffService {
         let mounts: Vec<Mount> = r.mounts.into_iter().map(mount).collect();
         let content = self.content.clone();
         let sync = r.sync_fs;
+        let desc = descriptor(desc);
         let applied = run_blocking(move || apply_layer(&content, &ns, &desc, mounts, sync)).await?;
         Ok(Response::new(ApplyResponse {
-            applied: Some(applied),
+            applied: Some(descriptor_pb(applied)),
         }))
     }
 
@@ -305,7 +80,24 @@ impl Diff for DiffService {
         let lease = lease(&req);
         let r = req.into_inner();
         let content = self.content.clone();
-        let d = run_blocking(move || diff(&content, &ns, lease.as_deref(), r)).await?;
-        Ok(Response::new(DiffResponse { diff: Some(d) }))
+        let params = DiffParams {
+            left: r.left.into_iter().map(mount).collect(),
+            right: r.right.into_iter().map(mount).collect(),
+            media_type: r.media_type,
+            reference: r.r#ref,
+            labels: r.labels.into_iter().collect(),
+            source_date_epoch: r.source_date_epoch.map(|t| {
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::new(
+                        u64::try_from(t.seconds).unwrap_or(0),
+                        u32::try_from(t.nanos).unwrap_or(0),
+                    )
+            }),
+        };
+        let d =
+            run_blocking(move || berth_diff::diff(&content, &ns, lease.as_deref(), params)).await?;
+        Ok(Response::new(DiffResponse {
+            diff: Some(descriptor_pb(d)),
+        }))
     }
 }

@@ -19,10 +19,10 @@ use berth_api::berth::services::unpack::v1::{
     unpack_server::{Unpack, UnpackServer},
     UnpackProgress, UnpackRequest,
 };
-use berth_api::types::Descriptor;
 use berth_archive::{ApplyOptions, WhiteoutMode, XattrPrefix};
 use berth_content_store::ContentStore;
 use berth_grpc::namespace_required;
+use berth_metadata::Descriptor;
 use berth_metadata::{BlobInfo, MetadataDb};
 use berth_plugin::{types, Classify, ErrorKind, Registration};
 use berth_snapshots::{NewSnapshot, Snapshots};
