@@ -267,7 +267,7 @@ async fn serve_snapshotter(cfg: Config, name: String, address: PathBuf) -> Resul
     tracing::info!(snapshotter = %name, root = %root.display(), address = %address.display(), "serving snapshotter");
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(
-        berth_snapshots::RawSnapshotsService::server(driver)
+        berth_snapshots_service::RawSnapshotsService::server(driver)
             .max_decoding_message_size(cfg.grpc.max_recv_message_size)
             .max_encoding_message_size(cfg.grpc.max_send_message_size),
     );

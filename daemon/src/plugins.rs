@@ -18,6 +18,7 @@ pub fn registry(cfg: &Config) -> Result<Registry, berth_plugin::registry::Regist
     reg.register(berth_images::registration())?;
     reg.register(berth_leases::registration())?;
     reg.register(berth_snapshots::registration())?;
+    reg.register(berth_snapshots_service::registration())?;
     reg.register(berth_diff_service::registration())?;
     reg.register(berth_unpack::registration())?;
     reg.register(berth_gc_service::registration())?;

@@ -123,7 +123,8 @@ impl Scheduler {
     }
 
     /// What a deletion calls: with `sync` (containerd's Delete option) a full collection before
-    /// answering, otherwise one scheduled soon.
+    /// answering, otherwise one scheduled soon (which the metadata store's dereference callback
+    /// has already asked for).
     pub async fn after_delete(&self, sync: bool) -> Result<(), GcError> {
         if sync {
             self.collect_now().await?;
@@ -337,6 +338,14 @@ pub fn registration() -> Registration {
                     "start-up garbage collection"
                 );
             }
+            // Every committed deletion wakes the collector. Weak, so the database (which the
+            // scheduler holds) does not keep the scheduler alive in turn.
+            let weak = Arc::downgrade(&scheduler.inner);
+            scheduler.inner.db.on_dereference(move || {
+                if let Some(inner) = weak.upgrade() {
+                    inner.wake.notify_one();
+                }
+            });
             handle.spawn(scheduler.clone().run_loop(collect_first));
             Ok(Arc::new(scheduler) as Instance)
         },

@@ -149,6 +149,7 @@ impl MetadataDb {
             }
         }
         wtx.commit()?;
+        self.dereferenced();
         Ok(())
     }
 

@@ -183,6 +183,7 @@ impl MetadataDb {
             rec.image(&img.name)
         };
         wtx.commit()?;
+        self.dereferenced();
         Ok(updated)
     }
 
@@ -211,6 +212,7 @@ impl MetadataDb {
             t.remove((ns, name))?;
         }
         wtx.commit()?;
+        self.dereferenced();
         Ok(())
     }
 }
@@ -230,6 +232,25 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn deletions_call_the_dereference_callbacks_and_creations_do_not() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetadataDb::open(dir.path()).unwrap();
+        let calls = std::sync::Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        db.on_dereference(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        db.create_image("n", &img("docker.io/library/a:1")).unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        db.delete_image("n", "docker.io/library/a:1", None).unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A failed deletion changes nothing and calls nothing.
+        assert!(db.delete_image("n", "docker.io/library/a:1", None).is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[test]

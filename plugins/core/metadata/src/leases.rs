@@ -174,6 +174,7 @@ impl MetadataDb {
             remove_resources(&wtx, ns, id)?;
         }
         wtx.commit()?;
+        self.dereferenced();
         Ok(())
     }
 
@@ -227,6 +228,7 @@ impl MetadataDb {
                 .remove((ns, lease, r.kind.as_str(), r.id.as_str()))?;
         }
         wtx.commit()?;
+        self.dereferenced();
         Ok(())
     }
 

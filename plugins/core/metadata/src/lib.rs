@@ -43,7 +43,11 @@ pub struct MetadataDb {
     /// place, then recorded), and exclusively by the collector's disk sweep, so the collector never
     /// removes a file whose record is about to be written.
     gc_lock: std::sync::RwLock<()>,
+    /// Run after every committed change that may have left something unreferenced.
+    on_dereference: std::sync::RwLock<Vec<DereferenceCallback>>,
 }
+
+type DereferenceCallback = Box<dyn Fn() + Send + Sync>;
 
 impl MetadataDb {
     /// Opens (creating if needed) the database in `dir`, creating every table and checking the
@@ -63,6 +67,7 @@ impl MetadataDb {
             db,
             path,
             gc_lock: std::sync::RwLock::new(()),
+            on_dereference: std::sync::RwLock::new(Vec::new()),
         };
         schema::migrate(&me.db)?;
         Ok(me)
@@ -70,6 +75,30 @@ impl MetadataDb {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Registers `f` to run after every committed change that may leave something unreferenced:
+    /// a deleted blob, image, lease, lease resource or snapshot record, or an image's new target.
+    /// The collector's scheduler registers here, as containerd's scheduler registers a mutation
+    /// callback with its metadata DB, so every caller's deletions — a service's, the unpacker's,
+    /// the runtime's — wake it, not only those whose service remembers to.
+    pub fn on_dereference(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.on_dereference
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(f));
+    }
+
+    /// Called by the record modules after committing a change that may dereference something.
+    pub(crate) fn dereferenced(&self) {
+        for f in self
+            .on_dereference
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            f();
+        }
     }
 
     /// Shared guard for "file on disk, record pending"; see `gc_lock`.

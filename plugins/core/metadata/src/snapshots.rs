@@ -205,7 +205,30 @@ impl MetadataDb {
         Ok(())
     }
 
-    /// Deletes a record (undoing a create whose driver call failed, or after a driver remove).
+    /// Undoes a commit whose driver call failed, in one transaction: the committed record `name`
+    /// goes, the active record `old` comes back. Nothing is released, so the collector is not
+    /// woken (and cannot run between the two halves and take `old`'s snapshot).
+    pub fn revert_snapshot_commit(
+        &self,
+        ns: &str,
+        sn: &str,
+        name: &str,
+        old: &SnapshotRecord,
+    ) -> Result<(), MetaError> {
+        let wtx = self.write()?;
+        {
+            let mut t = wtx.open_table(SNAPSHOTS)?;
+            t.remove((ns, sn, name))?;
+            t.insert((ns, sn, old.key.as_str()), encode(old)?.as_slice())?;
+        }
+        wtx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes a record, undoing a create whose driver call failed. The record never stood for a
+    /// snapshot, so nothing is released and the collector is not woken (containerd rolls such a
+    /// create back in its transaction; a collection here would take other unreferenced snapshots
+    /// at a moment containerd would not).
     pub fn delete_snapshot_record(&self, ns: &str, sn: &str, key: &str) -> Result<(), MetaError> {
         let wtx = self.write()?;
         wtx.open_table(SNAPSHOTS)?.remove((ns, sn, key))?;
@@ -247,6 +270,7 @@ impl MetadataDb {
             rec
         };
         wtx.commit()?;
+        self.dereferenced();
         Ok(rec)
     }
 

@@ -18,7 +18,6 @@ use berth_api::content::{
 use berth_content_store::{ContentError, ContentStore, IngestStatus, NsWriter};
 use berth_events::{Event, Exchange};
 use berth_filters::{Adaptor, Filters};
-use berth_gc::Scheduler;
 use berth_grpc::to_status;
 use berth_grpc::{lease, namespace_required, run_blocking, timestamp};
 use berth_metadata::BlobInfo;
@@ -34,7 +33,6 @@ const LIST_BATCH: usize = 100;
 
 pub struct ContentService {
     store: Arc<ContentStore>,
-    gc: Option<Scheduler>,
     events: Option<Arc<Exchange>>,
 }
 
@@ -43,17 +41,11 @@ pub fn registration() -> Registration {
     Registration::new(
         types::GRPC,
         "content",
-        &[types::CONTENT, types::GC, types::EVENT],
+        &[types::CONTENT, types::EVENT],
         |ctx| {
             let store = ctx.get_as::<ContentStore>(types::CONTENT)?;
-            // Without a collector, deleted content simply stays on disk.
-            let gc = ctx
-                .get_as::<Scheduler>(types::GC)
-                .ok()
-                .map(|s| (*s).clone());
             let svc = ContentServer::new(ContentService {
                 store,
-                gc,
                 events: ctx.get_as::<Exchange>(types::EVENT).ok(),
             });
             Ok(berth_grpc::grpc_service!(svc))
@@ -179,9 +171,7 @@ impl Content for ContentService {
         let store = self.store.clone();
         let (ns2, d2) = (ns.clone(), digest.clone());
         run_blocking(move || store.delete(&ns2, &d2)).await?;
-        if let Some(gc) = &self.gc {
-            gc.trigger();
-        }
+        // The record's deletion wakes the collector (the metadata store's dereference callback).
         if let Some(ev) = &self.events {
             ev.publish(&ns, Event::ContentDelete { digest });
         }

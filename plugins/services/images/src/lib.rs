@@ -186,10 +186,6 @@ impl Images for ImagesService {
             };
             ev.publish(&ns, event);
         }
-        // A new target may leave the old one unreferenced.
-        if let Some(gc) = &self.gc {
-            gc.trigger();
-        }
         Ok(Response::new(UpdateImageResponse {
             image: Some(image_pb(updated)),
         }))

@@ -137,9 +137,6 @@ impl Leases for LeasesService {
         let r = resource(req.resource)?;
         let db = self.db.clone();
         run_blocking(move || db.delete_lease_resource(&ns, &req.id, &r)).await?;
-        if let Some(gc) = &self.gc {
-            gc.trigger();
-        }
         Ok(Response::new(()))
     }
 

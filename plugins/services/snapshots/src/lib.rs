@@ -2,7 +2,6 @@
 //! `snapshotter` field, namespaced through the metadata store (see `store.rs`).
 
 mod raw;
-mod store;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,44 +15,29 @@ use berth_api::snapshots::{
     ViewSnapshotRequest, ViewSnapshotResponse,
 };
 use berth_api::types::Mount as PbMount;
-use berth_events::{Event, Exchange};
 use berth_filters::{Adaptor, Filters};
-use berth_gc::Scheduler;
 use berth_grpc::to_status;
 use berth_grpc::{label_field, lease, namespace_required, run_blocking, timestamp};
-use berth_metadata::MetadataDb;
 use berth_plugin::{types, Registration};
 use berth_snapshotter::{Info, Kind, Mount};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+pub use berth_snapshots::canonical;
+use berth_snapshots::{NewSnapshot, Snapshots};
 pub use raw::RawSnapshotsService;
-pub use store::{canonical, NewSnapshot, Snapshots, StoreError};
 
 struct SnapshotsService {
     store: Arc<Snapshots>,
-    gc: Option<Scheduler>,
-    events: Option<Arc<Exchange>>,
 }
 
-/// The `io.containerd.grpc.v1.snapshots` plugin.
+/// The `io.containerd.grpc.v1.snapshots` plugin, serving the shared namespaced snapshots store.
 pub fn registration() -> Registration {
-    Registration::new(
-        types::GRPC,
-        "snapshots",
-        &[types::METADATA, types::SNAPSHOTTER, types::GC, types::EVENT],
-        |ctx| {
-            let db = ctx.get_as::<MetadataDb>(types::METADATA)?;
-            let store = Arc::new(Snapshots::new(db, berth_snapshotter::drivers(ctx)));
-            let gc = ctx
-                .get_as::<Scheduler>(types::GC)
-                .ok()
-                .map(|s| (*s).clone());
-            let events = ctx.get_as::<Exchange>(types::EVENT).ok();
-            let svc = SnapshotsServer::new(SnapshotsService { store, gc, events });
-            Ok(berth_grpc::grpc_service!(svc))
-        },
-    )
+    Registration::new(types::GRPC, "snapshots", &[types::SERVICE], |ctx| {
+        let store = berth_snapshots::shared(ctx)?;
+        let svc = SnapshotsServer::new(SnapshotsService { store });
+        Ok(berth_grpc::grpc_service!(svc))
+    })
 }
 
 pub(crate) fn mount_pb(m: Mount) -> PbMount {
@@ -106,21 +90,8 @@ impl SnapshotsService {
         new: NewSnapshot,
     ) -> Result<Vec<PbMount>, Status> {
         let store = self.store.clone();
-        let event = Event::SnapshotPrepare {
-            key: new.key.clone(),
-            parent: new.parent.clone(),
-            snapshotter: canonical(&sn).to_owned(),
-        };
-        let ns2 = ns.clone();
-        let mounts = run_blocking(move || store.prepare(&ns2, &sn, lease.as_deref(), new)).await?;
-        self.publish(&ns, event);
+        let mounts = run_blocking(move || store.prepare(&ns, &sn, lease.as_deref(), new)).await?;
         Ok(mounts.into_iter().map(mount_pb).collect())
-    }
-
-    fn publish(&self, ns: &str, event: Event) {
-        if let Some(ev) = &self.events {
-            ev.publish(ns, event);
-        }
     }
 }
 
@@ -183,15 +154,9 @@ impl SnapshotsApi for SnapshotsService {
         let r = req.into_inner();
         let store = self.store.clone();
         let labels = r.labels.into_iter().collect();
-        let event = Event::SnapshotCommit {
-            key: r.key.clone(),
-            name: r.name.clone(),
-            snapshotter: canonical(&r.snapshotter).to_owned(),
-        };
-        let ns2 = ns.clone();
         run_blocking(move || {
             store.commit(
-                &ns2,
+                &ns,
                 &r.snapshotter,
                 &r.name,
                 &r.key,
@@ -200,7 +165,6 @@ impl SnapshotsApi for SnapshotsService {
             )
         })
         .await?;
-        self.publish(&ns, event);
         Ok(Response::new(()))
     }
 
@@ -209,16 +173,8 @@ impl SnapshotsApi for SnapshotsService {
         let ns = namespace_required(&req)?;
         let r = req.into_inner();
         let store = self.store.clone();
-        let event = Event::SnapshotRemove {
-            key: r.key.clone(),
-            snapshotter: canonical(&r.snapshotter).to_owned(),
-        };
-        let ns2 = ns.clone();
-        run_blocking(move || store.remove(&ns2, &r.snapshotter, &r.key)).await?;
-        if let Some(gc) = &self.gc {
-            gc.trigger();
-        }
-        self.publish(&ns, event);
+        // The record's removal wakes the collector (the metadata store's dereference callback).
+        run_blocking(move || store.remove(&ns, &r.snapshotter, &r.key)).await?;
         Ok(Response::new(()))
     }
 

@@ -79,11 +79,13 @@ pub fn registration() -> Registration {
     Registration::new(
         types::GRPC,
         "unpack",
-        &[types::METADATA, types::CONTENT, types::SNAPSHOTTER],
+        &[types::METADATA, types::CONTENT, types::SERVICE],
         |ctx| {
             let db = ctx.get_as::<MetadataDb>(types::METADATA)?;
             let content = ctx.get_as::<ContentStore>(types::CONTENT)?;
-            let snapshots = Arc::new(Snapshots::new(db.clone(), berth_snapshotter::drivers(ctx)));
+            // The shared namespaced instance: its snapshot events and the collector's wake-ups
+            // happen for the unpacker's changes as for the snapshots service's.
+            let snapshots = berth_snapshots::shared(ctx)?;
             let svc = UnpackServer::new(UnpackService {
                 ctx: Arc::new(Ctx {
                     db,

@@ -1,4 +1,8 @@
-//! Namespaced snapshots: records in the metadata store, snapshots in the drivers.
+//! Namespaced snapshots: records in the metadata store, snapshots in the drivers. One instance
+//! (the `io.containerd.service.v1.snapshots-service` plugin) is shared by the snapshots gRPC
+//! service, the daemon-side unpacker and, later, the runtime; it publishes `/snapshot/*` events
+//! itself, so every caller's changes are seen, and its record deletions wake the collector through
+//! the metadata store's dereference callback.
 //!
 //! Each operation changes the record first (where all the namespace rules are checked in one
 //! transaction), then calls the driver, and undoes the record change if the driver fails. A crash
@@ -8,8 +12,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use berth_events::{Event, Exchange};
 use berth_metadata::{MetaError, MetadataDb, SnapshotRecord};
-use berth_plugin::{Classify, ErrorKind};
+use berth_plugin::{types, Classify, ErrorKind, Instance, Registration};
 use berth_snapshotter::{Info, Kind, Mount, SnapshotError, Snapshotter, Usage};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +48,34 @@ pub struct NewSnapshot {
 pub struct Snapshots {
     db: Arc<MetadataDb>,
     drivers: HashMap<String, Arc<dyn Snapshotter>>,
+    events: Option<Arc<Exchange>>,
+}
+
+/// The id of the shared instance's plugin (type `io.containerd.service.v1`), as containerd names it.
+pub const PLUGIN_ID: &str = "snapshots-service";
+
+/// The `io.containerd.service.v1.snapshots-service` plugin: the one namespaced snapshots instance.
+pub fn registration() -> Registration {
+    Registration::new(
+        types::SERVICE,
+        PLUGIN_ID,
+        &[types::METADATA, types::SNAPSHOTTER, types::EVENT],
+        |ctx| {
+            let db = ctx.get_as::<MetadataDb>(types::METADATA)?;
+            let events = ctx.get_as::<Exchange>(types::EVENT).ok();
+            let store = Snapshots::new(db, berth_snapshotter::drivers(ctx)).with_events(events);
+            Ok(Arc::new(store) as Instance)
+        },
+    )
+}
+
+/// The shared instance, for plugins that require `io.containerd.service.v1`.
+pub fn shared(ctx: &berth_plugin::InitContext) -> Result<Arc<Snapshots>, berth_plugin::InitError> {
+    ctx.get_by_id(types::SERVICE, PLUGIN_ID)?
+        .downcast::<Snapshots>()
+        .map_err(|_| {
+            berth_plugin::InitError::Failed(format!("{PLUGIN_ID} is not a snapshots store"))
+        })
 }
 
 /// containerd calls the overlay driver `overlayfs`; `overlay` is accepted too.
@@ -67,7 +100,23 @@ fn info(rec: &SnapshotRecord, kind: Kind) -> Info {
 
 impl Snapshots {
     pub fn new(db: Arc<MetadataDb>, drivers: HashMap<String, Arc<dyn Snapshotter>>) -> Self {
-        Snapshots { db, drivers }
+        Snapshots {
+            db,
+            drivers,
+            events: None,
+        }
+    }
+
+    /// Publishes `/snapshot/prepare|commit|remove` on `events` after each change.
+    pub fn with_events(mut self, events: Option<Arc<Exchange>>) -> Self {
+        self.events = events;
+        self
+    }
+
+    fn publish(&self, ns: &str, event: Event) {
+        if let Some(ex) = &self.events {
+            ex.publish(ns, event);
+        }
     }
 
     fn driver(&self, sn: &str) -> Result<&Arc<dyn Snapshotter>, StoreError> {
@@ -100,7 +149,17 @@ impl Snapshots {
             d.prepare(&rec.backend_key, &bparent, labels)
         };
         match r {
-            Ok(m) => Ok(m),
+            Ok(m) => {
+                self.publish(
+                    ns,
+                    Event::SnapshotPrepare {
+                        key,
+                        parent,
+                        snapshotter: sn.to_owned(),
+                    },
+                );
+                Ok(m)
+            }
             Err(e) => {
                 if let Err(undo) = self.db.delete_snapshot_record(ns, sn, &key) {
                     tracing::error!(error = %undo, "cannot undo snapshot record after driver failure");
@@ -159,15 +218,19 @@ impl Snapshots {
             .db
             .commit_snapshot_record(ns, sn, name, key, labels, lease)?;
         if let Err(e) = d.commit(&new.backend_key, &old.backend_key, new.labels.clone()) {
-            let undo = self
-                .db
-                .delete_snapshot_record(ns, sn, name)
-                .and_then(|_| self.db.restore_snapshot_record(ns, sn, &old));
-            if let Err(undo) = undo {
+            if let Err(undo) = self.db.revert_snapshot_commit(ns, sn, name, &old) {
                 tracing::error!(error = %undo, "cannot undo snapshot commit record after driver failure");
             }
             return Err(e.into());
         }
+        self.publish(
+            ns,
+            Event::SnapshotCommit {
+                key: key.to_owned(),
+                name: name.to_owned(),
+                snapshotter: sn.to_owned(),
+            },
+        );
         Ok(())
     }
 
@@ -175,10 +238,25 @@ impl Snapshots {
         let d = self.driver(sn)?;
         let sn = canonical(sn);
         let rec = self.db.remove_snapshot_record(ns, sn, key)?;
+        let removed = || {
+            self.publish(
+                ns,
+                Event::SnapshotRemove {
+                    key: key.to_owned(),
+                    snapshotter: sn.to_owned(),
+                },
+            )
+        };
         match d.remove(&rec.backend_key) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                removed();
+                Ok(())
+            }
             // Already gone from the driver (an earlier crash): the record was all that was left.
-            Err(SnapshotError::NotFound(_)) => Ok(()),
+            Err(SnapshotError::NotFound(_)) => {
+                removed();
+                Ok(())
+            }
             Err(e) => {
                 if let Err(undo) = self.db.restore_snapshot_record(ns, sn, &rec) {
                     tracing::error!(error = %undo, "cannot restore snapshot record after driver failure");
