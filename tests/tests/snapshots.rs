@@ -8,8 +8,7 @@ use std::path::Path;
 use berth_api::snapshots::{
     snapshots_client::SnapshotsClient, RemoveSnapshotRequest, ViewSnapshotRequest,
 };
-use berth_snapshotter::mount::TempMount;
-use berth_snapshotter::Mount;
+use berth_mount::{Mount, TempMount};
 use berth_tests::fixtures::{self, sha256_digest, EntryKind, FixtureImage, TarEntry};
 use berth_tests::grpc::req;
 use berth_tests::{ok, require_root, Berthd, Containerd};
@@ -88,6 +87,8 @@ fn assert_matches_model(root: &Path, model: &BTreeMap<String, TarEntry>) {
     );
 }
 
+/// A view labelled `containerd.io/gc.root` (as `ctr` labels what it prepares), so that a
+/// collection started by an earlier deletion (the import's lease) cannot take it mid-test.
 fn view(berthd: &Berthd, sn: &str, key: &str, parent: &str) -> Vec<Mount> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -99,7 +100,7 @@ fn view(berthd: &Berthd, sn: &str, key: &str, parent: &str) -> Vec<Mount> {
                     snapshotter: sn.into(),
                     key: key.into(),
                     parent: parent.into(),
-                    labels: Default::default(),
+                    labels: [("containerd.io/gc.root".into(), "test".into())].into(),
                 },
             ))
             .await

@@ -14,7 +14,7 @@ use berth_api::snapshots::{
     snapshots_client::SnapshotsClient, MountsRequest, PrepareSnapshotRequest,
     RemoveSnapshotRequest, ViewSnapshotRequest,
 };
-use berth_snapshotter::Mount;
+use berth_mount::Mount;
 use clap::Args;
 use tonic::Code;
 
@@ -135,14 +135,14 @@ pub async fn mount(ctx: &Ctx, a: MountArgs) -> Result<(), CmdError> {
         Err(s) => return Err(s.into()),
     };
     let mounts: Vec<Mount> = mounts.into_iter().map(to_mount).collect();
-    berth_snapshotter::mount::mount_all(&mounts, Path::new(&a.target))
+    berth_mount::mount_all(&mounts, Path::new(&a.target))
         .map_err(|e| CmdError::Failed(format!("failed to mount {}: {e}", a.target)))?;
     println!("{}", a.target);
     Ok(())
 }
 
 pub async fn unmount(ctx: &Ctx, a: UnmountArgs) -> Result<(), CmdError> {
-    berth_snapshotter::mount::unmount_all(Path::new(&a.target))
+    berth_mount::unmount_all(Path::new(&a.target))
         .map_err(|e| CmdError::Failed(format!("failed to unmount {}: {e}", a.target)))?;
     if a.rm {
         let snapshotter = images::resolve_snapshotter(ctx, &a.snapshotter).await?;

@@ -21,6 +21,8 @@ pub enum SnapshotError {
     },
     #[error("snapshot metadata: {0}")]
     Storage(String),
+    #[error(transparent)]
+    Mount(#[from] berth_mount::MountError),
 }
 
 impl SnapshotError {
@@ -55,7 +57,9 @@ impl Classify for SnapshotError {
             SnapshotError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             SnapshotError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             SnapshotError::Unsupported(_) => ErrorKind::NotImplemented,
-            SnapshotError::Io { .. } | SnapshotError::Storage(_) => ErrorKind::Internal,
+            SnapshotError::Io { .. } | SnapshotError::Storage(_) | SnapshotError::Mount(_) => {
+                ErrorKind::Internal
+            }
         }
     }
 }

@@ -5,12 +5,12 @@
 //! new committed name; a view cannot be committed; a snapshot with children cannot be removed).
 //! [`metastore::MetaStore`] keeps ids, parents, kinds, labels and usage in a redb file in the
 //! driver's root, so a driver writes only the filesystem part. [`testsuite`] is the conformance
-//! suite every driver runs.
+//! suite every driver runs. Mounts are `berth-mount`'s [`Mount`], and mounting them is that
+//! crate's job.
 
 pub mod dirs;
 mod error;
 pub mod metastore;
-pub mod mount;
 pub mod testsuite;
 pub mod usage;
 
@@ -61,14 +61,8 @@ pub struct Usage {
     pub inodes: i64,
 }
 
-/// A mount, as containerd describes one (`mount -t type -o options source target`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Mount {
-    pub mount_type: String,
-    pub source: String,
-    pub target: String,
-    pub options: Vec<String>,
-}
+/// What drivers return: the one mount type of Berth, from `berth-mount` (which also mounts them).
+pub use berth_mount::Mount;
 
 /// A storage driver. Calls are blocking (they do filesystem work); services call them from
 /// blocking threads. Keys and names are unique per snapshotter; namespacing is the caller's job.

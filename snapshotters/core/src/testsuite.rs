@@ -42,7 +42,8 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 
-use crate::mount::TempMount;
+use berth_mount::TempMount;
+
 use crate::{Info, Kind, Mount, SnapshotError, Snapshotter};
 
 /// Builds the driver under test on the given root directory.
@@ -458,7 +459,8 @@ pub mod ops {
             Op::SetXattr { path, name, value } => {
                 let p = cstring(&under(root, path))?;
                 let n = CString::new(name.as_str()).map_err(io::Error::other)?;
-                // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+                // SAFETY: `p` and `n` are NUL-terminated strings alive for the call and
+                // `value` is readable for `value.len()` bytes; lsetxattr only reads them.
                 check_rc(unsafe {
                     libc::lsetxattr(
                         p.as_ptr(),
@@ -472,7 +474,8 @@ pub mod ops {
             Op::RemoveXattr { path, name } => {
                 let p = cstring(&under(root, path))?;
                 let n = CString::new(name.as_str()).map_err(io::Error::other)?;
-                // SAFETY: valid NUL-terminated strings.
+                // SAFETY: `p` and `n` are NUL-terminated strings alive for the call;
+                // lremovexattr only reads them.
                 check_rc(unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) })
             }
         }
@@ -496,7 +499,8 @@ pub use ops::{apply, dir, file, link, remove_all, remove_xattr, set_xattr, symli
 /// (security.*, system.*) depend on the host, not on the snapshotter, and are left out.
 pub fn list_xattrs(path: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
     let p = cstring(path)?;
-    // SAFETY: a NULL buffer of size 0 asks for the needed size.
+    // SAFETY: `p` is a NUL-terminated path alive for the call; with a null buffer and size 0
+    // llistxattr writes nothing and returns the size needed.
     let size = unsafe { libc::llistxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
     if size < 0 {
         let e = io::Error::last_os_error();
@@ -506,7 +510,8 @@ pub fn list_xattrs(path: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
         return Err(e);
     }
     let mut names = vec![0u8; size as usize];
-    // SAFETY: the buffer has the given length.
+    // SAFETY: `p` is NUL-terminated and `names` writable for `names.len()` bytes, the most
+    // llistxattr writes.
     let got = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
     if got < 0 {
         return Err(io::Error::last_os_error());
@@ -527,13 +532,15 @@ pub fn list_xattrs(path: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
 pub fn get_xattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
     let p = cstring(path)?;
     let n = CString::new(name).map_err(io::Error::other)?;
-    // SAFETY: valid strings; a NULL buffer of size 0 asks for the size.
+    // SAFETY: `p` and `n` are NUL-terminated strings alive for the call; with a null buffer and
+    // size 0 lgetxattr writes nothing and returns the size needed.
     let size = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
     if size < 0 {
         return Err(io::Error::last_os_error());
     }
     let mut value = vec![0u8; size as usize];
-    // SAFETY: the buffer has the given length.
+    // SAFETY: `p` and `n` are NUL-terminated and `value` writable for `value.len()` bytes, the
+    // most lgetxattr writes.
     let got = unsafe {
         libc::lgetxattr(
             p.as_ptr(),
@@ -846,6 +853,7 @@ fn outcome<T: std::fmt::Debug>(r: Result<T, SnapshotError>) -> (&'static str, St
         Err(SnapshotError::Unsupported(_)) => "Unsupported",
         Err(SnapshotError::Io { .. }) => "Io",
         Err(SnapshotError::Storage(_)) => "Storage",
+        Err(SnapshotError::Mount(_)) => "Mount",
     };
     (variant, format!("{r:?}"))
 }

@@ -142,7 +142,8 @@ fn copy_file(s: &Path, d: &Path, meta: &fs::Metadata) -> Result<(), SnapshotErro
     if len == 0 {
         return Ok(());
     }
-    // SAFETY: FICLONE takes the source fd as its argument; both fds are valid here.
+    // SAFETY: `dst` and `src` are open files borrowed for the call; FICLONE takes the source
+    // descriptor as its plain integer argument and writes through no pointer.
     if unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd()) } == 0 {
         return Ok(());
     }
@@ -163,7 +164,8 @@ fn copy_range(src: &File, dst: &File, off: u64, len: u64, d: &Path) -> Result<()
     let end = (off + len) as i64;
     while in_off < end {
         let want = (end - in_off).min(1 << 30) as usize;
-        // SAFETY: valid fds and offsets owned by this function.
+        // SAFETY: both descriptors are open files borrowed for the call; the offset pointers are
+        // to this function's own `i64`s, which copy_file_range reads and advances.
         let n = unsafe {
             libc::copy_file_range(
                 src.as_raw_fd(),
@@ -220,7 +222,7 @@ fn copy_sparse(src: &File, dst: &File, len: u64, d: &Path) -> Result<(), Snapsho
     let mut pos: i64 = 0;
     let end = len as i64;
     while pos < end {
-        // SAFETY: lseek on a valid fd.
+        // SAFETY: `fd` belongs to `src`, open for the whole loop; lseek takes no pointers.
         let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
         if data < 0 {
             let e = std::io::Error::last_os_error();
@@ -230,6 +232,7 @@ fn copy_sparse(src: &File, dst: &File, len: u64, d: &Path) -> Result<(), Snapsho
             // SEEK_DATA unsupported: copy everything.
             return copy_range(src, dst, 0, len, d);
         }
+        // SAFETY: as above.
         let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
         let hole = if hole < 0 { end } else { hole.min(end) };
         copy_range(src, dst, data as u64, (hole - data) as u64, d)?;

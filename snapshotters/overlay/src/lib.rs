@@ -12,6 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use berth_mount::OverlayOptions;
 use berth_plugin::{types, InitError, Instance, Registration};
 use berth_snapshotter::dirs::SnapshotDirs;
 use berth_snapshotter::metastore::Snapshot;
@@ -22,8 +23,10 @@ pub struct OverlaySnapshotter {
     root: PathBuf,
     dirs: SnapshotDirs,
     ms: MetaStore,
-    /// Options every overlay mount gets (`index=off`, `userxattr`), decided once at start.
+    /// Options every overlay mount gets (`index=off`), decided once at start.
     extra_options: Vec<String>,
+    /// Whether overlay keeps its metadata in `user.` xattrs here (see [`needs_userxattr`]).
+    userxattr: bool,
 }
 
 /// Whether the overlay module has the `index` feature (then Berth turns it off, as containerd
@@ -65,14 +68,12 @@ impl OverlaySnapshotter {
         if supports_index() {
             extra_options.push("index=off".to_owned());
         }
-        if needs_userxattr() {
-            extra_options.push("userxattr".to_owned());
-        }
         Ok(OverlaySnapshotter {
             root: root.to_owned(),
             dirs,
             ms,
             extra_options,
+            userxattr: needs_userxattr(),
         })
     }
 
@@ -98,25 +99,19 @@ impl OverlaySnapshotter {
         if s.kind == Kind::View && s.parent_ids.len() == 1 {
             return vec![bind(self.upper(&s.parent_ids[0]), true)];
         }
-        let lower: Vec<String> = s
-            .parent_ids
-            .iter()
-            .map(|id| self.upper(id).display().to_string())
-            .collect();
-        let mut options = self.extra_options.clone();
-        if s.kind == Kind::Active {
-            options.push(format!(
-                "workdir={}",
-                self.dir(&s.id).join("work").display()
-            ));
-            options.push(format!("upperdir={}", self.upper(&s.id).display()));
-        }
-        options.push(format!("lowerdir={}", lower.join(":")));
+        let active = s.kind == Kind::Active;
+        let options = OverlayOptions {
+            upperdir: active.then(|| self.upper(&s.id)),
+            workdir: active.then(|| self.dir(&s.id).join("work")),
+            lowerdirs: s.parent_ids.iter().map(|id| self.upper(id)).collect(),
+            userxattr: self.userxattr,
+            other: self.extra_options.clone(),
+        };
         vec![Mount {
             mount_type: "overlay".into(),
             source: "overlay".into(),
             target: String::new(),
-            options,
+            options: options.to_options(),
         }]
     }
 
@@ -226,7 +221,7 @@ impl Snapshotter for OverlaySnapshotter {
     fn staging(&self) -> Option<Staging> {
         Some(Staging {
             dir: self.root.join("staging"),
-            userxattr: self.extra_options.iter().any(|o| o == "userxattr"),
+            userxattr: self.userxattr,
         })
     }
 

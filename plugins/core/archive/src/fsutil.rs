@@ -33,7 +33,8 @@ pub(crate) fn openat(
     mode: libc::mode_t,
 ) -> io::Result<OwnedFd> {
     loop {
-        // SAFETY: `name` is a valid C string and `dir` a live descriptor for the duration.
+        // SAFETY: `name` is a NUL-terminated string and `dir` an open descriptor, both borrowed
+        // for the whole call; openat only reads them and returns a new descriptor or -1.
         let fd = unsafe {
             libc::openat(
                 dir.as_raw_fd(),
@@ -43,7 +44,8 @@ pub(crate) fn openat(
             )
         };
         if fd >= 0 {
-            // SAFETY: the kernel just handed us this descriptor and nothing else owns it.
+            // SAFETY: the kernel just returned `fd` as a new descriptor that nothing else owns;
+            // the OwnedFd becomes its only owner and closes it once.
             return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
         }
         let err = io::Error::last_os_error();
@@ -55,17 +57,19 @@ pub(crate) fn openat(
 
 pub(crate) fn open_path(path: &std::path::Path, flags: libc::c_int) -> io::Result<OwnedFd> {
     let c = cstr(path.as_os_str().as_bytes())?;
-    // SAFETY: valid C string.
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; open only reads it.
     let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
     cvt(fd)?;
-    // SAFETY: fresh descriptor owned by nobody else.
+    // SAFETY: open succeeded, so `fd` is a new descriptor that nothing else owns; the OwnedFd
+    // becomes its only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `fstatat` with `AT_SYMLINK_NOFOLLOW`: the name itself, never what it points to.
 pub(crate) fn lstatat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: valid pointers; the kernel fills `st` on success.
+    // SAFETY: `name` is NUL-terminated and `dir` open for the call; `st` points to writable
+    // memory the size of a `stat`, which the kernel fills on success.
     cvt(unsafe {
         libc::fstatat(
             dir.as_raw_fd(),
@@ -74,7 +78,7 @@ pub(crate) fn lstatat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat
             libc::AT_SYMLINK_NOFOLLOW,
         )
     })?;
-    // SAFETY: fstatat succeeded, so `st` is initialised.
+    // SAFETY: fstatat succeeded (cvt returned early otherwise), so it wrote the whole `stat`.
     Ok(unsafe { st.assume_init() })
 }
 
@@ -89,9 +93,9 @@ pub(crate) fn lstatat_opt(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option
 
 pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: valid pointer; filled on success.
+    // SAFETY: `fd` is open for the call and `st` points to writable memory the size of a `stat`.
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
-    // SAFETY: fstat succeeded.
+    // SAFETY: fstat succeeded (cvt returned early otherwise), so it wrote the whole `stat`.
     Ok(unsafe { st.assume_init() })
 }
 
@@ -100,7 +104,7 @@ pub(crate) fn is_dir(st: &libc::stat) -> bool {
 }
 
 pub(crate) fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
-    // SAFETY: valid C string and descriptor.
+    // SAFETY: `name` is NUL-terminated and `dir` open for the call; mkdirat only reads them.
     cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
 }
 
@@ -110,12 +114,13 @@ pub(crate) fn mknodat(
     mode: libc::mode_t,
     dev: libc::dev_t,
 ) -> io::Result<()> {
-    // SAFETY: valid C string and descriptor.
+    // SAFETY: `name` is NUL-terminated and `dir` open for the call; mknodat only reads them.
     cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, dev) }).map(drop)
 }
 
 pub(crate) fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    // SAFETY: valid C strings and descriptor.
+    // SAFETY: `target` and `name` are NUL-terminated and `dir` open for the call; symlinkat only
+    // reads them.
     cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
 }
 
@@ -126,7 +131,8 @@ pub(crate) fn linkat(
     new_dir: BorrowedFd<'_>,
     new_name: &CStr,
 ) -> io::Result<()> {
-    // SAFETY: valid C strings and descriptors.
+    // SAFETY: both names are NUL-terminated and both directories open for the call; linkat only
+    // reads them.
     cvt(unsafe {
         libc::linkat(
             old_dir.as_raw_fd(),
@@ -142,7 +148,8 @@ pub(crate) fn linkat(
 pub(crate) fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 256];
     loop {
-        // SAFETY: the buffer is writable for its length.
+        // SAFETY: `name` is NUL-terminated and `dir` open; `buf` is writable for `buf.len()` bytes,
+        // the most readlinkat writes (it adds no NUL).
         let n = unsafe {
             libc::readlinkat(
                 dir.as_raw_fd(),
@@ -168,7 +175,7 @@ pub(crate) fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>
 }
 
 pub(crate) fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: valid C string and descriptor.
+    // SAFETY: `name` is NUL-terminated and `dir` open for the call; unlinkat only reads them.
     cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
 }
 
@@ -178,7 +185,7 @@ pub(crate) fn fchownat_nofollow(
     uid: u32,
     gid: u32,
 ) -> io::Result<()> {
-    // SAFETY: valid C string and descriptor.
+    // SAFETY: `name` is NUL-terminated and `dir` open for the call; fchownat only reads them.
     cvt(unsafe {
         libc::fchownat(
             dir.as_raw_fd(),
@@ -192,18 +199,18 @@ pub(crate) fn fchownat_nofollow(
 }
 
 pub(crate) fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
-    // SAFETY: valid descriptor.
+    // SAFETY: `fd` is open for the call; fchown takes no pointers.
     cvt(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
 }
 
 pub(crate) fn fchmod(fd: BorrowedFd<'_>, mode: libc::mode_t) -> io::Result<()> {
-    // SAFETY: valid descriptor.
+    // SAFETY: `fd` is open for the call; fchmod takes no pointers.
     cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
 }
 
 /// chmod of a name that is known not to be a symlink (Linux cannot chmod symlinks).
 pub(crate) fn fchmodat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
-    // SAFETY: valid C string and descriptor.
+    // SAFETY: `name` is NUL-terminated and `dir` open for the call; fchmodat only reads them.
     cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) }).map(drop)
 }
 
@@ -230,7 +237,8 @@ pub(crate) fn utimensat_nofollow(
     mtime: Time,
 ) -> io::Result<()> {
     let ts = [atime.timespec(), mtime.timespec()];
-    // SAFETY: valid C string, descriptor and two-element array.
+    // SAFETY: `name` is NUL-terminated and `dir` open for the call; `ts` is the two-element array
+    // utimensat reads (access, then modification time).
     cvt(unsafe {
         libc::utimensat(
             dir.as_raw_fd(),
@@ -244,12 +252,12 @@ pub(crate) fn utimensat_nofollow(
 
 pub(crate) fn futimens(fd: BorrowedFd<'_>, atime: Time, mtime: Time) -> io::Result<()> {
     let ts = [atime.timespec(), mtime.timespec()];
-    // SAFETY: valid descriptor and two-element array.
+    // SAFETY: `fd` is open for the call; `ts` is the two-element array futimens reads.
     cvt(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) }).map(drop)
 }
 
 pub(crate) fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: valid descriptor.
+    // SAFETY: `fd` is open for the call; syncfs takes no pointers.
     cvt(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(drop)
 }
 
@@ -272,7 +280,8 @@ pub(crate) enum XattrTarget<'a> {
 pub(crate) fn set_xattr(target: XattrTarget<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
     let key = cstr(key)?;
     let ret = match target {
-        // SAFETY: valid C string, descriptor and value buffer.
+        // SAFETY: `key` is NUL-terminated, `fd` open and `value` readable for `value.len()`
+        // bytes for the call; fsetxattr only reads them.
         XattrTarget::Fd(fd) => unsafe {
             libc::fsetxattr(
                 fd.as_raw_fd(),
@@ -284,7 +293,8 @@ pub(crate) fn set_xattr(target: XattrTarget<'_>, key: &[u8], value: &[u8]) -> io
         },
         XattrTarget::At(dir, name) => {
             let p = proc_path(dir, name)?;
-            // SAFETY: valid C strings and value buffer.
+            // SAFETY: `p` and `key` are NUL-terminated and `value` readable for `value.len()`
+            // bytes for the call; lsetxattr only reads them.
             unsafe {
                 libc::lsetxattr(
                     p.as_ptr(),
@@ -308,11 +318,13 @@ pub(crate) fn list_xattrs(target: XattrTarget<'_>) -> io::Result<Vec<(Vec<u8>, V
     };
     let list = |buf: &mut [u8]| -> isize {
         match (&target, &path) {
-            // SAFETY: the buffer is writable for its length (a zero length only asks the size).
+            // SAFETY: `fd` is open and `buf` writable for `buf.len()` bytes, the most flistxattr
+            // writes (a zero length only asks the size and writes nothing).
             (XattrTarget::Fd(fd), _) => unsafe {
                 libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
             },
-            // SAFETY: as above, with a valid C string path.
+            // SAFETY: `p` is NUL-terminated and `buf` writable for `buf.len()` bytes, the most
+            // llistxattr writes.
             (_, Some(p)) => unsafe {
                 libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
             },
@@ -321,7 +333,8 @@ pub(crate) fn list_xattrs(target: XattrTarget<'_>) -> io::Result<Vec<(Vec<u8>, V
     };
     let get = |key: &CStr, buf: &mut [u8]| -> isize {
         match (&target, &path) {
-            // SAFETY: valid key and writable buffer.
+            // SAFETY: `key` is NUL-terminated, `fd` open and `buf` writable for `buf.len()`
+            // bytes, the most fgetxattr writes.
             (XattrTarget::Fd(fd), _) => unsafe {
                 libc::fgetxattr(
                     fd.as_raw_fd(),
@@ -330,7 +343,8 @@ pub(crate) fn list_xattrs(target: XattrTarget<'_>) -> io::Result<Vec<(Vec<u8>, V
                     buf.len(),
                 )
             },
-            // SAFETY: valid path, key and writable buffer.
+            // SAFETY: `p` and `key` are NUL-terminated and `buf` writable for `buf.len()` bytes,
+            // the most lgetxattr writes.
             (_, Some(p)) => unsafe {
                 libc::lgetxattr(p.as_ptr(), key.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
             },
@@ -401,19 +415,19 @@ pub(crate) fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
     // A fresh O_RDONLY descriptor: `dir` may be an O_PATH one, which getdents refuses, and
     // fdopendir takes ownership of what it is given.
     let fd = openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
-    // SAFETY: `raw` is an open directory descriptor whose ownership passes to the DIR stream.
-    let dirp = unsafe { libc::fdopendir(raw) };
+    // SAFETY: `fd` is an open directory descriptor; on success the DIR stream owns it.
+    let dirp = unsafe { libc::fdopendir(fd.as_raw_fd()) };
     if dirp.is_null() {
-        let e = io::Error::last_os_error();
-        // SAFETY: fdopendir failed, so we still own `raw`.
-        unsafe { libc::close(raw) };
-        return Err(e);
+        // fdopendir failed: `fd` is still ours and closes on return.
+        return Err(io::Error::last_os_error());
     }
+    // The stream owns the descriptor now, and closedir closes it.
+    let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
     struct Closer(*mut libc::DIR);
     impl Drop for Closer {
         fn drop(&mut self) {
-            // SAFETY: the stream is open and closed exactly once.
+            // SAFETY: `self.0` is the stream fdopendir returned, not closed before: Closer is
+            // made once per stream and this is its only closedir.
             unsafe { libc::closedir(self.0) };
         }
     }
@@ -421,9 +435,9 @@ pub(crate) fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
     let mut names = Vec::new();
     loop {
         // readdir signals errors only through errno, so clear it first.
-        // SAFETY: errno is thread-local.
-        unsafe { *libc::__errno_location() = 0 };
-        // SAFETY: `dirp` is a live stream.
+        nix::errno::Errno::clear();
+        // SAFETY: `dirp` is an open stream used by this thread only (it never leaves this
+        // function), as readdir requires.
         let ent = unsafe { libc::readdir64(dirp) };
         if ent.is_null() {
             let e = io::Error::last_os_error();
@@ -432,7 +446,9 @@ pub(crate) fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
             }
             break;
         }
-        // SAFETY: d_name is a NUL-terminated array inside the returned entry.
+        // SAFETY: `ent` is non-null, so it points to the entry readdir just returned, valid until
+        // the next readdir on `dirp`; its d_name is a NUL-terminated array, copied out below
+        // before that next call.
         let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
         if name != b"." && name != b".." {
             names.push(name.to_vec());
@@ -471,6 +487,5 @@ pub(crate) fn os(b: &[u8]) -> &OsStr {
 }
 
 pub(crate) fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }

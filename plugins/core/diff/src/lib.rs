@@ -18,9 +18,8 @@ use std::time::SystemTime;
 use berth_archive::{ApplyOptions, ArchiveError, DiffOptions, WhiteoutMode, XattrPrefix};
 use berth_content_store::{ContentError, ContentStore};
 use berth_metadata::Descriptor;
+use berth_mount::{Mount, MountError, TempMount};
 use berth_plugin::{Classify, ErrorKind};
-use berth_snapshotter::mount::TempMount;
-use berth_snapshotter::{Mount, SnapshotError};
 
 pub const MEDIA_TYPE_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -34,7 +33,7 @@ pub enum DiffError {
     #[error(transparent)]
     Archive(#[from] ArchiveError),
     #[error(transparent)]
-    Mount(#[from] SnapshotError),
+    Mount(#[from] MountError),
     #[error("{0}: invalid argument")]
     InvalidArgument(String),
     #[error("{0}: not implemented")]
@@ -47,7 +46,8 @@ impl Classify for DiffError {
     fn kind(&self) -> ErrorKind {
         match self {
             DiffError::Content(e) => e.kind(),
-            DiffError::Mount(e) => e.kind(),
+            DiffError::Mount(MountError::ContainsNul { .. }) => ErrorKind::InvalidArgument,
+            DiffError::Mount(_) => ErrorKind::Internal,
             DiffError::Archive(e) => e.kind(),
             DiffError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             DiffError::Unsupported(_) => ErrorKind::NotImplemented,
@@ -57,6 +57,7 @@ impl Classify for DiffError {
 }
 
 /// Where to extract, and how, for the given mounts.
+#[derive(Debug, PartialEq, Eq)]
 enum Target {
     /// Straight into a directory (overlay upper or bind source).
     Dir {
@@ -69,46 +70,28 @@ enum Target {
 }
 
 fn target(mounts: Vec<Mount>) -> Target {
-    if mounts.len() == 1 {
-        let m = &mounts[0];
-        let opt = |name: &str| {
-            m.options
-                .iter()
-                .find_map(|o| o.strip_prefix(name).map(str::to_owned))
-        };
-        match m.mount_type.as_str() {
-            "overlay" => {
-                if let Some(upper) = opt("upperdir=") {
-                    let parents = opt("lowerdir=")
-                        .map(|l| {
-                            l.split(':')
-                                .filter(|s| !s.is_empty())
-                                .map(PathBuf::from)
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let prefix = if m.options.iter().any(|o| o == "userxattr") {
-                        XattrPrefix::User
-                    } else {
-                        XattrPrefix::Trusted
-                    };
-                    return Target::Dir {
-                        path: PathBuf::from(upper),
-                        whiteouts: WhiteoutMode::Overlay {
-                            xattr_prefix: prefix,
-                        },
-                        parents,
-                    };
-                }
-            }
-            "bind" | "rbind" if !m.options.iter().any(|o| o == "ro") => {
+    if let [m] = mounts.as_slice() {
+        if let Some(overlay) = m.overlay_options() {
+            if let Some(upper) = overlay.upperdir {
+                let prefix = if overlay.userxattr {
+                    XattrPrefix::User
+                } else {
+                    XattrPrefix::Trusted
+                };
                 return Target::Dir {
-                    path: PathBuf::from(&m.source),
-                    whiteouts: WhiteoutMode::Delete,
-                    parents: Vec::new(),
+                    path: upper,
+                    whiteouts: WhiteoutMode::Overlay {
+                        xattr_prefix: prefix,
+                    },
+                    parents: overlay.lowerdirs,
                 };
             }
-            _ => {}
+        } else if matches!(m.mount_type.as_str(), "bind" | "rbind") && !m.is_readonly() {
+            return Target::Dir {
+                path: PathBuf::from(&m.source),
+                whiteouts: WhiteoutMode::Delete,
+                parents: Vec::new(),
+            };
         }
     }
     Target::Mounted(mounts)
@@ -269,4 +252,80 @@ pub fn diff(
         size,
         annotations: Default::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(mount_type: &str, source: &str, options: &[&str]) -> Mount {
+        Mount {
+            mount_type: mount_type.into(),
+            source: source.into(),
+            target: String::new(),
+            options: options.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn an_active_overlay_is_applied_straight_into_its_upper() {
+        let m = mount(
+            "overlay",
+            "overlay",
+            &[
+                "index=off",
+                "userxattr",
+                "workdir=/s/3/work",
+                "upperdir=/s/3/fs",
+                "lowerdir=/s/2/fs:/s/1/fs",
+            ],
+        );
+        assert_eq!(
+            target(vec![m]),
+            Target::Dir {
+                path: "/s/3/fs".into(),
+                whiteouts: WhiteoutMode::Overlay {
+                    xattr_prefix: XattrPrefix::User
+                },
+                parents: vec!["/s/2/fs".into(), "/s/1/fs".into()],
+            }
+        );
+        let m = mount("overlay", "overlay", &["upperdir=/u", "lowerdir=/l"]);
+        assert!(matches!(
+            target(vec![m]),
+            Target::Dir {
+                whiteouts: WhiteoutMode::Overlay {
+                    xattr_prefix: XattrPrefix::Trusted
+                },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_writable_bind_is_applied_into_its_source_with_deletions() {
+        assert_eq!(
+            target(vec![mount("bind", "/s/1/fs", &["rw", "rbind"])]),
+            Target::Dir {
+                path: "/s/1/fs".into(),
+                whiteouts: WhiteoutMode::Delete,
+                parents: Vec::new(),
+            }
+        );
+    }
+
+    #[test]
+    fn anything_else_is_mounted_first() {
+        for mounts in [
+            vec![mount("overlay", "overlay", &["ro", "lowerdir=/b:/a"])],
+            vec![mount("bind", "/s/1/fs", &["ro", "rbind"])],
+            vec![mount("ext4", "/dev/sdb1", &[])],
+            vec![
+                mount("bind", "/a", &["rw", "rbind"]),
+                mount("bind", "/b", &["rw", "rbind"]),
+            ],
+        ] {
+            assert_eq!(target(mounts.clone()), Target::Mounted(mounts));
+        }
+    }
 }

@@ -561,12 +561,9 @@ fn existing_layer_dirs(
     let _ = ctx.snapshots.remove(ns, sn, &key);
     let mut dirs: Vec<PathBuf> = Vec::new();
     for m in mounts {
-        if m.mount_type == "overlay" {
-            if let Some(l) = m.options.iter().find_map(|o| o.strip_prefix("lowerdir=")) {
-                dirs.extend(l.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
-            }
-        } else {
-            dirs.push(PathBuf::from(m.source));
+        match m.overlay_options() {
+            Some(overlay) => dirs.extend(overlay.lowerdirs),
+            None => dirs.push(PathBuf::from(m.source)),
         }
     }
     dirs.reverse(); // lowerdir lists nearest first

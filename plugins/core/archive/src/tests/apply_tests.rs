@@ -250,8 +250,10 @@ fn no_same_owner_keeps_the_applier_as_owner() {
     };
     apply(layer.as_slice(), &env.target, &opts).unwrap();
     let f = md(&env.target.join("f"));
-    // SAFETY: getters that cannot fail.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (uid, gid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
     assert_eq!((f.uid(), f.gid()), (uid, gid));
     assert_eq!(f.mode() & 0o7777, 0o640);
 }

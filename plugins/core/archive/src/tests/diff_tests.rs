@@ -127,11 +127,10 @@ fn modify_upper(u: &Path) {
     set_lxattr(&u.join("var/lib/xattrs"), "user.added", b"+");
     set_lxattr(&u.join("var/lib/xattrs"), "trusted.root-only", b"t");
     let p = CString::new(u.join("var/lib/xattrs").as_os_str().as_bytes()).unwrap();
-    // SAFETY: valid C strings.
-    assert_eq!(
-        unsafe { libc::lremovexattr(p.as_ptr(), c"user.remove-me".as_ptr()) },
-        0
-    );
+    // SAFETY: `p` and the name are NUL-terminated strings alive for the call; lremovexattr only
+    // reads them.
+    let removed = unsafe { libc::lremovexattr(p.as_ptr(), c"user.remove-me".as_ptr()) };
+    assert_eq!(removed, 0, "{}", std::io::Error::last_os_error());
     std::fs::remove_file(u.join("etc/retarget")).unwrap();
     std::os::unix::fs::symlink("bbbb", u.join("etc/retarget")).unwrap();
     std::os::unix::fs::symlink("/usr/bin/tool", u.join("usr/bin/newlink")).unwrap();

@@ -205,7 +205,8 @@ pub(crate) fn lxattr(path: &Path, key: &str) -> Option<Vec<u8>> {
 pub(crate) fn set_lxattr(path: &Path, key: &str, value: &[u8]) {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     let k = CString::new(key).unwrap();
-    // SAFETY: valid C strings and buffer.
+    // SAFETY: `p` and `k` are NUL-terminated strings alive for the call and `value` is readable
+    // for `value.len()` bytes; lsetxattr only reads them.
     let r = unsafe {
         libc::lsetxattr(
             p.as_ptr(),
@@ -236,7 +237,8 @@ pub(crate) fn set_times(path: &Path, sec: i64, nsec: i64) {
             tv_nsec: nsec,
         },
     ];
-    // SAFETY: valid C string and two-element array.
+    // SAFETY: `p` is a NUL-terminated path alive for the call and `ts` the two-element array
+    // utimensat reads.
     let r = unsafe {
         libc::utimensat(
             libc::AT_FDCWD,
@@ -254,7 +256,7 @@ pub(crate) fn lchown(path: &Path, uid: u32, gid: u32) {
 
 pub(crate) fn mknod(path: &Path, mode: libc::mode_t, dev: libc::dev_t) {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: valid C string.
+    // SAFETY: `p` is a NUL-terminated path alive for the call; mknod only reads it.
     let r = unsafe { libc::mknod(p.as_ptr(), mode, dev) };
     assert_eq!(
         r,
