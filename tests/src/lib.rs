@@ -85,6 +85,8 @@ pub struct Berthd {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub extra_args: Vec<String>,
+    /// `--log-level`; tests log at debug, benchmarks at info (as containerd runs).
+    pub log_level: &'static str,
 }
 
 impl Berthd {
@@ -92,8 +94,18 @@ impl Berthd {
         Berthd::start_with(&[])
     }
 
+    /// Starts berthd logging at `info`, as a production daemon (and the comparison containerd)
+    /// runs: for benchmarks, where debug logging would be measured too.
+    pub fn start_quiet() -> Berthd {
+        Berthd::start_at(&[], "info")
+    }
+
     /// Starts berthd with extra arguments (e.g. `--config <file>`).
     pub fn start_with(args: &[&str]) -> Berthd {
+        Berthd::start_at(args, "debug")
+    }
+
+    fn start_at(args: &[&str], log_level: &'static str) -> Berthd {
         let dir = tempfile::Builder::new()
             .prefix("berthd-test")
             .tempdir()
@@ -102,6 +114,7 @@ impl Berthd {
             dir,
             child: None,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            log_level,
         };
         d.spawn();
         d
@@ -137,7 +150,7 @@ impl Berthd {
             .arg("--address")
             .arg(self.socket())
             .arg("--log-level")
-            .arg("debug")
+            .arg(self.log_level)
             .args(&self.extra_args);
         cmd
     }

@@ -25,7 +25,9 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GcConfig {
-    /// Accepted for containerd compatibility; Berth does not pause writers during a collection.
+    /// The largest share of time collections may take: after a collection that took `d`, the
+    /// next waits at least `d / pause_threshold - d` (containerd's default 0.02). Berth does not
+    /// pause writers for the metadata pass; the driver and blob sweeps hold them out.
     pub pause_threshold: f64,
     /// Accepted for containerd compatibility; every deletion schedules a collection.
     pub deletion_threshold: u32,
@@ -72,6 +74,8 @@ pub enum GcError {
     Meta(#[from] MetaError),
     #[error(transparent)]
     Content(#[from] ContentError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     #[error("collection task failed: {0}")]
     Task(String),
 }
@@ -80,6 +84,7 @@ impl Classify for GcError {
     fn kind(&self) -> ErrorKind {
         match self {
             GcError::Meta(e) => e.kind(),
+            GcError::Snapshot(e) => e.kind(),
             GcError::Content(e) => e.kind(),
             GcError::Task(_) => ErrorKind::Internal,
         }
@@ -107,6 +112,9 @@ struct Inner {
     /// Serialises collections: a sync delete waits for its own full run.
     running: tokio::sync::Mutex<()>,
     last: Mutex<Option<Stats>>,
+    /// When the last collection ended and how long it took (for `pause_threshold`).
+    last_run: Mutex<Option<(Instant, Duration)>>,
+    pause_threshold: f64,
     d: Durations,
 }
 
@@ -159,6 +167,11 @@ impl Scheduler {
             );
         }
         *self.inner.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats.clone());
+        *self
+            .inner
+            .last_run
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), stats.duration));
         Ok(stats)
     }
 
@@ -188,11 +201,33 @@ impl Scheduler {
             };
             if woken {
                 tokio::time::sleep(self.inner.d.schedule_delay).await;
+                // containerd's pause_threshold: collections take at most that share of the time,
+                // so a burst of deletions is collected in a few passes, not one pass each.
+                if let Some(wait) = self.pause_left() {
+                    tokio::time::sleep(wait).await;
+                }
                 self.collect_logged().await;
             } else if self.time_made_garbage().await {
                 self.collect_logged().await;
             }
         }
+    }
+
+    /// How long to wait before the next collection so that collections stay within
+    /// `pause_threshold` of the time: a collection that took `d` is followed by at least
+    /// `d / pause_threshold - d` of quiet.
+    fn pause_left(&self) -> Option<Duration> {
+        let threshold = self.inner.pause_threshold;
+        if !(threshold > 0.0 && threshold < 1.0) {
+            return None;
+        }
+        let (ended, took) = (*self
+            .inner
+            .last_run
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()))?;
+        let gap = took.mul_f64(1.0 / threshold - 1.0);
+        gap.checked_sub(ended.elapsed())
     }
 
     async fn collect_logged(&self) {
@@ -233,6 +268,31 @@ fn now_nanos() -> i64 {
     berth_metadata::now_nanos()
 }
 
+/// Driver snapshots that no key in `keep` names, each after its children.
+fn orphans(driver: &dyn Snapshotter, keep: &HashSet<String>) -> Result<Vec<String>, GcError> {
+    let mut parents: HashMap<String, String> = HashMap::new();
+    driver.walk(&mut |i| {
+        parents.insert(i.name.clone(), i.parent.clone());
+        true
+    })?;
+    let depth = |key: &str| {
+        let mut d = 0usize;
+        let mut cur = parents.get(key).map(String::as_str).unwrap_or("");
+        while !cur.is_empty() && d < parents.len() {
+            d += 1;
+            cur = parents.get(cur).map(String::as_str).unwrap_or("");
+        }
+        d
+    };
+    let mut dead: Vec<(usize, String)> = parents
+        .keys()
+        .filter(|k| !keep.contains(*k))
+        .map(|k| (depth(k), k.clone()))
+        .collect();
+    dead.sort_by(|a, b| b.cmp(a));
+    Ok(dead.into_iter().map(|(_, k)| k).collect())
+}
+
 /// One full collection: metadata first, then disk under the sweep guard.
 fn collect(inner: &Inner) -> Result<Stats, GcError> {
     let start = Instant::now();
@@ -242,17 +302,34 @@ fn collect(inner: &Inner) -> Result<Stats, GcError> {
         leases: meta.leases,
         ..Default::default()
     };
-    // Snapshots: children come first in the list, so each removal finds its children gone.
-    for (sn, key) in meta.snapshots {
-        let Some(driver) = inner.drivers.get(&sn) else {
-            tracing::warn!(snapshotter = %sn, key = %key, "snapshot of an unavailable snapshotter not removed");
-            continue;
-        };
-        match driver.remove(&key) {
-            Ok(()) | Err(SnapshotError::NotFound(_)) => stats.snapshots.push((sn, key)),
-            Err(e) => {
-                tracing::warn!(snapshotter = %sn, key = %key, error = %e, "cannot remove snapshot")
+    {
+        // Snapshots: every driver snapshot no record points to goes, children first. The guard
+        // keeps out Prepare, View and Commit (which hold it from their record change to their
+        // driver call), so the records read under it describe the drivers exactly.
+        let _guard = inner.db.sweep_guard();
+        let live = inner.db.live_snapshot_backends()?;
+        let none = HashSet::new();
+        for (sn, driver) in &inner.drivers {
+            let keep = live.get(sn).unwrap_or(&none);
+            for key in orphans(driver.as_ref(), keep)? {
+                match driver.remove(&key) {
+                    Ok(()) | Err(SnapshotError::NotFound(_)) => {
+                        stats.snapshots.push((sn.clone(), key))
+                    }
+                    Err(e) => {
+                        tracing::warn!(snapshotter = %sn, key = %key, error = %e, "cannot remove snapshot")
+                    }
+                }
             }
+        }
+        // Records of an unavailable snapshotter (a proxy that is down) keep their driver
+        // snapshots until it is back; say so once per collection.
+        for (sn, _) in meta
+            .snapshots
+            .iter()
+            .filter(|(sn, _)| !inner.drivers.contains_key(sn))
+        {
+            tracing::warn!(snapshotter = %sn, "snapshots of an unavailable snapshotter not removed");
         }
     }
     let local = inner.content.local();
@@ -323,6 +400,8 @@ pub fn registration() -> Registration {
                     wake: Notify::new(),
                     running: tokio::sync::Mutex::new(()),
                     last: Mutex::new(None),
+                    last_run: Mutex::new(None),
+                    pause_threshold: cfg.pause_threshold,
                     d,
                 }),
             };

@@ -7,9 +7,9 @@
 //! records swept in one write transaction; the caller then removes what is no longer recorded
 //! anywhere from disk.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 use serde::Deserialize;
 
 use crate::leases::remove_resources;
@@ -267,8 +267,31 @@ impl MetadataDb {
             }
             out.blobs = dead;
         }
-        wtx.commit()?;
+        if out.blobs.is_empty() && out.leases.is_empty() && out.snapshots.is_empty() {
+            // Nothing was removed: no commit, so no fsync for a collection that found nothing.
+            wtx.abort()?;
+        } else {
+            wtx.commit()?;
+        }
         Ok(out)
+    }
+
+    /// The driver keys every snapshot record points to, by snapshotter: what the collector must
+    /// leave in the drivers. Read it while holding [`MetadataDb::sweep_guard`], so no snapshot is
+    /// half made (record committed, driver snapshot still to come, or the reverse).
+    pub fn live_snapshot_backends(&self) -> Result<HashMap<String, HashSet<String>>, MetaError> {
+        let rtx = self.db.begin_read()?;
+        let snaps = rtx.open_table(SNAPSHOTS)?;
+        let mut live: HashMap<String, HashSet<String>> = HashMap::new();
+        for entry in snaps.iter()? {
+            let (k, v) = entry?;
+            let (ns, sn, key) = k.value();
+            let rec: SnapshotRecord = decode(&format!("snapshots/{ns}/{sn}/{key}"), v.value())?;
+            live.entry(sn.to_owned())
+                .or_default()
+                .insert(rec.backend_key);
+        }
+        Ok(live)
     }
 }
 

@@ -191,20 +191,6 @@ impl MetadataDb {
         Ok(out)
     }
 
-    /// Puts a record back exactly as it was (undoing a step whose driver call failed).
-    pub fn restore_snapshot_record(
-        &self,
-        ns: &str,
-        sn: &str,
-        rec: &SnapshotRecord,
-    ) -> Result<(), MetaError> {
-        let wtx = self.write()?;
-        wtx.open_table(SNAPSHOTS)?
-            .insert((ns, sn, rec.key.as_str()), encode(rec)?.as_slice())?;
-        wtx.commit()?;
-        Ok(())
-    }
-
     /// Undoes a commit whose driver call failed, in one transaction: the committed record `name`
     /// goes, the active record `old` comes back. Nothing is released, so the collector is not
     /// woken (and cannot run between the two halves and take `old`'s snapshot).

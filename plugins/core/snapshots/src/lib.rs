@@ -4,10 +4,14 @@
 //! itself, so every caller's changes are seen, and its record deletions wake the collector through
 //! the metadata store's dereference callback.
 //!
-//! Each operation changes the record first (where all the namespace rules are checked in one
-//! transaction), then calls the driver, and undoes the record change if the driver fails. A crash
-//! between the two leaves either a record whose driver snapshot is missing (Stat reports it,
-//! Remove clears it) or a driver snapshot without record (the collector removes it).
+//! Prepare, View and Commit change the record first (where all the namespace rules are checked in
+//! one transaction), then call the driver, and undo the record change if the driver fails; they
+//! hold the metadata store's mutation guard throughout, so the collector never sees a driver
+//! snapshot whose record is still to come. Remove, as containerd's, only deletes the record (one
+//! transaction, one fsync): the collector, which that deletion wakes, removes the driver snapshot
+//! with every other driver snapshot no record points to. A crash at any point leaves either a
+//! record whose driver snapshot is missing (Stat reports it, Remove clears it) or a driver snapshot
+//! without record (the next collection removes it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -132,6 +136,18 @@ impl Snapshots {
         lease: Option<&str>,
         new: NewSnapshot,
     ) -> Result<Vec<Mount>, StoreError> {
+        let _guard = self.db.mutation_guard();
+        self.prepare_guarded(ns, sn, lease, new)
+    }
+
+    /// [`Snapshots::prepare`] for a caller that holds the mutation guard.
+    fn prepare_guarded(
+        &self,
+        ns: &str,
+        sn: &str,
+        lease: Option<&str>,
+        new: NewSnapshot,
+    ) -> Result<Vec<Mount>, StoreError> {
         let d = self.driver(sn)?;
         let sn = canonical(sn);
         let NewSnapshot {
@@ -185,7 +201,8 @@ impl Snapshots {
         staged: &std::path::Path,
     ) -> Result<(), StoreError> {
         let key = new.key.clone();
-        self.prepare(ns, sn, lease, new)?;
+        let _guard = self.db.mutation_guard();
+        self.prepare_guarded(ns, sn, lease, new)?;
         let d = self.driver(sn)?;
         let rec = self.db.get_snapshot_record(ns, canonical(sn), &key)?;
         if let Err(e) = d.adopt(&rec.backend_key, staged) {
@@ -214,6 +231,7 @@ impl Snapshots {
     ) -> Result<(), StoreError> {
         let d = self.driver(sn)?;
         let sn = canonical(sn);
+        let _guard = self.db.mutation_guard();
         let (new, old) = self
             .db
             .commit_snapshot_record(ns, sn, name, key, labels, lease)?;
@@ -234,36 +252,21 @@ impl Snapshots {
         Ok(())
     }
 
+    /// Removes the record of `key` (refused while it has children). The driver snapshot goes
+    /// with the next collection, which this wakes, as containerd's metadata snapshotter leaves it
+    /// to its collector: one transaction here, no directory work while the client waits.
     pub fn remove(&self, ns: &str, sn: &str, key: &str) -> Result<(), StoreError> {
-        let d = self.driver(sn)?;
+        self.driver(sn)?;
         let sn = canonical(sn);
-        let rec = self.db.remove_snapshot_record(ns, sn, key)?;
-        let removed = || {
-            self.publish(
-                ns,
-                Event::SnapshotRemove {
-                    key: key.to_owned(),
-                    snapshotter: sn.to_owned(),
-                },
-            )
-        };
-        match d.remove(&rec.backend_key) {
-            Ok(()) => {
-                removed();
-                Ok(())
-            }
-            // Already gone from the driver (an earlier crash): the record was all that was left.
-            Err(SnapshotError::NotFound(_)) => {
-                removed();
-                Ok(())
-            }
-            Err(e) => {
-                if let Err(undo) = self.db.restore_snapshot_record(ns, sn, &rec) {
-                    tracing::error!(error = %undo, "cannot restore snapshot record after driver failure");
-                }
-                Err(e.into())
-            }
-        }
+        self.db.remove_snapshot_record(ns, sn, key)?;
+        self.publish(
+            ns,
+            Event::SnapshotRemove {
+                key: key.to_owned(),
+                snapshotter: sn.to_owned(),
+            },
+        );
+        Ok(())
     }
 
     pub fn stat(&self, ns: &str, sn: &str, key: &str) -> Result<Info, StoreError> {
