@@ -430,3 +430,42 @@ pub fn registration() -> Registration {
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_snapshotter_fake::FakeSnapshotter;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn orphans_are_every_unrecorded_driver_snapshot_children_first() {
+        let d = FakeSnapshotter::new();
+        let none = BTreeMap::new;
+        d.prepare("a", "", none()).unwrap();
+        d.commit("A", "a", none()).unwrap();
+        d.prepare("b", "A", none()).unwrap();
+        d.commit("B", "b", none()).unwrap();
+        d.view("v", "B", none()).unwrap();
+        d.prepare("kept", "", none()).unwrap();
+        let keep: HashSet<String> = ["kept".to_owned()].into();
+        let dead = orphans(&d, &keep).unwrap();
+        assert_eq!(dead, ["v", "B", "A"], "deepest first, the kept one left");
+        // Removing in that order always finds the children gone.
+        for k in &dead {
+            d.remove(k).unwrap();
+        }
+        assert_eq!(d.keys(), ["kept"]);
+    }
+
+    #[test]
+    fn a_recorded_child_keeps_nothing_else_alive_by_itself() {
+        // The metadata pass marks parents of live records; the driver sweep only trusts the
+        // set it is given, so a parent missing from it is removed after its children.
+        let d = FakeSnapshotter::new();
+        d.prepare("a", "", BTreeMap::new()).unwrap();
+        d.commit("A", "a", BTreeMap::new()).unwrap();
+        d.prepare("b", "A", BTreeMap::new()).unwrap();
+        let keep: HashSet<String> = ["A".to_owned(), "b".to_owned()].into();
+        assert!(orphans(&d, &keep).unwrap().is_empty());
+    }
+}

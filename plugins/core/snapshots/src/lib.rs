@@ -317,3 +317,6 @@ impl Snapshots {
         Ok(self.driver(sn)?.cleanup()?)
     }
 }
+
+#[cfg(test)]
+mod tests;

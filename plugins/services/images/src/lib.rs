@@ -208,3 +208,6 @@ impl Images for ImagesService {
         Ok(Response::new(()))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -160,3 +160,6 @@ impl Leases for LeasesService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

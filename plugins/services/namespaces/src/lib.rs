@@ -164,3 +164,6 @@ impl Namespaces for NamespacesService {
         Ok(Response::new(()))
     }
 }
+
+#[cfg(test)]
+mod tests;
