@@ -9,6 +9,10 @@ need_apt=()
 command -v ctr >/dev/null && command -v containerd >/dev/null || need_apt+=(containerd)
 # The test images are built from /bin/busybox, which must be the static build (runs without libc).
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need_apt+=(busybox-static)
+# containerd's Go client (what dockerd, nerdctl and k3s link), built offline in GOPATH mode by the
+# client tests.
+command -v go >/dev/null || need_apt+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/containerd/containerd ] || need_apt+=(golang-github-containerd-containerd-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

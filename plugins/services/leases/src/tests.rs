@@ -50,7 +50,7 @@ async fn leases_hold_resources_until_deleted() {
         .unwrap()
         .into_inner()
         .resources;
-    assert_eq!(listed, [resource.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&resource));
     let filtered = svc
         .list(req(ListRequest {
             filters: vec!["labels.k==v".into()],
