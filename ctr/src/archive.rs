@@ -106,12 +106,14 @@ pub fn docker_layer_media_type(head: &[u8]) -> &'static str {
 
 /// The Docker schema 2 manifest containerd writes for one docker-archive image.
 pub fn docker_manifest_json(config: &Descriptor, layers: &[Descriptor]) -> Result<Vec<u8>, String> {
-    oci::go_json(&oci::DockerManifest {
-        schema_version: 2,
-        media_type: media::DOCKER_MANIFEST,
-        config,
-        layers,
-    })
+    let m = oci::ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(media::DOCKER_MANIFEST)
+        .config(config.clone())
+        .layers(layers.to_vec())
+        .build()
+        .map_err(|e| e.to_string())?;
+    oci::go_json(&m).map_err(|e| e.to_string())
 }
 
 /// The index entries for one docker-archive image: one unnamed entry without RepoTags,
@@ -122,7 +124,7 @@ pub fn docker_index_entries(
     repo_tags: &[String],
 ) -> Result<Vec<Descriptor>, String> {
     let mut base = manifest.clone();
-    base.platform = platform;
+    base.set_platform(platform);
     if repo_tags.is_empty() {
         return Ok(vec![base]);
     }
@@ -131,13 +133,16 @@ pub fn docker_index_entries(
         .map(|tag| {
             let normalized = reference::normalize_docker_ref(tag)?;
             let mut d = base.clone();
-            d.annotations = BTreeMap::from([
-                (oci::ANNOTATION_IMAGE_NAME.to_owned(), normalized.clone()),
-                (
-                    oci::ANNOTATION_REF_NAME.to_owned(),
-                    reference::oci_reference_name(&normalized),
-                ),
-            ]);
+            oci::set_annotations(
+                &mut d,
+                BTreeMap::from([
+                    (oci::ANNOTATION_IMAGE_NAME.to_owned(), normalized.clone()),
+                    (
+                        oci::ANNOTATION_REF_NAME.to_owned(),
+                        reference::oci_reference_name(&normalized),
+                    ),
+                ]),
+            );
             Ok(d)
         })
         .collect()
@@ -145,15 +150,12 @@ pub fn docker_index_entries(
 
 /// The OCI index containerd writes over the manifests of a docker archive.
 pub fn index_json(manifests: Vec<Descriptor>) -> Result<Vec<u8>, String> {
-    oci::go_json(&oci::Index {
-        schema_version: 2,
-        manifests: if manifests.is_empty() {
-            None
-        } else {
-            Some(manifests)
-        },
-        ..oci::Index::default()
-    })
+    let idx = oci::ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .manifests(manifests)
+        .build()
+        .map_err(|e| e.to_string())?;
+    oci::go_json(&idx).map_err(|e| e.to_string())
 }
 
 /// Applies symlinked files (`docker save` links duplicate layers) to the blob table.
@@ -188,6 +190,7 @@ pub fn add_name_annotations(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::DescriptorExt;
 
     #[test]
     fn clean_like_go() {
@@ -221,16 +224,18 @@ mod tests {
 
     #[test]
     fn docker_conversion_matches_containerd() {
-        let config = Descriptor::new(
+        let config = oci::descriptor(
             media::DOCKER_CONFIG,
             "sha256:351e70ffbe347935fd59fbb53ff4531e7c712bfc7b5b9ddfb1c22fd215df1765",
             190,
-        );
-        let layer = Descriptor::new(
+        )
+        .unwrap();
+        let layer = oci::descriptor(
             media::DOCKER_LAYER,
             "sha256:a1ab6ea3ff804711c3e0d1ea562cd9157e627ebc45bc42a65ef52fe227c80fd0",
             10240,
-        );
+        )
+        .unwrap();
         let m = docker_manifest_json(&config, &[layer]).unwrap();
         // The same manifest containerd 1.6 wrote for the same archive.
         assert_eq!(m.len(), 420);
@@ -238,12 +243,8 @@ mod tests {
             oci::sha256_digest(&m),
             "sha256:d1f3375d9566c8d1206d7ffac7e111fc3b4bc5c0d5346bc8d7a03da145e69d0c"
         );
-        let md = Descriptor::new(media::DOCKER_MANIFEST, &oci::sha256_digest(&m), 420);
-        let platform = Platform {
-            os: "linux".into(),
-            architecture: "amd64".into(),
-            ..Platform::default()
-        };
+        let md = oci::descriptor(media::DOCKER_MANIFEST, &oci::sha256_digest(&m), 420).unwrap();
+        let platform = berth_oci::platform::new("linux", "amd64", "");
         let entries = docker_index_entries(
             &md,
             Some(platform),
@@ -255,11 +256,14 @@ mod tests {
         .unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(
-            entries[0].annotations[oci::ANNOTATION_IMAGE_NAME],
+            entries[0].annotation_map()[oci::ANNOTATION_IMAGE_NAME],
             "docker.io/library/tinydocker:latest"
         );
-        assert_eq!(entries[0].annotations[oci::ANNOTATION_REF_NAME], "latest");
-        assert_eq!(entries[1].annotations[oci::ANNOTATION_REF_NAME], "v1");
+        assert_eq!(
+            entries[0].annotation_map()[oci::ANNOTATION_REF_NAME],
+            "latest"
+        );
+        assert_eq!(entries[1].annotation_map()[oci::ANNOTATION_REF_NAME], "v1");
         let idx = String::from_utf8(index_json(entries).unwrap()).unwrap();
         assert!(idx.starts_with(r#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.docker.distribution.manifest.v2+json""#));
         assert!(idx.contains(r#""platform":{"architecture":"amd64","os":"linux"}"#));

@@ -5,7 +5,6 @@
 pub mod archive;
 pub mod client;
 pub mod oci;
-pub mod platforms;
 pub mod reference;
 pub mod table;
 pub mod units;

@@ -1,407 +1,100 @@
-//! OCI and Docker image documents (descriptors, indexes, manifests, configs), the media types
-//! containerd knows, the garbage-collection labels it puts on parents, digests and chain IDs.
+//! bctr's side of the one OCI model (`berth-oci`): its types and rules re-exported under the
+//! names the commands use, descriptors to and from the API's, string forms of digests and chain
+//! IDs for messages, and what the first bytes of a blob say about its compression.
 //!
-//! JSON written here is byte-for-byte what Go's `encoding/json` writes for the same document
-//! (field order, omitted empties, HTML escaping), so a manifest bctr builds has the digest ctr's
-//! would have.
+//! Documents bctr writes go through [`go_json`], byte-for-byte what Go's `encoding/json` writes,
+//! so a manifest bctr builds has the digest ctr's would have.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Deserializer, Serialize};
-use sha2::{Digest as _, Sha256};
+pub use berth_oci::document::{
+    child_gc_label, children, children_gc_labels, config_platform, has_children, parse_config,
+    parse_index, parse_manifest, validate_media_type,
+};
+pub use berth_oci::media::{
+    self, is_config_type, is_index_type, is_known_config, is_layer_type, is_manifest_type,
+    is_non_distributable,
+};
+pub use berth_oci::{
+    go_json, Descriptor, Digest, ImageConfiguration, ImageIndex, ImageIndexBuilder, ImageManifest,
+    ImageManifestBuilder, MediaType, Platform, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME,
+    LABEL_UNCOMPRESSED,
+};
 
-pub mod media {
-    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-    pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-    pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
-    pub const DOCKER_LAYER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
-    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-    pub const DOCKER_LAYER_FOREIGN_GZIP: &str =
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
-    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_MANIFEST_LIST: &str =
-        "application/vnd.docker.distribution.manifest.list.v2+json";
-    pub const CONTAINERD_CHECKPOINT: &str =
-        "application/vnd.containerd.container.criu.checkpoint.criu.tar";
-    pub const CONTAINERD_CHECKPOINT_CONFIG: &str =
-        "application/vnd.containerd.container.checkpoint.config.v1+proto";
-}
-
-/// Annotation naming an image in full (`docker.io/library/alpine:3`), containerd's.
-pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-/// Annotation naming a reference within an OCI layout (usually just the tag), the OCI spec's.
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
-/// Label on a compressed layer naming its uncompressed digest.
-pub const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
 /// Label on a lease: when it expires (RFC 3339).
 pub const LABEL_GC_EXPIRE: &str = "containerd.io/gc.expire";
 
-pub fn is_manifest_type(mt: &str) -> bool {
-    mt == media::DOCKER_MANIFEST || mt == media::OCI_MANIFEST
+/// The strings of a descriptor, as the commands compare and print them.
+pub trait DescriptorExt {
+    fn media_type_str(&self) -> &str;
+    fn digest_str(&self) -> &str;
+    /// Annotations in key order (empty for none).
+    fn annotation_map(&self) -> BTreeMap<String, String>;
 }
 
-pub fn is_index_type(mt: &str) -> bool {
-    mt == media::OCI_INDEX || mt == media::DOCKER_MANIFEST_LIST
-}
-
-pub fn is_config_type(mt: &str) -> bool {
-    mt == media::DOCKER_CONFIG || mt == media::OCI_CONFIG
-}
-
-pub fn is_known_config(mt: &str) -> bool {
-    is_config_type(mt)
-        || mt == media::CONTAINERD_CHECKPOINT
-        || mt == media::CONTAINERD_CHECKPOINT_CONFIG
-}
-
-pub fn is_layer_type(mt: &str) -> bool {
-    if mt.starts_with("application/vnd.oci.image.layer.") {
-        return true;
-    }
-    let base = mt.split('+').next().unwrap_or(mt);
-    matches!(
-        base,
-        media::DOCKER_LAYER
-            | media::DOCKER_LAYER_GZIP
-            | media::DOCKER_LAYER_FOREIGN
-            | media::DOCKER_LAYER_FOREIGN_GZIP
-    )
-}
-
-pub fn is_non_distributable(mt: &str) -> bool {
-    mt.starts_with("application/vnd.oci.image.layer.nondistributable.")
-        || mt.starts_with("application/vnd.docker.image.rootfs.foreign.")
-}
-
-fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-/// An OCI platform, as descriptors and `ctr` carry it.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct Platform {
-    #[serde(default, deserialize_with = "null_default")]
-    pub architecture: String,
-    #[serde(default, deserialize_with = "null_default")]
-    pub os: String,
-    #[serde(
-        rename = "os.version",
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub os_version: String,
-    #[serde(
-        rename = "os.features",
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub os_features: Vec<String>,
-    #[serde(
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub variant: String,
-}
-
-/// An OCI content descriptor.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct Descriptor {
-    #[serde(
-        rename = "mediaType",
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub media_type: String,
-    #[serde(default, deserialize_with = "null_default")]
-    pub digest: String,
-    #[serde(default, deserialize_with = "null_default")]
-    pub size: i64,
-    #[serde(
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub urls: Vec<String>,
-    #[serde(
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
-    pub annotations: BTreeMap<String, String>,
-    /// Embedded content, base64 as in the JSON.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
-    #[serde(
-        rename = "artifactType",
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub artifact_type: String,
-}
-
-impl Descriptor {
-    pub fn new(media_type: &str, digest: &str, size: i64) -> Self {
-        Descriptor {
-            media_type: media_type.to_owned(),
-            digest: digest.to_owned(),
-            size,
-            ..Descriptor::default()
-        }
+impl DescriptorExt for Descriptor {
+    fn media_type_str(&self) -> &str {
+        self.media_type().as_ref()
     }
 
-    pub fn to_proto(&self) -> berth_api::types::Descriptor {
-        berth_api::types::Descriptor {
-            media_type: self.media_type.clone(),
-            digest: self.digest.clone(),
-            size: self.size,
-            annotations: self
-                .annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        }
+    fn digest_str(&self) -> &str {
+        self.digest().as_ref()
     }
 
-    pub fn from_proto(d: &berth_api::types::Descriptor) -> Self {
-        Descriptor {
-            media_type: d.media_type.clone(),
-            digest: d.digest.clone(),
-            size: d.size,
-            annotations: d
-                .annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            ..Descriptor::default()
-        }
+    fn annotation_map(&self) -> BTreeMap<String, String> {
+        self.annotations()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
-/// An OCI image index (or Docker manifest list, which reads the same).
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
-pub struct Index {
-    #[serde(rename = "schemaVersion", default)]
-    pub schema_version: i64,
-    #[serde(
-        rename = "mediaType",
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub media_type: String,
-    /// `None` is Go's nil slice, written as `null`.
-    #[serde(default)]
-    pub manifests: Option<Vec<Descriptor>>,
-    #[serde(
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
-    pub annotations: BTreeMap<String, String>,
+/// A descriptor of `media_type`, `digest` (validated) and `size` (not negative).
+pub fn descriptor(media_type: &str, digest: &str, size: i64) -> Result<Descriptor, String> {
+    let digest = Digest::parse(digest).map_err(|e| format!("digest {digest:?}: {e}"))?;
+    let size = u64::try_from(size).map_err(|_| format!("invalid size {size} of {digest}"))?;
+    Ok(Descriptor::new(MediaType::from(media_type), size, digest))
 }
 
-/// An OCI image manifest (or Docker schema 2 manifest).
-#[derive(Deserialize, Clone, Debug, Default)]
-pub struct Manifest {
-    #[serde(default)]
-    pub config: Descriptor,
-    #[serde(default, deserialize_with = "null_default")]
-    pub layers: Vec<Descriptor>,
+/// Sets (or, when empty, removes) a descriptor's annotations.
+pub fn set_annotations(d: &mut Descriptor, annotations: BTreeMap<String, String>) {
+    d.set_annotations(
+        (!annotations.is_empty()).then(|| annotations.into_iter().collect::<HashMap<_, _>>()),
+    );
 }
 
-/// The Docker schema 2 manifest containerd writes when importing a docker archive.
-#[derive(Serialize)]
-pub struct DockerManifest<'a> {
-    #[serde(rename = "schemaVersion")]
-    pub schema_version: i64,
-    #[serde(rename = "mediaType")]
-    pub media_type: &'a str,
-    pub config: &'a Descriptor,
-    pub layers: &'a [Descriptor],
-}
-
-/// The parts of an image config that matter to a client.
-#[derive(Deserialize, Clone, Debug, Default)]
-pub struct ImageConfig {
-    #[serde(default, deserialize_with = "null_default")]
-    pub architecture: String,
-    #[serde(default, deserialize_with = "null_default")]
-    pub os: String,
-    #[serde(default)]
-    pub rootfs: RootFs,
-}
-
-#[derive(Deserialize, Clone, Debug, Default)]
-pub struct RootFs {
-    #[serde(default, deserialize_with = "null_default")]
-    pub diff_ids: Vec<String>,
-}
-
-impl ImageConfig {
-    /// The platform as containerd reads it from a config: OS and architecture, normalised.
-    pub fn platform(&self) -> Platform {
-        crate::platforms::normalize(&Platform {
-            os: self.os.clone(),
-            architecture: self.architecture.clone(),
-            ..Platform::default()
-        })
+/// The API's descriptor of `d`.
+pub fn to_proto(d: &Descriptor) -> berth_api::types::Descriptor {
+    berth_api::types::Descriptor {
+        media_type: d.media_type_str().to_owned(),
+        digest: d.digest_str().to_owned(),
+        size: i64::try_from(d.size()).unwrap_or(i64::MAX),
+        annotations: d.annotation_map().into_iter().collect(),
     }
 }
 
-/// Serialises like Go's `json.Marshal`: compact, and `<`, `>`, `&`, U+2028, U+2029 escaped.
-pub fn go_json<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
-    let s = serde_json::to_string(v).map_err(|e| e.to_string())?;
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c => out.push(c),
-        }
-    }
-    Ok(out.into_bytes())
-}
-
-/// Checks that a manifest is not an index and the other way round, and refuses schema 1, as
-/// containerd does before walking a document.
-pub fn validate_media_type(bytes: &[u8], mt: &str) -> Result<(), String> {
-    let doc: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
-    let has = |k: &str| doc.get(k).is_some_and(|v| !v.is_null());
-    let media = doc.get("mediaType").and_then(|v| v.as_str()).unwrap_or("");
-    if doc
-        .get("fsLayers")
-        .and_then(|v| v.as_array())
-        .is_some_and(|a| !a.is_empty())
-    {
-        return Err("media-type: schema 1 not supported".into());
-    }
-    if is_manifest_type(mt) && (has("manifests") || is_index_type(media)) {
-        return Err(format!(
-            "media-type: expected manifest but found index ({mt})"
-        ));
-    }
-    if is_index_type(mt) && (has("config") || has("layers") || is_manifest_type(media)) {
-        return Err(format!(
-            "media-type: expected index but found manifest ({mt})"
-        ));
-    }
-    Ok(())
-}
-
-/// The immediate children of a document: config and layers of a manifest, manifests of an
-/// index, nothing for anything else. `bytes` is the document's content.
-pub fn children(desc: &Descriptor, bytes: &[u8]) -> Result<Vec<Descriptor>, String> {
-    if is_manifest_type(&desc.media_type) {
-        validate_media_type(bytes, &desc.media_type)
-            .map_err(|e| format!("children: invalid desc {}: {e}", desc.digest))?;
-        let m: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| format!("manifest {}: {e}", desc.digest))?;
-        let mut out = vec![m.config];
-        out.extend(m.layers);
-        return Ok(out);
-    }
-    if is_index_type(&desc.media_type) {
-        validate_media_type(bytes, &desc.media_type)
-            .map_err(|e| format!("children: invalid desc {}: {e}", desc.digest))?;
-        let i: Index =
-            serde_json::from_slice(bytes).map_err(|e| format!("index {}: {e}", desc.digest))?;
-        return Ok(i.manifests.unwrap_or_default());
-    }
-    Ok(Vec::new())
-}
-
-/// Whether `children` needs the document's content (manifests and indexes do).
-pub fn has_children(desc: &Descriptor) -> bool {
-    is_manifest_type(&desc.media_type) || is_index_type(&desc.media_type)
-}
-
-/// containerd's `ChildGCLabels`: the label key (prefix) a parent uses to reference this child.
-pub fn child_gc_label(desc: &Descriptor) -> &'static str {
-    let mt = desc.media_type.as_str();
-    if is_known_config(mt) {
-        "containerd.io/gc.ref.content.config"
-    } else if is_manifest_type(mt) {
-        "containerd.io/gc.ref.content.m."
-    } else if is_layer_type(mt) {
-        "containerd.io/gc.ref.content.l."
-    } else {
-        "containerd.io/gc.ref.content."
-    }
-}
-
-/// containerd's `SetChildrenLabels`: the labels a parent gets for its children, in child order.
-/// A key ending in `.` is numbered from 0; any other key is numbered from the second use on.
-pub fn children_gc_labels(children: &[Descriptor]) -> Vec<(String, String)> {
-    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    children
-        .iter()
-        .map(|ch| {
-            let key = child_gc_label(ch);
-            let idx = seen.entry(key).or_insert(0);
-            let label = if *idx > 0 || key.ends_with('.') {
-                format!("{key}{idx}")
-            } else {
-                key.to_owned()
-            };
-            *idx += 1;
-            (label, ch.digest.clone())
-        })
-        .collect()
+/// A descriptor from the API's (an image's target); refused when its digest or size is invalid.
+pub fn from_proto(d: &berth_api::types::Descriptor) -> Result<Descriptor, String> {
+    let mut out = descriptor(&d.media_type, &d.digest, d.size)?;
+    set_annotations(
+        &mut out,
+        d.annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
+    Ok(out)
 }
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    Digest::sha256(bytes).into_string()
 }
 
-/// go-digest's `Parse`/`Validate`, with its messages.
+/// go-digest's `Validate`, with its messages.
 pub fn validate_digest(s: &str) -> Result<(), String> {
-    let Some((alg, enc)) = s.split_once(':') else {
-        return Err("invalid checksum digest format".into());
-    };
-    if alg.is_empty() || enc.is_empty() {
-        return Err("invalid checksum digest format".into());
-    }
-    let len = match alg {
-        "sha256" => 64,
-        "sha384" => 96,
-        "sha512" => 128,
-        _ => {
-            if !alg
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c))
-            {
-                return Err("invalid checksum digest format".into());
-            }
-            return Err("unsupported digest algorithm".into());
-        }
-    };
-    if enc.len() != len
-        || !enc
-            .chars()
-            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-    {
-        return Err("invalid checksum digest length".into());
-    }
-    Ok(())
+    Digest::validate(s).map_err(|e| e.to_string())
 }
 
 /// The algorithm and encoded parts of a valid digest.
@@ -411,17 +104,14 @@ pub fn split_digest(s: &str) -> Result<(&str, &str), String> {
         .ok_or_else(|| "invalid checksum digest format".to_owned())
 }
 
-/// The OCI identity `ChainID` of a list of diff IDs (empty for none).
-pub fn chain_id(diff_ids: &[String]) -> String {
-    let mut iter = diff_ids.iter();
-    let Some(first) = iter.next() else {
-        return String::new();
-    };
-    let mut chain = first.clone();
-    for d in iter {
-        chain = sha256_digest(format!("{chain} {d}").as_bytes());
-    }
-    chain
+/// The diff_ids a config lists, bottom first.
+pub fn diff_ids(config: &ImageConfiguration) -> Result<Vec<Digest>, String> {
+    berth_oci::document::diff_ids(config).map_err(|e| e.to_string())
+}
+
+/// The chain ID of a config's layers (empty for none).
+pub fn rootfs_chain_id(config: &ImageConfiguration) -> Result<String, String> {
+    Ok(berth_oci::chain_id(&diff_ids(config)?).map_or_else(String::new, Digest::into_string))
 }
 
 /// What the first bytes of a blob say about its compression.
@@ -452,94 +142,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gc_labels_like_containerd() {
-        let m = Descriptor::new(media::OCI_MANIFEST, "sha256:m0", 1);
-        let m1 = Descriptor::new(media::DOCKER_MANIFEST, "sha256:m1", 1);
-        let idx = Descriptor::new(media::OCI_INDEX, "sha256:i", 1);
-        let labels = children_gc_labels(&[m, m1, idx]);
+    fn descriptors_to_and_from_the_api() {
+        let digest = sha256_digest(b"x");
+        let mut d = descriptor(media::OCI_MANIFEST, &digest, 3).unwrap();
+        set_annotations(&mut d, BTreeMap::from([("a".into(), "1".into())]));
+        let p = to_proto(&d);
         assert_eq!(
-            labels,
-            vec![
-                (
-                    "containerd.io/gc.ref.content.m.0".into(),
-                    "sha256:m0".into()
-                ),
-                (
-                    "containerd.io/gc.ref.content.m.1".into(),
-                    "sha256:m1".into()
-                ),
-                ("containerd.io/gc.ref.content.0".into(), "sha256:i".into()),
-            ]
+            (p.media_type.as_str(), p.digest.as_str(), p.size),
+            (media::OCI_MANIFEST, digest.as_str(), 3)
         );
-        let cfg = Descriptor::new(media::OCI_CONFIG, "sha256:c", 1);
-        let l0 = Descriptor::new("application/vnd.oci.image.layer.v1.tar+gzip", "sha256:a", 1);
-        let l1 = Descriptor::new(media::DOCKER_LAYER, "sha256:b", 1);
-        let l2 = Descriptor::new(media::DOCKER_LAYER_GZIP, "sha256:a", 1);
-        assert_eq!(
-            children_gc_labels(&[cfg.clone(), l0, l1, l2, cfg]),
-            vec![
-                (
-                    "containerd.io/gc.ref.content.config".into(),
-                    "sha256:c".into()
-                ),
-                ("containerd.io/gc.ref.content.l.0".into(), "sha256:a".into()),
-                ("containerd.io/gc.ref.content.l.1".into(), "sha256:b".into()),
-                ("containerd.io/gc.ref.content.l.2".into(), "sha256:a".into()),
-                (
-                    "containerd.io/gc.ref.content.config1".into(),
-                    "sha256:c".into()
-                ),
-            ]
-        );
-    }
-
-    #[test]
-    fn json_like_go() {
-        let mut d = Descriptor::new(media::OCI_MANIFEST, "sha256:x", 3);
-        d.annotations.insert("b".into(), "<&>".into());
-        d.annotations.insert("a".into(), "1".into());
-        d.platform = Some(Platform {
-            architecture: "amd64".into(),
-            os: "linux".into(),
-            ..Platform::default()
-        });
-        let idx = Index {
-            schema_version: 2,
-            manifests: Some(vec![d]),
-            ..Index::default()
-        };
-        assert_eq!(
-            String::from_utf8(go_json(&idx).unwrap()).unwrap(),
-            r#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:x","size":3,"annotations":{"a":"1","b":"\u003c\u0026\u003e"},"platform":{"architecture":"amd64","os":"linux"}}]}"#
-        );
-        let empty = Index {
-            schema_version: 2,
-            ..Index::default()
-        };
-        assert_eq!(
-            go_json(&empty).unwrap(),
-            br#"{"schemaVersion":2,"manifests":null}"#
-        );
-    }
-
-    #[test]
-    fn children_of_documents() {
-        let man = br#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:c","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:l","size":3}]}"#;
-        let d = Descriptor::new(media::OCI_MANIFEST, "sha256:m", man.len() as i64);
-        let ch = children(&d, man).unwrap();
-        assert_eq!(ch.len(), 2);
-        assert_eq!(ch[0].digest, "sha256:c");
-        assert_eq!(ch[1].digest, "sha256:l");
-        // A manifest read as an index is refused, as containerd refuses it.
-        let as_index = Descriptor::new(media::OCI_INDEX, "sha256:m", 1);
-        assert!(children(&as_index, man)
-            .unwrap_err()
-            .contains("expected index but found manifest"));
-        let layer = Descriptor::new(media::DOCKER_LAYER, "sha256:l", 3);
-        assert!(children(&layer, b"not json").unwrap().is_empty());
-        let idx = br#"{"schemaVersion":2,"manifests":null}"#;
-        let d = Descriptor::new(media::OCI_INDEX, "sha256:i", 1);
-        assert!(children(&d, idx).unwrap().is_empty());
+        assert_eq!(p.annotations["a"], "1");
+        assert_eq!(from_proto(&p).unwrap(), d);
+        assert!(descriptor(media::OCI_MANIFEST, "sha256:x", 1).is_err());
+        assert!(descriptor(media::OCI_MANIFEST, &digest, -1).is_err());
+        set_annotations(&mut d, BTreeMap::new());
+        assert!(d.annotations().is_none());
     }
 
     #[test]
@@ -557,18 +174,26 @@ mod tests {
             validate_digest("md5:abc").unwrap_err(),
             "unsupported digest algorithm"
         );
+        let d = sha256_digest(b"");
+        assert_eq!(split_digest(&d).unwrap().0, "sha256");
     }
 
     #[test]
-    fn chain_ids() {
-        let a = sha256_digest(b"a");
-        let b = sha256_digest(b"b");
-        assert_eq!(chain_id(&[]), "");
-        assert_eq!(chain_id(std::slice::from_ref(&a)), a);
+    fn chain_id_of_a_config() {
+        let (a, b) = (sha256_digest(b"a"), sha256_digest(b"b"));
+        let cfg = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{a}","{b}"]}}}}"#
+        );
+        let cfg = parse_config(cfg.as_bytes()).unwrap();
         assert_eq!(
-            chain_id(&[a.clone(), b.clone()]),
+            rootfs_chain_id(&cfg).unwrap(),
             sha256_digest(format!("{a} {b}").as_bytes())
         );
+        let empty = parse_config(
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .unwrap();
+        assert_eq!(rootfs_chain_id(&empty).unwrap(), "");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! berthd: a container daemon speaking containerd's v1 gRPC API.
 //!
 //! This binary only assembles: it reads the config, sets up logging, claims the socket, initialises
-//! the plugins (see `plugins.rs` for the list) and serves until SIGTERM or SIGINT.
+//! the plugins (see `plugins.rs` for the list) and serves until SIGTERM or SIGINT, then closes the
+//! plugins in reverse initialisation order.
 
 mod config;
 mod plugins;
@@ -12,7 +13,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use berth_grpc::MessageLimits;
-use berth_plugin::registry::InitOptions;
+use berth_plugin::registry::{InitOptions, Initialised};
+use berth_plugin::types;
+use berth_snapshotter::SnapshotterInstance;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -193,9 +196,37 @@ enum RunError {
         source: std::io::Error,
     },
     #[error("plugin initialisation stopped: {0}")]
-    Join(String),
-    #[error("snapshotter: {0}")]
-    Snapshotter(String),
+    Join(#[from] tokio::task::JoinError),
+    #[error("unknown snapshotter {name:?} (serve {known})")]
+    UnknownSnapshotter { name: String, known: String },
+    #[error("plugin {0} is not a snapshotter")]
+    NotASnapshotter(String),
+}
+
+/// What every plugin is initialised with: the daemon's directories, address and config.
+fn init_options(cfg: &Config) -> InitOptions {
+    InitOptions {
+        root: cfg.root.clone(),
+        state: cfg.state.clone(),
+        address: cfg.grpc.address.clone(),
+        configs: cfg.plugins.clone(),
+        disabled: cfg.disabled_plugins.clone(),
+        required: cfg.required_plugins.clone(),
+    }
+}
+
+/// Runs the plugins' close hooks (reverse initialisation order: drivers and stores flush and
+/// close, the metadata database last) once the server has stopped.
+async fn close(initialised: Initialised) -> Result<(), RunError> {
+    let failures = tokio::task::spawn_blocking(move || initialised.close()).await?;
+    if !failures.is_empty() {
+        // Each failure is logged with its plugin; shutting down goes on.
+        tracing::warn!(
+            failed = failures.len(),
+            "some plugins did not close cleanly"
+        );
+    }
+    Ok(())
 }
 
 async fn run(cfg: Config) -> Result<(), RunError> {
@@ -212,66 +243,66 @@ async fn run(cfg: Config) -> Result<(), RunError> {
     tracing::info!(version = berth_version::VERSION, revision = berth_version::REVISION, root = %cfg.root.display(), state = %cfg.state.display(), "starting berthd");
 
     let registry = plugins::registry(&cfg)?;
-    let opts = InitOptions {
-        root: cfg.root.clone(),
-        state: cfg.state.clone(),
-        address: cfg.grpc.address.clone(),
-        configs: cfg.plugins.clone(),
-        disabled: cfg.disabled_plugins.clone(),
-        required: cfg.required_plugins.clone(),
-    };
+    let opts = init_options(&cfg);
     // Plugin init does blocking I/O (opening databases, probing filesystems).
-    let initialised = tokio::task::spawn_blocking(move || registry.init_all(opts))
-        .await
-        .map_err(|e| RunError::Join(e.to_string()))??;
+    let initialised = tokio::task::spawn_blocking(move || registry.init_all(opts)).await??;
 
     let limits = MessageLimits {
         max_recv: cfg.grpc.max_recv_message_size,
         max_send: cfg.grpc.max_send_message_size,
     };
-    server::serve(socket, &initialised, limits, shutdown).await?;
+    let served = server::serve(socket, &initialised, limits, shutdown).await;
+    close(initialised).await?;
+    served?;
     tracing::info!("berthd stopped");
     Ok(())
 }
 
-/// `berthd snapshotter serve`: one driver, the raw snapshots API, nothing else.
+/// `berthd snapshotter serve`: one driver, the raw snapshots API, nothing else. The driver is
+/// built by its plugin registration, as in the daemon, and closed by its close hook.
 async fn serve_snapshotter(cfg: Config, name: String, address: PathBuf) -> Result<(), RunError> {
-    use berth_snapshotter::Snapshotter;
     let shutdown = shutdown_signal();
     let id = berth_snapshots::canonical(&name).to_owned();
-    let root = cfg
-        .root
-        .join(format!("{}.{id}", berth_plugin::types::SNAPSHOTTER));
+    let uri = format!("{}.{id}", types::SNAPSHOTTER);
+    let Some(registry) = plugins::snapshotter(&id)? else {
+        let known: Vec<String> = plugins::snapshotters().into_iter().map(|r| r.id).collect();
+        return Err(RunError::UnknownSnapshotter {
+            name,
+            known: known.join(" or "),
+        });
+    };
     let socket = server::Socket::claim(&address, cfg.grpc.uid, cfg.grpc.gid)?;
-    let root2 = root.clone();
-    let driver: std::sync::Arc<dyn Snapshotter> = tokio::task::spawn_blocking(move || {
-        let d: std::sync::Arc<dyn Snapshotter> = match id.as_str() {
-            "overlayfs" => {
-                std::sync::Arc::new(berth_snapshotter_overlay::OverlaySnapshotter::new(&root2)?)
-            }
-            "native" => {
-                std::sync::Arc::new(berth_snapshotter_native::NativeSnapshotter::new(&root2)?)
-            }
-            other => {
-                return Err(berth_snapshotter::SnapshotError::InvalidArgument(format!(
-                    "unknown snapshotter {other:?} (serve overlayfs or native)"
-                )))
-            }
-        };
-        d.cleanup()?;
-        Ok(d)
-    })
-    .await
-    .map_err(|e| RunError::Join(e.to_string()))?
-    .map_err(|e| RunError::Snapshotter(e.to_string()))?;
+    let opts = InitOptions {
+        // Only this driver's section: the rest of the config is for a whole daemon.
+        configs: cfg
+            .plugins
+            .iter()
+            .filter(|(section, _)| **section == uri)
+            .map(|(section, value)| (section.clone(), value.clone()))
+            .collect(),
+        // This driver must be ready, whatever `required_plugins` says of a whole daemon.
+        required: vec![uri.clone()],
+        ..init_options(&cfg)
+    };
+    let initialised = tokio::task::spawn_blocking(move || registry.init_all(opts)).await??;
+    let Some(driver) = initialised
+        .get(types::SNAPSHOTTER, &id)
+        .and_then(|instance| instance.downcast::<SnapshotterInstance>().ok())
+    else {
+        close(initialised).await?;
+        return Err(RunError::NotASnapshotter(uri));
+    };
+    let root = cfg.root.join(&uri);
     tracing::info!(snapshotter = %name, root = %root.display(), address = %address.display(), "serving snapshotter");
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(
-        berth_snapshots_service::RawSnapshotsService::server(driver)
+        berth_snapshots_service::RawSnapshotsService::server(driver.0.clone())
             .max_decoding_message_size(cfg.grpc.max_recv_message_size)
             .max_encoding_message_size(cfg.grpc.max_send_message_size),
     );
-    server::serve_routes(socket, routes, shutdown).await?;
+    let served = server::serve_routes(socket, routes, shutdown).await;
+    close(initialised).await?;
+    served?;
     Ok(())
 }
 

@@ -2,17 +2,19 @@
 
 use std::sync::Arc;
 
+use berth_plugin::registry::RegistryError;
 use berth_plugin::{InitError, Registration, Registry};
 
 use crate::config::{Config, ProxyPlugin};
 
-pub fn registry(cfg: &Config) -> Result<Registry, berth_plugin::registry::RegistryError> {
+pub fn registry(cfg: &Config) -> Result<Registry, RegistryError> {
     let mut reg = Registry::new();
     reg.register(berth_events::registration())?;
     reg.register(berth_metadata::registration())?;
     reg.register(berth_content_store::registration())?;
-    reg.register(berth_snapshotter_overlay::registration())?;
-    reg.register(berth_snapshotter_native::registration())?;
+    for driver in snapshotters() {
+        reg.register(driver)?;
+    }
     reg.register(berth_gc::registration())?;
     reg.register(berth_content_service::registration())?;
     reg.register(berth_images::registration())?;
@@ -20,7 +22,7 @@ pub fn registry(cfg: &Config) -> Result<Registry, berth_plugin::registry::Regist
     reg.register(berth_snapshots::registration())?;
     reg.register(berth_snapshots_service::registration())?;
     reg.register(berth_diff_service::registration())?;
-    reg.register(berth_unpack::registration())?;
+    reg.register(berth_unpack_service::registration())?;
     reg.register(berth_gc_service::registration())?;
     reg.register(berth_events_service::registration())?;
     reg.register(berth_namespaces::registration())?;
@@ -31,6 +33,26 @@ pub fn registry(cfg: &Config) -> Result<Registry, berth_plugin::registry::Regist
         reg.register(proxy_registration(name, proxy))?;
     }
     Ok(reg)
+}
+
+/// The built-in storage drivers.
+pub fn snapshotters() -> Vec<Registration> {
+    vec![
+        berth_snapshotter_overlay::registration(),
+        berth_snapshotter_native::registration(),
+    ]
+}
+
+/// What `berthd snapshotter serve <id>` initialises: the built-in driver `id` alone, through the
+/// registration the daemon uses (same directories, config section and close hook). `None` when
+/// no built-in driver has that id.
+pub fn snapshotter(id: &str) -> Result<Option<Registry>, RegistryError> {
+    let Some(driver) = snapshotters().into_iter().find(|r| r.id == id) else {
+        return Ok(None);
+    };
+    let mut reg = Registry::new();
+    reg.register(driver)?;
+    Ok(Some(reg))
 }
 
 /// `[proxy_plugins]`: snapshotters become real snapshotter plugins; other types are listed (so

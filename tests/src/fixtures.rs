@@ -14,17 +14,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use berth_oci::oci_spec::image::{ConfigBuilder, HistoryBuilder};
+use berth_oci::{
+    go_json, media, platform, Descriptor, ImageConfigurationBuilder, ImageIndexBuilder,
+    ImageManifestBuilder, MediaType, RootFs,
+};
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MEDIA_TYPE_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const MEDIA_TYPE_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MEDIA_TYPE_OCI_INDEX: &str = media::OCI_INDEX;
+pub const MEDIA_TYPE_OCI_MANIFEST: &str = media::OCI_MANIFEST;
+pub const MEDIA_TYPE_OCI_CONFIG: &str = media::OCI_CONFIG;
+pub const MEDIA_TYPE_OCI_LAYER_GZIP: &str = media::OCI_LAYER_GZIP;
 /// Annotation containerd's importer (and `ctr images export`) use for the full image name.
-pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+pub const ANNOTATION_IMAGE_NAME: &str = berth_oci::ANNOTATION_IMAGE_NAME;
 /// OCI annotation for the reference's tag part.
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const ANNOTATION_REF_NAME: &str = berth_oci::ANNOTATION_REF_NAME;
 
 /// Where the fixtures take busybox from (Debian's `busybox-static`).
 pub const BUSYBOX_PATH: &str = "/bin/busybox";
@@ -60,7 +65,14 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    berth_oci::Digest::sha256(bytes).into_string()
+}
+
+/// An OCI descriptor of `media_type`; `digest` must be a valid digest (fixtures make them).
+pub fn descriptor(media_type: &str, digest: &str, size: u64) -> Descriptor {
+    let digest = berth_oci::Digest::parse(digest)
+        .unwrap_or_else(|e| panic!("fixture digest {digest:?}: {e}"));
+    Descriptor::new(MediaType::from(media_type), size, digest)
 }
 
 /// The hex part of a `sha256:<hex>` digest.
@@ -116,7 +128,7 @@ impl Layer {
 
     /// The manifest descriptor of this layer.
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(MEDIA_TYPE_OCI_LAYER_GZIP, &self.digest, self.size())
+        descriptor(MEDIA_TYPE_OCI_LAYER_GZIP, &self.digest, self.size())
     }
 
     /// The entries of the uncompressed tar, in archive order.
@@ -439,83 +451,8 @@ pub fn merge_layers(layers: &[Layer]) -> BTreeMap<String, TarEntry> {
 // ---------------------------------------------------------------------------------------------
 // OCI JSON
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Platform {
-    pub architecture: String,
-    pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
-
-/// An OCI content descriptor.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-}
-
-impl Descriptor {
-    pub fn new(media_type: &str, digest: &str, size: u64) -> Descriptor {
-        Descriptor {
-            media_type: media_type.into(),
-            digest: digest.into(),
-            size,
-            platform: None,
-            annotations: BTreeMap::new(),
-        }
-    }
-}
-
-/// An OCI image manifest or image index (the fields the fixtures use).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OciManifest {
-    pub schema_version: u32,
-    pub media_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<Descriptor>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub layers: Option<Vec<Descriptor>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manifests: Option<Vec<Descriptor>>,
-}
-
-#[derive(Serialize)]
-struct ImageConfig<'a> {
-    created: &'a str,
-    architecture: &'a str,
-    os: &'a str,
-    config: RunConfig,
-    rootfs: RootFs,
-    history: Vec<History>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct RunConfig {
-    env: Vec<String>,
-    cmd: Vec<String>,
-    working_dir: String,
-}
-
-#[derive(Serialize)]
-struct RootFs {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    diff_ids: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct History {
-    created: &'static str,
-    created_by: String,
-}
+// The documents are berth-oci's (oci-spec's types), written as Go writes them (`go_json`:
+// annotations sorted), so every build of a fixture has the same bytes and digests.
 
 /// A blob with its media type and digest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -535,7 +472,7 @@ impl Blob {
     }
 
     fn json<T: Serialize>(media_type: &str, value: &T) -> Blob {
-        Blob::new(media_type, serde_json::to_vec(value).expect("json"))
+        Blob::new(media_type, go_json(value).expect("json"))
     }
 
     pub fn size(&self) -> u64 {
@@ -543,7 +480,7 @@ impl Blob {
     }
 
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(&self.media_type, &self.digest, self.size())
+        descriptor(&self.media_type, &self.digest, self.size())
     }
 }
 
@@ -578,39 +515,42 @@ impl PlatformImage {
     /// Makes the OCI config (env PATH, the given Cmd, rootfs diff_ids in order, one history line
     /// per layer) and the OCI manifest for `layers`.
     pub fn new(os: &str, architecture: &str, layers: Vec<Layer>, cmd: &[&str]) -> PlatformImage {
-        let config = Blob::json(
-            MEDIA_TYPE_OCI_CONFIG,
-            &ImageConfig {
-                created: FIXED_CREATED,
-                architecture,
-                os,
-                config: RunConfig {
-                    env: vec![PATH_ENV.into()],
-                    cmd: cmd.iter().map(|s| s.to_string()).collect(),
-                    working_dir: "/".into(),
-                },
-                rootfs: RootFs {
-                    kind: "layers",
-                    diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
-                },
-                history: (1..=layers.len())
-                    .map(|i| History {
-                        created: FIXED_CREATED,
-                        created_by: format!("berth fixture layer {i}"),
-                    })
-                    .collect(),
-            },
-        );
-        let manifest = Blob::json(
-            MEDIA_TYPE_OCI_MANIFEST,
-            &OciManifest {
-                schema_version: 2,
-                media_type: MEDIA_TYPE_OCI_MANIFEST.into(),
-                config: Some(config.descriptor()),
-                layers: Some(layers.iter().map(Layer::descriptor).collect()),
-                manifests: None,
-            },
-        );
+        let mut rootfs = RootFs::default();
+        rootfs.set_diff_ids(layers.iter().map(|l| l.diff_id.clone()).collect());
+        let run = ConfigBuilder::default()
+            .env(vec![PATH_ENV.to_owned()])
+            .cmd(cmd.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .working_dir("/")
+            .build()
+            .expect("run config");
+        let history = (1..=layers.len())
+            .map(|i| {
+                HistoryBuilder::default()
+                    .created(FIXED_CREATED)
+                    .created_by(format!("berth fixture layer {i}"))
+                    .build()
+                    .expect("history")
+            })
+            .collect::<Vec<_>>();
+        let p = platform::new(os, architecture, "");
+        let config = ImageConfigurationBuilder::default()
+            .created(FIXED_CREATED)
+            .architecture(p.architecture().clone())
+            .os(p.os().clone())
+            .config(run)
+            .rootfs(rootfs)
+            .history(history)
+            .build()
+            .expect("image config");
+        let config = Blob::json(MEDIA_TYPE_OCI_CONFIG, &config);
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config.descriptor())
+            .layers(layers.iter().map(Layer::descriptor).collect::<Vec<_>>())
+            .build()
+            .expect("manifest");
+        let manifest = Blob::json(MEDIA_TYPE_OCI_MANIFEST, &manifest);
         PlatformImage {
             os: os.into(),
             architecture: architecture.into(),
@@ -622,14 +562,9 @@ impl PlatformImage {
 
     /// The manifest's descriptor with its platform, as an image index lists it.
     pub fn platform_descriptor(&self) -> Descriptor {
-        Descriptor {
-            platform: Some(Platform {
-                architecture: self.architecture.clone(),
-                os: self.os.clone(),
-                variant: None,
-            }),
-            ..self.manifest.descriptor()
-        }
+        let mut d = self.manifest.descriptor();
+        d.set_platform(Some(platform::new(&self.os, &self.architecture, "")));
+        d
     }
 }
 
@@ -662,18 +597,12 @@ impl FixtureImage {
         let index = (!others.is_empty()).then(|| {
             Blob::json(
                 MEDIA_TYPE_OCI_INDEX,
-                &OciManifest {
-                    schema_version: 2,
-                    media_type: MEDIA_TYPE_OCI_INDEX.into(),
-                    config: None,
-                    layers: None,
-                    manifests: Some(
-                        std::iter::once(&primary)
-                            .chain(&others)
-                            .map(PlatformImage::platform_descriptor)
-                            .collect(),
-                    ),
-                },
+                &oci_index(
+                    std::iter::once(&primary)
+                        .chain(&others)
+                        .map(PlatformImage::platform_descriptor)
+                        .collect(),
+                ),
             )
         });
         FixtureImage {
@@ -765,15 +694,19 @@ impl FixtureImage {
     }
 }
 
+/// An OCI image index of `manifests`.
+fn oci_index(manifests: Vec<Descriptor>) -> berth_oci::ImageIndex {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .expect("image index")
+}
+
 /// The GOARCH name of this machine, which is what the busybox binary runs on.
 pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
+    platform::host_arch()
 }
 
 /// The bytes of `/bin/busybox`; panics unless it is there and statically linked (a dynamic
@@ -925,31 +858,21 @@ pub fn oci_archive_bytes(images: &[FixtureImage], opts: OciArchiveOptions) -> Ve
         .iter()
         .map(|img| {
             let mut d = img.target();
+            let mut annotations = std::collections::HashMap::new();
             if opts.image_name_annotation {
-                d.annotations
-                    .insert(ANNOTATION_IMAGE_NAME.into(), img.name.clone());
+                annotations.insert(ANNOTATION_IMAGE_NAME.to_owned(), img.name.clone());
             }
             if opts.ref_name_annotation {
-                d.annotations
-                    .insert(ANNOTATION_REF_NAME.into(), img.tag().into());
+                annotations.insert(ANNOTATION_REF_NAME.to_owned(), img.tag().to_owned());
             }
+            d.set_annotations((!annotations.is_empty()).then_some(annotations));
             d
         })
         .collect();
-    let index = OciManifest {
-        schema_version: 2,
-        media_type: MEDIA_TYPE_OCI_INDEX.into(),
-        config: None,
-        layers: None,
-        manifests: Some(manifests),
-    };
+    let index = oci_index(manifests);
     let mut b = LayerBuilder::new()
         .file("oci-layout", 0o644, r#"{"imageLayoutVersion":"1.0.0"}"#)
-        .file(
-            "index.json",
-            0o644,
-            serde_json::to_vec(&index).expect("json"),
-        );
+        .file("index.json", 0o644, go_json(&index).expect("json"));
     let mut seen = BTreeSet::new();
     for img in images {
         for blob in img.blobs() {
@@ -1102,6 +1025,7 @@ impl XorShift {
 mod tests {
     use super::*;
     use crate::{ok, require_root, Containerd};
+    use berth_oci::{ImageIndex, ImageManifest};
     use serde_json::Value;
 
     fn json(bytes: &[u8]) -> Value {
@@ -1130,17 +1054,20 @@ mod tests {
         for b in [manifest, config] {
             assert_eq!(sha256_digest(&b.bytes), b.digest);
         }
-        let m: OciManifest = serde_json::from_slice(&manifest.bytes).unwrap();
-        assert_eq!(m.schema_version, 2);
-        assert_eq!(m.media_type, MEDIA_TYPE_OCI_MANIFEST);
-        assert_eq!(m.config.unwrap(), config.descriptor());
+        let m: ImageManifest = serde_json::from_slice(&manifest.bytes).unwrap();
+        assert_eq!(m.schema_version(), 2);
+        assert_eq!(m.media_type(), &Some(MediaType::ImageManifest));
+        assert_eq!(m.config(), &config.descriptor());
         assert_eq!(config.media_type, MEDIA_TYPE_OCI_CONFIG);
-        let descs = m.layers.unwrap();
+        let descs = m.layers();
         assert_eq!(descs.len(), layers.len());
         for (d, l) in descs.iter().zip(layers) {
             assert_layer_digests(l);
-            assert_eq!(d.media_type, MEDIA_TYPE_OCI_LAYER_GZIP);
-            assert_eq!((d.digest.as_str(), d.size), (l.digest.as_str(), l.size()));
+            assert_eq!(d.media_type(), &MediaType::ImageLayerGzip);
+            assert_eq!(
+                (d.digest().as_ref(), d.size()),
+                (l.digest.as_str(), l.size())
+            );
         }
         let c = json(&config.bytes);
         assert_eq!(c["os"], os);
@@ -1299,13 +1226,16 @@ mod tests {
         assert_eq!(img.index_digest.as_deref(), Some(index.digest.as_str()));
         assert_eq!(sha256_digest(&index.bytes), index.digest);
         assert_eq!(img.target(), index.descriptor());
-        let idx: OciManifest = serde_json::from_slice(&index.bytes).unwrap();
-        assert_eq!(idx.media_type, MEDIA_TYPE_OCI_INDEX);
-        let ms = idx.manifests.unwrap();
+        let idx: ImageIndex = serde_json::from_slice(&index.bytes).unwrap();
+        assert_eq!(idx.media_type(), &Some(MediaType::ImageIndex));
+        let ms = idx.manifests();
         assert_eq!(ms.len(), 2);
-        assert_eq!(ms[0].digest, img.manifest_digest);
-        assert_eq!(ms[0].size, img.manifest_size);
-        assert_eq!(ms[0].platform.as_ref().unwrap().architecture, host_arch());
+        assert_eq!(ms[0].digest().as_ref(), img.manifest_digest);
+        assert_eq!(ms[0].size(), img.manifest_size);
+        assert_eq!(
+            platform::arch(ms[0].platform().as_ref().unwrap()),
+            host_arch()
+        );
         assert_platform(
             &img.manifest,
             &img.config,
@@ -1316,7 +1246,7 @@ mod tests {
         let other = &img.other_platforms[0];
         assert_eq!(ms[1], other.platform_descriptor());
         assert_ne!(other.architecture, host_arch());
-        assert_eq!(ms[1].platform.as_ref().unwrap().os, "linux");
+        assert_eq!(platform::os(ms[1].platform().as_ref().unwrap()), "linux");
         assert_platform(
             &other.manifest,
             &other.config,
@@ -1343,36 +1273,40 @@ mod tests {
         }
         // Shared layers and the busybox manifest are stored once.
         assert_eq!(blobs.len(), 9);
-        let index: OciManifest = serde_json::from_slice(&files["index.json"]).unwrap();
-        let ms = index.manifests.unwrap();
+        let index: ImageIndex = serde_json::from_slice(&files["index.json"]).unwrap();
+        let ms = index.manifests().clone();
         assert_eq!(ms.len(), 2);
         for (d, img) in ms.iter().zip([&single, &multi]) {
-            assert_eq!(d.annotations[ANNOTATION_IMAGE_NAME], img.name);
-            assert_eq!(d.annotations[ANNOTATION_REF_NAME], img.tag());
+            let a = d.annotations().as_ref().unwrap();
+            assert_eq!(a[ANNOTATION_IMAGE_NAME], img.name);
+            assert_eq!(a[ANNOTATION_REF_NAME], img.tag());
+            let t = img.target();
             assert_eq!(
-                (d.media_type.as_str(), d.digest.as_str(), d.size),
-                (
-                    img.target().media_type.as_str(),
-                    img.target().digest.as_str(),
-                    img.target().size
-                )
+                (d.media_type(), d.digest(), d.size()),
+                (t.media_type(), t.digest(), t.size())
             );
         }
-        assert_eq!(ms[1].annotations[ANNOTATION_REF_NAME], "v1");
+        assert_eq!(
+            ms[1].annotations().as_ref().unwrap()[ANNOTATION_REF_NAME],
+            "v1"
+        );
         // Walk every descriptor from index.json: each names a stored blob of that size.
         let mut todo = ms;
         let mut walked = 0;
         while let Some(d) = todo.pop() {
             walked += 1;
+            let digest = d.digest().to_string();
             let data = blobs
-                .get(&d.digest)
-                .unwrap_or_else(|| panic!("missing {}", d.digest));
-            assert_eq!(data.len() as u64, d.size, "{}", d.digest);
-            if d.media_type == MEDIA_TYPE_OCI_INDEX || d.media_type == MEDIA_TYPE_OCI_MANIFEST {
-                let m: OciManifest = serde_json::from_slice(data).unwrap();
-                todo.extend(m.manifests.into_iter().flatten());
-                todo.extend(m.config);
-                todo.extend(m.layers.into_iter().flatten());
+                .get(&digest)
+                .unwrap_or_else(|| panic!("missing {digest}"));
+            assert_eq!(data.len() as u64, d.size(), "{digest}");
+            if d.media_type() == &MediaType::ImageIndex {
+                let i: ImageIndex = serde_json::from_slice(data).unwrap();
+                todo.extend(i.manifests().iter().cloned());
+            } else if d.media_type() == &MediaType::ImageManifest {
+                let m: ImageManifest = serde_json::from_slice(data).unwrap();
+                todo.push(m.config().clone());
+                todo.extend(m.layers().iter().cloned());
             }
         }
         // single: manifest, config, 3 layers; multi: index, that manifest again, the other's 3 blobs.

@@ -6,10 +6,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 
 use bctr::archive::{self, DockerArchiveManifest, OciLayout};
-use bctr::oci::{self, Descriptor};
-use bctr::platforms::{self, MatchComparer};
+use bctr::oci::{self, Descriptor, DescriptorExt};
 use bctr::reference;
 use berth_api::images::{images_client::ImagesClient, GetImageRequest};
+use berth_oci::{platform, Matcher};
 use clap::Args;
 use sha2::Digest as _;
 
@@ -54,13 +54,13 @@ struct Record {
 }
 
 fn blob_record(desc: &Descriptor, skip_non_distributable: bool) -> Result<Option<Record>, String> {
-    if skip_non_distributable && oci::is_non_distributable(&desc.media_type) {
+    if skip_non_distributable && oci::is_non_distributable(desc.media_type_str()) {
         return Ok(None);
     }
     Ok(Some(Record {
-        name: archive::blob_path(&desc.digest)?,
+        name: archive::blob_path(desc.digest_str())?,
         mode: 0o444,
-        size: desc.size.max(0) as u64,
+        size: desc.size(),
         content: Content::Blob(Box::new(desc.clone())),
     }))
 }
@@ -79,16 +79,16 @@ pub async fn run(ctx: &Ctx, args: ExportArgs) -> Result<(), CmdError> {
             ))
         }
     };
-    let platform: MatchComparer = if args.platform.is_empty() {
-        platforms::default_strict()
+    let platform: Matcher = if args.platform.is_empty() {
+        Matcher::host_strict()
     } else {
         let ps = args
             .platform
             .iter()
-            .map(|p| platforms::parse(p).map_err(|e| format!("invalid platform {p:?}: {e}")))
+            .map(|p| platform::parse(p).map_err(|e| format!("invalid platform {p:?}: {e}")))
             .collect::<Result<Vec<_>, _>>()
             .map_err(CmdError::Usage)?;
-        platforms::ordered(&ps)
+        Matcher::ordered(&ps)
     };
 
     let mut images = ImagesClient::new(ctx.channel.clone());
@@ -100,8 +100,9 @@ pub async fn run(ctx: &Ctx, args: ExportArgs) -> Result<(), CmdError> {
             .into_inner()
             .image
             .unwrap_or_default();
-        let mut target = image_target(&img);
-        target.annotations = archive::add_name_annotations(name, &target.annotations);
+        let mut target = image_target(&img)?;
+        let annotations = archive::add_name_annotations(name, &target.annotation_map());
+        oci::set_annotations(&mut target, annotations);
         manifests.push(target);
     }
 
@@ -133,20 +134,21 @@ pub async fn run(ctx: &Ctx, args: ExportArgs) -> Result<(), CmdError> {
 async fn plan(
     cs: &mut ContentStore,
     manifests: &[Descriptor],
-    platform: &MatchComparer,
+    platform: &Matcher,
     args: &ExportArgs,
 ) -> Result<Vec<Record>, CmdError> {
     let skip_nd = args.skip_non_distributable;
+    let json_err = |e: serde_json::Error| CmdError::Failed(e.to_string());
     let layout = oci::go_json(&OciLayout {
         version: archive::OCI_LAYOUT_VERSION.to_owned(),
     })
-    .map_err(CmdError::Failed)?;
-    let index = oci::go_json(&oci::Index {
-        schema_version: 2,
-        manifests: Some(manifests.to_vec()),
-        ..oci::Index::default()
-    })
-    .map_err(CmdError::Failed)?;
+    .map_err(json_err)?;
+    let index = oci::ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .manifests(manifests.to_vec())
+        .build()
+        .map_err(|e| CmdError::Failed(e.to_string()))?;
+    let index = oci::go_json(&index).map_err(json_err)?;
     let mut records = vec![
         Record {
             name: archive::OCI_LAYOUT_FILE.into(),
@@ -168,28 +170,30 @@ async fn plan(
     let mut resolved_index: HashMap<String, Option<String>> = HashMap::new();
 
     for desc in manifests {
-        if oci::is_manifest_type(&desc.media_type) {
-            if !docker_at.contains_key(&desc.digest) {
+        let digest = desc.digest_str().to_owned();
+        let name_annotation = desc.annotation_map().remove(oci::ANNOTATION_IMAGE_NAME);
+        if oci::is_manifest_type(desc.media_type_str()) {
+            if !docker_at.contains_key(&digest) {
                 walk_records(cs, desc, &mut algorithms, skip_nd, &mut records).await?;
-                docker_at.insert(desc.digest.clone(), docker.len());
+                docker_at.insert(digest.clone(), docker.len());
                 docker.push(ExportManifest {
                     manifest: desc.clone(),
                     names: Vec::new(),
                 });
             }
-            if let Some(name) = desc.annotations.get(oci::ANNOTATION_IMAGE_NAME) {
+            if let Some(name) = &name_annotation {
                 if !name.is_empty() && !args.skip_manifest_json {
-                    docker[docker_at[&desc.digest]].names.push(name.clone());
+                    docker[docker_at[&digest]].names.push(name.clone());
                 }
             }
-        } else if oci::is_index_type(&desc.media_type) {
-            if !resolved_index.contains_key(&desc.digest) {
-                oci::validate_digest(&desc.digest).map_err(CmdError::Failed)?;
+        } else if oci::is_index_type(desc.media_type_str()) {
+            if !resolved_index.contains_key(&digest) {
+                oci::validate_digest(&digest).map_err(CmdError::Failed)?;
                 records.extend(blob_record(desc, skip_nd).map_err(CmdError::Failed)?);
                 let children = cs.children(desc).await?;
                 let mut matching = Vec::new();
                 for m in children {
-                    if m.platform.as_ref().is_none_or(|p| platform.matches(p)) {
+                    if m.platform().as_ref().is_none_or(|p| platform.matches(p)) {
                         matching.push(m.clone());
                     } else if !args.all_platforms {
                         continue;
@@ -203,21 +207,22 @@ async fn plan(
                             "no manifest found for platform: not found".into(),
                         ));
                     }
-                    platform.sort(&mut matching, |d| d.platform.as_ref());
+                    platform.sort(&mut matching, |d| d.platform().as_ref());
                     let first = matching.swap_remove(0);
-                    if !docker_at.contains_key(&first.digest) {
-                        docker_at.insert(first.digest.clone(), docker.len());
+                    let first_digest = first.digest_str().to_owned();
+                    if !docker_at.contains_key(&first_digest) {
+                        docker_at.insert(first_digest.clone(), docker.len());
                         docker.push(ExportManifest {
-                            manifest: first.clone(),
+                            manifest: first,
                             names: Vec::new(),
                         });
                     }
-                    chosen = Some(first.digest);
+                    chosen = Some(first_digest);
                 }
-                resolved_index.insert(desc.digest.clone(), chosen);
+                resolved_index.insert(digest.clone(), chosen);
             }
-            if let Some(Some(d)) = resolved_index.get(&desc.digest) {
-                if let Some(name) = desc.annotations.get(oci::ANNOTATION_IMAGE_NAME) {
+            if let Some(Some(d)) = resolved_index.get(&digest) {
+                if let Some(name) = &name_annotation {
                     if !name.is_empty() {
                         docker[docker_at[d]].names.push(name.clone());
                     }
@@ -233,16 +238,19 @@ async fn plan(
     if !docker.is_empty() && !args.skip_manifest_json {
         let mut entries = Vec::new();
         for m in &docker {
-            let bytes = cs.read_document(&m.manifest.digest).await?;
-            let manifest: oci::Manifest = serde_json::from_slice(&bytes)
+            let bytes = cs.read_document(m.manifest.digest_str()).await?;
+            let manifest = oci::parse_manifest(&bytes, m.manifest.media_type_str())
                 .map_err(|e| CmdError::Failed(format!("unable to create manifests file: {e}")))?;
-            let config = archive::blob_path(&manifest.config.digest).map_err(|e| {
-                CmdError::Failed(format!("invalid manifest {:?}: {e}", m.manifest.digest))
+            let config = archive::blob_path(manifest.config().digest_str()).map_err(|e| {
+                CmdError::Failed(format!(
+                    "invalid manifest {:?}: {e}",
+                    m.manifest.digest_str()
+                ))
             })?;
             let layers = manifest
-                .layers
+                .layers()
                 .iter()
-                .map(|l| archive::blob_path(&l.digest))
+                .map(|l| archive::blob_path(l.digest_str()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(CmdError::Failed)?;
             let tags = m
@@ -257,7 +265,7 @@ async fn plan(
                 layers: (!layers.is_empty()).then_some(layers),
             });
         }
-        let bytes = oci::go_json(&entries).map_err(CmdError::Failed)?;
+        let bytes = oci::go_json(&entries).map_err(json_err)?;
         records.push(Record {
             name: "manifest.json".into(),
             mode: 0o644,
@@ -297,7 +305,7 @@ async fn walk_records(
     let mut stack = vec![desc.clone()];
     while let Some(d) = stack.pop() {
         let children = cs.children(&d).await?;
-        let (alg, _) = oci::split_digest(&d.digest).map_err(CmdError::Failed)?;
+        let (alg, _) = oci::split_digest(d.digest_str()).map_err(CmdError::Failed)?;
         algorithms.insert(alg.to_owned());
         records.extend(blob_record(&d, skip_nd).map_err(CmdError::Failed)?);
         stack.extend(children.into_iter().rev());
@@ -383,12 +391,12 @@ async fn write_tar(
                 b.len() as u64
             }
             Content::Blob(desc) => {
-                let (alg, _) = oci::split_digest(&desc.digest).map_err(CmdError::Failed)?;
+                let (alg, _) = oci::split_digest(desc.digest_str()).map_err(CmdError::Failed)?;
                 let mut hasher = Hasher::new(alg).ok_or_else(|| {
-                    CmdError::Failed(format!("unsupported digest algorithm in {}", desc.digest))
+                    CmdError::Failed(format!("unsupported digest algorithm in {}", desc.digest()))
                 })?;
                 let n = cs
-                    .read_chunks(&desc.digest, 0, 0, |chunk| {
+                    .read_chunks(desc.digest_str(), 0, 0, |chunk| {
                         hasher.update(chunk);
                         bar.inc(chunk.len() as u64);
                         w.write_all(chunk).map_err(io)
@@ -398,7 +406,7 @@ async fn write_tar(
                         CmdError::Failed(format!("failed to copy to tar: {}", CmdError::from(e)))
                     })?;
                 let got = hasher.finish(alg);
-                if got != desc.digest {
+                if got != desc.digest_str() {
                     return Err(CmdError::Failed(format!("unexpected digest {got} copied")));
                 }
                 n

@@ -2,8 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use bctr::oci::{self, Descriptor};
-use bctr::platforms;
+use bctr::oci::{self, Descriptor, DescriptorExt};
 use bctr::table::TabWriter;
 use bctr::units::progress_bytes;
 use berth_api::images::{
@@ -11,6 +10,7 @@ use berth_api::images::{
 };
 use berth_api::namespaces::{namespaces_client::NamespacesClient, GetNamespaceRequest};
 use berth_api::snapshots::{snapshots_client::SnapshotsClient, StatSnapshotRequest};
+use berth_oci::{platform, Matcher};
 use clap::Subcommand;
 use tonic::Code;
 
@@ -76,11 +76,11 @@ pub enum ImagesCommand {
     },
 }
 
-pub fn image_target(img: &Image) -> Descriptor {
-    img.target
-        .as_ref()
-        .map(Descriptor::from_proto)
-        .unwrap_or_default()
+/// The image's target descriptor; an image without a valid one is an error.
+pub fn image_target(img: &Image) -> Result<Descriptor, CmdError> {
+    let target = img.target.clone().unwrap_or_default();
+    oci::from_proto(&target)
+        .map_err(|e| CmdError::Failed(format!("image {}: invalid target: {e}", img.name)))
 }
 
 pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
@@ -100,10 +100,21 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
                 return Ok(());
             }
             let mut cs = ContentStore::new(ctx);
-            let platform = platforms::default_matcher();
+            let platform = Matcher::host();
             let mut text = String::from("REF\tTYPE\tDIGEST\tSIZE\tPLATFORMS\tLABELS\t\n");
             for img in &images {
-                let target = image_target(img);
+                let proto = img.target.clone().unwrap_or_default();
+                let target = match image_target(img) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("bctr: {e}");
+                        text.push_str(&format!(
+                            "{}\t{}\t{}\t-\t-\t-\t\n",
+                            img.name, proto.media_type, proto.digest
+                        ));
+                        continue;
+                    }
+                };
                 let (size, err) = store::image_size(&mut cs, &target, &platform).await;
                 if let Some(e) = err {
                     eprintln!("bctr: failed calculating size for image {}: {e}", img.name);
@@ -119,7 +130,7 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
                     Ok(ps) if ps.is_empty() => "-".to_owned(),
                     Ok(ps) => ps
                         .iter()
-                        .map(platforms::format)
+                        .map(platform::format)
                         .collect::<BTreeSet<_>>()
                         .into_iter()
                         .collect::<Vec<_>>()
@@ -133,8 +144,8 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
                 text.push_str(&format!(
                     "{}\t{}\t{}\t{}\t{platforms}\t{labels}\t\n",
                     img.name,
-                    target.media_type,
-                    target.digest,
+                    target.media_type(),
+                    target.digest(),
                     progress_bytes(size)
                 ));
             }
@@ -245,12 +256,12 @@ async fn is_unpacked(
     target: &Descriptor,
     snapshotter: &str,
 ) -> Result<bool, String> {
-    let platform = platforms::default_matcher();
+    let platform = Matcher::host();
     let manifest = store::resolve_manifest(cs, target, Some(&platform))
         .await
         .map_err(|e| e.msg)?;
-    let config = cs.read_config(&manifest.config).await.map_err(|e| e.msg)?;
-    let chain = oci::chain_id(&config.rootfs.diff_ids);
+    let config = cs.read_config(manifest.config()).await.map_err(|e| e.msg)?;
+    let chain = oci::rootfs_chain_id(&config)?;
     let snapshotter = match resolve_snapshotter(ctx, snapshotter).await {
         Ok(s) => s,
         Err(e) => return Err(e.to_string()),
@@ -274,28 +285,29 @@ async fn check_content(
     cs: &mut ContentStore,
     target: &Descriptor,
 ) -> Result<(Option<Vec<Descriptor>>, Vec<Descriptor>), WalkError> {
-    let platform = platforms::default_matcher();
+    let platform = Matcher::host();
     let manifest = match store::resolve_manifest(cs, target, Some(&platform)).await {
         Ok(m) => m,
         Err(e) if e.not_found => return Ok((None, Vec::new())),
         Err(e) => {
             return Err(WalkError::other(format!(
                 "failed to check image {}: {}",
-                target.digest, e.msg
+                target.digest(),
+                e.msg
             )))
         }
     };
-    let mut required = vec![manifest.config];
-    required.extend(manifest.layers);
+    let mut required = vec![manifest.config().clone()];
+    required.extend(manifest.layers().iter().cloned());
     let mut present = Vec::new();
     for d in &required {
-        match cs.info(&d.digest).await {
+        match cs.info(d.digest_str()).await {
             Ok(_) => present.push(d.clone()),
             Err(s) if s.code() == Code::NotFound => {}
             Err(s) => {
                 return Err(WalkError::other(format!(
                     "failed to check image {}: {}",
-                    d.digest,
+                    d.digest(),
                     s.message()
                 )))
             }
@@ -327,7 +339,14 @@ async fn check(
         text.push_str("REF\tTYPE\tDIGEST\tSTATUS\tSIZE\tUNPACKED\t\n");
     }
     for img in &images {
-        let target = image_target(img);
+        let target = match image_target(img) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("bctr: unable to check {}: {e}", img.name);
+                exit_err.get_or_insert(e);
+                continue;
+            }
+        };
         let mut complete = true;
         let (status, size) = match check_content(&mut cs, &target).await {
             Err(e) => {
@@ -341,15 +360,15 @@ async fn check(
             }
             Ok((None, present)) => {
                 complete = false;
-                let present_size: i64 = present.iter().map(|d| d.size).sum();
+                let present_size: u64 = present.iter().map(Descriptor::size).sum();
                 (
                     format!("unavailable ({}/?)", present.len()),
-                    format!("{}/?", progress_bytes(present_size)),
+                    format!("{}/?", progress_bytes(present_size as i64)),
                 )
             }
             Ok((Some(required), present)) => {
-                let required_size: i64 = required.iter().map(|d| d.size).sum();
-                let present_size: i64 = present.iter().map(|d| d.size).sum();
+                let required_size: u64 = required.iter().map(Descriptor::size).sum();
+                let present_size: u64 = present.iter().map(Descriptor::size).sum();
                 let word = if present.len() < required.len() {
                     complete = false;
                     "incomplete"
@@ -360,8 +379,8 @@ async fn check(
                     format!("{word} ({}/{})", present.len(), required.len()),
                     format!(
                         "{}/{}",
-                        progress_bytes(present_size),
-                        progress_bytes(required_size)
+                        progress_bytes(present_size as i64),
+                        progress_bytes(required_size as i64)
                     ),
                 )
             }
@@ -384,7 +403,9 @@ async fn check(
         } else {
             text.push_str(&format!(
                 "{}\t{}\t{}\t{status}\t{size}\t{unpacked}\n",
-                img.name, target.media_type, target.digest
+                img.name,
+                target.media_type(),
+                target.digest()
             ));
         }
     }

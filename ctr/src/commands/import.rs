@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 
 use bctr::archive::{self, BlobInfo, DockerArchiveManifest, OciLayout};
-use bctr::oci::{self, media, Descriptor};
-use bctr::platforms::{self, MatchComparer};
+use bctr::oci::{self, media, Descriptor, DescriptorExt};
 use bctr::reference::{self, RefTranslator};
 use berth_api::images::{
     images_client::ImagesClient, CreateImageRequest, Image, UpdateImageRequest,
 };
+use berth_oci::{platform, Matcher};
 use clap::Args;
 use sha2::{Digest as _, Sha256};
 use tonic::Code;
@@ -88,15 +88,15 @@ pub async fn run(ctx: &Ctx, args: ImportArgs) -> Result<(), CmdError> {
     let strict_platform = if args.platform.is_empty() {
         None
     } else {
-        let p = platforms::parse(&args.platform).map_err(CmdError::Usage)?;
-        Some(platforms::only_strict(&p))
+        let p = platform::parse(&args.platform).map_err(|e| CmdError::Usage(e.to_string()))?;
+        Some(Matcher::only_strict(&p))
     };
     let matcher = if args.all_platforms {
-        MatchComparer::All
+        Matcher::all()
     } else if let Some(m) = &strict_platform {
         m.clone()
     } else {
-        platforms::default_matcher()
+        Matcher::host()
     };
 
     let (input, total): (Box<dyn Read>, Option<u64>) = if args.input == "-" {
@@ -127,10 +127,10 @@ pub async fn run(ctx: &Ctx, args: ImportArgs) -> Result<(), CmdError> {
     cleanup?;
 
     if !args.no_unpack {
-        let platform = strict_platform.unwrap_or_else(platforms::default_matcher);
+        let platform = strict_platform.unwrap_or_else(Matcher::host);
         for img in &images {
             use std::io::Write;
-            print!("unpacking {} ({})...", img.name, img.target.digest);
+            print!("unpacking {} ({})...", img.name, img.target.digest());
             let _ = std::io::stdout().flush();
             // berthd unpacks by itself, in parallel; other daemons get ctr's client-side unpack.
             let in_daemon = !args.local_unpack
@@ -156,7 +156,7 @@ struct ImportOptions<'a> {
     digest_prefix: Option<&'a str>,
     skip_digest_for_named: bool,
     index_name: &'a str,
-    matcher: &'a MatchComparer,
+    matcher: &'a Matcher,
     compress: bool,
 }
 
@@ -182,13 +182,13 @@ async fn import(
     let mut labelled: HashSet<String> = HashSet::new();
     let mut any_children = false;
     while let Some(desc) = stack.pop() {
-        let children = if desc.digest == index.digest {
-            let bytes = cs.read_document(&desc.digest).await?;
-            let idx: oci::Index = serde_json::from_slice(&bytes)
-                .map_err(|e| CmdError::Failed(format!("index {}: {e}", desc.digest)))?;
-            let manifests = idx.manifests.unwrap_or_default();
+        let children = if desc.digest() == index.digest() {
+            let bytes = cs.read_document(desc.digest_str()).await?;
+            let idx = oci::parse_index(&bytes, media::OCI_INDEX)
+                .map_err(|e| CmdError::Failed(format!("index {}: {e}", desc.digest())))?;
+            let manifests = idx.manifests().clone();
             for m in &manifests {
-                let name = reference::image_name(&m.annotations, Some(opts.translator));
+                let name = reference::image_name(&m.annotation_map(), Some(opts.translator));
                 if !name.is_empty() {
                     images.push(ImportedImage {
                         name: name.clone(),
@@ -200,7 +200,7 @@ async fn import(
                 }
                 if let Some(prefix) = opts.digest_prefix {
                     images.push(ImportedImage {
-                        name: format!("{prefix}@{}", m.digest),
+                        name: format!("{prefix}@{}", m.digest()),
                         target: m.clone(),
                     });
                 }
@@ -211,18 +211,22 @@ async fn import(
         };
         let children: Vec<Descriptor> = children
             .into_iter()
-            .filter(|d| d.platform.as_ref().is_none_or(|p| opts.matcher.matches(p)))
+            .filter(|d| {
+                d.platform()
+                    .as_ref()
+                    .is_none_or(|p| opts.matcher.matches(p))
+            })
             .collect();
         if children.is_empty() {
             continue;
         }
         any_children = true;
         // The same document has the same children: label it once.
-        if labelled.insert(desc.digest.clone()) {
+        if labelled.insert(desc.digest_str().to_owned()) {
             let labels = oci::children_gc_labels(&children);
-            cs.update_labels(&desc.digest, &labels)
+            cs.update_labels(desc.digest_str(), &labels)
                 .await
-                .map_err(rpc_context(format!("failed to label {}", desc.digest)))?;
+                .map_err(rpc_context(format!("failed to label {}", desc.digest())))?;
         }
         stack.extend(children.into_iter().rev());
     }
@@ -234,7 +238,7 @@ async fn import(
     for img in &images {
         let record = Image {
             name: img.name.clone(),
-            target: Some(img.target.to_proto()),
+            target: Some(oci::to_proto(&img.target)),
             ..Image::default()
         };
         let updated = client
@@ -366,7 +370,7 @@ async fn import_index(
                 archive::OCI_LAYOUT_VERSION
             ))
         })?;
-        return Ok(Descriptor::new(media::OCI_INDEX, &idx.digest, idx.size));
+        return oci::descriptor(media::OCI_INDEX, &idx.digest, idx.size).map_err(CmdError::Failed);
     }
     let Some(manifests) = docker_manifests else {
         return Err(CmdError::Failed("unrecognized image format".into()));
@@ -378,7 +382,8 @@ async fn import_index(
         let config = blobs
             .get(&m.config)
             .ok_or_else(|| CmdError::Failed(format!("image config {:?} not found", m.config)))?;
-        let config = Descriptor::new(media::DOCKER_CONFIG, &config.digest, config.size);
+        let config = oci::descriptor(media::DOCKER_CONFIG, &config.digest, config.size)
+            .map_err(CmdError::Failed)?;
         let layer_files = m.layers.clone().unwrap_or_default();
         let layers = resolve_layers(cs, &layer_files, &blobs, compress)
             .await
@@ -387,11 +392,11 @@ async fn import_index(
         let desc = write_document(cs, &manifest, media::DOCKER_MANIFEST)
             .await
             .map_err(|e| CmdError::Failed(format!("write docker manifest: {e}")))?;
-        let platform = cs
-            .read_config(&config)
-            .await
-            .map_err(|e| CmdError::Failed(format!("unable to resolve platform: {e}")))?
-            .platform();
+        let platform = oci::config_platform(
+            &cs.read_config(&config)
+                .await
+                .map_err(|e| CmdError::Failed(format!("unable to resolve platform: {e}")))?,
+        );
         let tags = m.repo_tags.clone().unwrap_or_default();
         index_entries.extend(
             archive::docker_index_entries(&desc, Some(platform), &tags)
@@ -468,7 +473,7 @@ async fn ingest_entry(
             w.copy_from(&mut tee, size, &expected, HashMap::new())
                 .await
                 .map_err(|e| e.to_string())?;
-            let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+            let digest = berth_oci::Digest::from_sha256(hasher.finalize().into()).into_string();
             Ok(BlobInfo {
                 digest: if expected.is_empty() {
                     digest
@@ -488,17 +493,27 @@ async fn write_document(
     bytes: &[u8],
     media_type: &str,
 ) -> Result<Descriptor, CmdError> {
-    let desc = Descriptor::new(media_type, &oci::sha256_digest(bytes), bytes.len() as i64);
+    let digest = oci::sha256_digest(bytes);
+    let desc =
+        oci::descriptor(media_type, &digest, bytes.len() as i64).map_err(CmdError::Failed)?;
     store::write_blob(
         cs,
-        &format!("manifest-{}", desc.digest),
+        &format!("manifest-{digest}"),
         &mut &bytes[..],
-        desc.size,
-        &desc.digest,
+        bytes.len() as i64,
+        &digest,
         HashMap::new(),
     )
     .await?;
     Ok(desc)
+}
+
+/// A layer of a docker archive while its media type is being worked out.
+struct PendingLayer {
+    digest: String,
+    size: i64,
+    /// `None` until known.
+    media_type: Option<&'static str>,
 }
 
 /// containerd's `resolveLayers`: each layer file's descriptor, replaced by an already stored
@@ -516,7 +531,11 @@ async fn resolve_layers(
         let b = blobs
             .get(f)
             .ok_or_else(|| format!("layer {f:?} not found"))?;
-        layers.push(Descriptor::new("", &b.digest, b.size));
+        layers.push(PendingLayer {
+            digest: b.digest.clone(),
+            size: b.size,
+            media_type: None,
+        });
         heads.push(b.head.clone());
     }
     if !layers.is_empty() {
@@ -533,7 +552,7 @@ async fn resolve_layers(
                 continue;
             };
             for (i, l) in layers.iter_mut().enumerate() {
-                if &l.digest == uncompressed && l.media_type.is_empty() {
+                if &l.digest == uncompressed && l.media_type.is_none() {
                     let mut head = Vec::new();
                     cs.read_chunks(&info.digest, 0, 10, |c| {
                         head.extend_from_slice(c);
@@ -548,31 +567,35 @@ async fn resolve_layers(
                     })?;
                     l.digest = info.digest.clone();
                     l.size = info.size;
-                    l.media_type = archive::docker_layer_media_type(&head).to_owned();
+                    l.media_type = Some(archive::docker_layer_media_type(&head));
                     heads[i] = head;
                 }
             }
         }
     }
-    for (l, head) in layers.iter_mut().zip(&heads) {
-        if !l.media_type.is_empty() {
-            continue;
-        }
-        let mt = archive::docker_layer_media_type(head);
-        if mt == media::DOCKER_LAYER && compress {
-            *l = compress_blob(cs, l).await?;
-        } else {
-            l.media_type = mt.to_owned();
-        }
+    let mut out = Vec::with_capacity(layers.len());
+    for (l, head) in layers.iter().zip(&heads) {
+        let desc = match l.media_type {
+            Some(mt) => oci::descriptor(mt, &l.digest, l.size)?,
+            None => {
+                let mt = archive::docker_layer_media_type(head);
+                if mt == media::DOCKER_LAYER && compress {
+                    compress_blob(cs, &l.digest).await?
+                } else {
+                    oci::descriptor(mt, &l.digest, l.size)?
+                }
+            }
+        };
+        out.push(desc);
     }
-    Ok(layers)
+    Ok(out)
 }
 
-/// Stores a gzip-compressed copy of an uncompressed layer, labelled with the digest it
-/// uncompresses to; returns its descriptor.
-async fn compress_blob(cs: &mut ContentStore, layer: &Descriptor) -> Result<Descriptor, String> {
+/// Stores a gzip-compressed copy of the uncompressed layer `digest`, labelled with the digest
+/// it uncompresses to; returns its descriptor.
+async fn compress_blob(cs: &mut ContentStore, layer: &str) -> Result<Descriptor, String> {
     use std::io::Write;
-    let (_, enc) = oci::split_digest(&layer.digest)?;
+    let (_, enc) = oci::split_digest(layer)?;
     let r#ref = format!("compress-blob-sha256-{enc}");
     // Read the layer back and gzip it in memory chunk by chunk; the compressed bytes are sent
     // as they accumulate.
@@ -595,14 +618,14 @@ async fn compress_blob(cs: &mut ContentStore, layer: &Descriptor) -> Result<Desc
     let mut hasher = Sha256::new();
     let mut size = 0i64;
     let mut stream = cs
-        .open_read(&layer.digest, 0, 0)
+        .open_read(layer, 0, 0)
         .await
-        .map_err(|s| format!("failed to read {}: {}", layer.digest, s.message()))?;
+        .map_err(|s| format!("failed to read {layer}: {}", s.message()))?;
     loop {
         let msg = stream
             .message()
             .await
-            .map_err(|s| format!("failed to read {}: {}", layer.digest, s.message()))?;
+            .map_err(|s| format!("failed to read {layer}: {}", s.message()))?;
         let last = msg.is_none();
         match msg {
             Some(m) => gz.write_all(&m.data).map_err(|e| e.to_string())?,
@@ -621,12 +644,12 @@ async fn compress_blob(cs: &mut ContentStore, layer: &Descriptor) -> Result<Desc
             break;
         }
     }
-    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-    let labels = HashMap::from([(oci::LABEL_UNCOMPRESSED.to_owned(), layer.digest.clone())]);
+    let digest = berth_oci::Digest::from_sha256(hasher.finalize().into()).into_string();
+    let labels = HashMap::from([(oci::LABEL_UNCOMPRESSED.to_owned(), layer.to_owned())]);
     match writer.commit(size, &digest, labels).await {
         Ok(_) => {}
         Err(s) if s.code() == Code::AlreadyExists => {}
         Err(s) => return Err(format!("failed to commit: {}", s.message())),
     }
-    Ok(Descriptor::new(media::DOCKER_LAYER_GZIP, &digest, size))
+    oci::descriptor(media::DOCKER_LAYER_GZIP, &digest, size)
 }

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use bctr::oci::{self, LABEL_GC_EXPIRE};
-use bctr::platforms;
 use berth_api::images::{images_client::ImagesClient, GetImageRequest};
 use berth_api::leases::{leases_client::LeasesClient, CreateRequest, DeleteRequest};
 use berth_api::snapshots::{
@@ -15,6 +14,7 @@ use berth_api::snapshots::{
     RemoveSnapshotRequest, ViewSnapshotRequest,
 };
 use berth_mount::Mount;
+use berth_oci::{platform, Matcher};
 use clap::Args;
 use tonic::Code;
 
@@ -76,10 +76,10 @@ pub async fn mount(ctx: &Ctx, a: MountArgs) -> Result<(), CmdError> {
     }
     let leased = ctx.with_lease(&key);
     let platform = match &a.platform {
-        Some(p) => platforms::parse(p).map_err(CmdError::Usage)?,
-        None => platforms::default_spec(),
+        Some(p) => platform::parse(p).map_err(|e| CmdError::Usage(e.to_string()))?,
+        None => berth_oci::host_platform(),
     };
-    let matcher = platforms::only(&platform);
+    let matcher = Matcher::only(&platform);
     let img = ImagesClient::new(ctx.channel.clone())
         .get(ctx.request(GetImageRequest {
             name: a.reference.clone(),
@@ -88,17 +88,17 @@ pub async fn mount(ctx: &Ctx, a: MountArgs) -> Result<(), CmdError> {
         .into_inner()
         .image
         .unwrap_or_default();
-    let target = images::image_target(&img);
+    let target = images::image_target(&img)?;
     let snapshotter = images::resolve_snapshotter(ctx, &a.snapshotter).await?;
     super::unpack::unpack(&leased, &target, &matcher, &snapshotter).await?;
 
     let mut cs = ContentStore::new(&leased);
     let manifest = store::resolve_manifest(&mut cs, &target, Some(&matcher)).await?;
     let config = cs
-        .read_config(&manifest.config)
+        .read_config(manifest.config())
         .await
         .map_err(|e| CmdError::Failed(format!("failed to resolve rootfs: {e}")))?;
-    let chain_id = oci::chain_id(&config.rootfs.diff_ids);
+    let chain_id = oci::rootfs_chain_id(&config).map_err(CmdError::Failed)?;
     println!("{chain_id}");
 
     let mut sn = SnapshotsClient::new(ctx.channel.clone());

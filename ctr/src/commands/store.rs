@@ -7,13 +7,13 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bctr::oci::{self, Descriptor, ImageConfig, Manifest};
-use bctr::platforms::MatchComparer;
+use bctr::oci::{self, Descriptor, DescriptorExt, ImageConfiguration, ImageManifest};
 use berth_api::content::{
     content_client::ContentClient, AbortRequest, Info, InfoRequest, ListContentRequest,
     ReadContentRequest, ReadContentResponse, UpdateRequest, WriteAction, WriteContentRequest,
     WriteContentResponse,
 };
+use berth_oci::Matcher;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -219,17 +219,21 @@ impl ContentStore {
 
     /// The children of a document (none for layers and configs), not yet platform-filtered.
     pub async fn children(&mut self, desc: &Descriptor) -> Result<Vec<Descriptor>, WalkError> {
-        if !oci::has_children(desc) {
+        if !oci::has_children(desc.media_type_str()) {
             return Ok(Vec::new());
         }
-        let bytes = self.read_document(&desc.digest).await?;
-        oci::children(desc, &bytes).map_err(WalkError::other)
+        let bytes = self.read_document(desc.digest_str()).await?;
+        oci::children(desc, &bytes)
+            .map_err(|e| WalkError::other(format!("children: invalid desc {}: {e}", desc.digest())))
     }
 
-    pub async fn read_config(&mut self, desc: &Descriptor) -> Result<ImageConfig, WalkError> {
-        let bytes = self.read_document(&desc.digest).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| WalkError::other(format!("config {}: {e}", desc.digest)))
+    pub async fn read_config(
+        &mut self,
+        desc: &Descriptor,
+    ) -> Result<ImageConfiguration, WalkError> {
+        let bytes = self.read_document(desc.digest_str()).await?;
+        oci::parse_config(&bytes)
+            .map_err(|e| WalkError::other(format!("config {}: {e}", desc.digest())))
     }
 
     /// Opens an ingest on `ref`. `Ok(None)` when the daemon already has `expected`.
@@ -463,26 +467,25 @@ pub async fn write_blob(
 pub async fn resolve_manifest(
     cs: &mut ContentStore,
     image: &Descriptor,
-    platform: Option<&MatchComparer>,
-) -> Result<Manifest, WalkError> {
+    platform: Option<&Matcher>,
+) -> Result<ImageManifest, WalkError> {
     let mut stack = vec![image.clone()];
     let mut was_index = false;
     while let Some(desc) = stack.pop() {
-        if oci::is_manifest_type(&desc.media_type) {
-            let bytes = cs.read_document(&desc.digest).await?;
-            oci::validate_media_type(&bytes, &desc.media_type).map_err(|e| {
-                WalkError::other(format!("manifest: invalid desc {}: {e}", desc.digest))
+        let mt = desc.media_type_str();
+        if oci::is_manifest_type(mt) {
+            let bytes = cs.read_document(desc.digest_str()).await?;
+            let manifest = oci::parse_manifest(&bytes, mt).map_err(|e| {
+                WalkError::other(format!("manifest: invalid desc {}: {e}", desc.digest()))
             })?;
-            let manifest: Manifest = serde_json::from_slice(&bytes)
-                .map_err(|e| WalkError::other(format!("manifest {}: {e}", desc.digest)))?;
-            if desc.digest != image.digest {
+            if desc.digest() != image.digest() {
                 if let Some(m) = platform {
-                    match &desc.platform {
+                    match desc.platform() {
                         Some(p) if !m.matches(p) => continue,
                         Some(_) => {}
                         None => {
-                            let config = cs.read_config(&manifest.config).await?;
-                            if !m.matches(&config.platform()) {
+                            let config = cs.read_config(manifest.config()).await?;
+                            if !m.matches(&oci::config_platform(&config)) {
                                 continue;
                             }
                         }
@@ -490,17 +493,15 @@ pub async fn resolve_manifest(
                 }
             }
             return Ok(manifest);
-        } else if oci::is_index_type(&desc.media_type) {
-            let bytes = cs.read_document(&desc.digest).await?;
-            oci::validate_media_type(&bytes, &desc.media_type).map_err(|e| {
-                WalkError::other(format!("manifest: invalid desc {}: {e}", desc.digest))
+        } else if oci::is_index_type(mt) {
+            let bytes = cs.read_document(desc.digest_str()).await?;
+            let idx = oci::parse_index(&bytes, mt).map_err(|e| {
+                WalkError::other(format!("manifest: invalid desc {}: {e}", desc.digest()))
             })?;
-            let idx: oci::Index = serde_json::from_slice(&bytes)
-                .map_err(|e| WalkError::other(format!("index {}: {e}", desc.digest)))?;
-            let mut descs = idx.manifests.unwrap_or_default();
+            let mut descs = idx.manifests().clone();
             if let Some(m) = platform {
-                descs.retain(|d| d.platform.as_ref().is_none_or(|p| m.matches(p)));
-                m.sort(&mut descs, |d| d.platform.as_ref());
+                descs.retain(|d| d.platform().as_ref().is_none_or(|p| m.matches(p)));
+                m.sort(&mut descs, |d| d.platform().as_ref());
                 was_index = true;
                 descs.truncate(1);
             }
@@ -509,17 +510,18 @@ pub async fn resolve_manifest(
         } else {
             return Err(WalkError::not_found(format!(
                 "unexpected media type {} for {}: not found",
-                desc.media_type, desc.digest
+                desc.media_type(),
+                desc.digest()
             )));
         }
     }
     Err(WalkError::not_found(if was_index {
         format!(
             "no match for platform in manifest {}: not found",
-            image.digest
+            image.digest()
         )
     } else {
-        format!("manifest {}: not found", image.digest)
+        format!("manifest {}: not found", image.digest())
     }))
 }
 
@@ -528,28 +530,31 @@ pub async fn resolve_manifest(
 pub async fn image_size(
     cs: &mut ContentStore,
     target: &Descriptor,
-    platform: &MatchComparer,
+    platform: &Matcher,
 ) -> (i64, Option<WalkError>) {
     let mut size = 0i64;
     let mut stack = vec![target.clone()];
     while let Some(desc) = stack.pop() {
-        if desc.size < 0 {
+        // Descriptors have no negative sizes (they do not parse); a huge one is as invalid.
+        let Ok(this) = i64::try_from(desc.size()) else {
             return (
                 size,
                 Some(WalkError::other(format!(
                     "invalid size {} in {} ({})",
-                    desc.size, desc.digest, desc.media_type
+                    desc.size(),
+                    desc.digest(),
+                    desc.media_type()
                 ))),
             );
-        }
-        size += desc.size;
+        };
+        size = size.saturating_add(this);
         let mut children = match cs.children(&desc).await {
             Ok(c) => c,
             Err(e) => return (size, Some(e)),
         };
-        children.retain(|d| d.platform.as_ref().is_none_or(|p| platform.matches(p)));
-        if oci::is_index_type(&desc.media_type) {
-            platform.sort(&mut children, |d| d.platform.as_ref());
+        children.retain(|d| d.platform().as_ref().is_none_or(|p| platform.matches(p)));
+        if oci::is_index_type(desc.media_type_str()) {
+            platform.sort(&mut children, |d| d.platform().as_ref());
             if children.is_empty() {
                 return (
                     size,
@@ -574,12 +579,12 @@ pub async fn image_platforms(
     let mut out = Vec::new();
     let mut stack = vec![target.clone()];
     while let Some(desc) = stack.pop() {
-        if let Some(p) = &desc.platform {
+        if let Some(p) = desc.platform() {
             out.push(p.clone());
             continue;
         }
-        if oci::is_config_type(&desc.media_type) {
-            out.push(cs.read_config(&desc).await?.platform());
+        if oci::is_config_type(desc.media_type_str()) {
+            out.push(oci::config_platform(&cs.read_config(&desc).await?));
             continue;
         }
         let children = cs.children(&desc).await?;

@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 
-use bctr::oci::{self, Descriptor};
-use bctr::platforms::MatchComparer;
+use bctr::oci::{self, Descriptor, DescriptorExt};
 use berth_api::diff::{diff_client::DiffClient, ApplyRequest};
 use berth_api::snapshots::{
     snapshots_client::SnapshotsClient, CommitSnapshotRequest, PrepareSnapshotRequest,
     RemoveSnapshotRequest, StatSnapshotRequest,
 };
+use berth_oci::{Digest, Matcher};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -36,7 +36,7 @@ fn unique_part() -> String {
 pub async fn unpack(
     ctx: &Ctx,
     target: &Descriptor,
-    platform: &MatchComparer,
+    platform: &Matcher,
     snapshotter: &str,
 ) -> Result<(), CmdError> {
     let lease = leases::create_temporary(ctx).await?;
@@ -50,17 +50,18 @@ pub async fn unpack(
 async fn unpack_leased(
     ctx: &Ctx,
     target: &Descriptor,
-    platform: &MatchComparer,
+    platform: &Matcher,
     snapshotter: &str,
 ) -> Result<(), CmdError> {
     let mut cs = ContentStore::new(ctx);
     let manifest = store::resolve_manifest(&mut cs, target, Some(platform)).await?;
     let config = cs
-        .read_config(&manifest.config)
+        .read_config(manifest.config())
         .await
         .map_err(|e| CmdError::Failed(format!("failed to resolve rootfs: {e}")))?;
-    let diff_ids = config.rootfs.diff_ids;
-    if diff_ids.len() != manifest.layers.len() {
+    let diff_ids = oci::diff_ids(&config)
+        .map_err(|e| CmdError::Failed(format!("failed to resolve rootfs: {e}")))?;
+    if diff_ids.len() != manifest.layers().len() {
         return Err(CmdError::Failed(
             "mismatched image rootfs and manifest layers".into(),
         ));
@@ -69,11 +70,13 @@ async fn unpack_leased(
     let mut sn = SnapshotsClient::new(ctx.channel.clone());
     let mut differ = DiffClient::new(ctx.channel.clone());
 
-    let mut chain: Vec<String> = Vec::new();
-    for (blob, diff_id) in manifest.layers.iter().zip(&diff_ids) {
-        let parent = oci::chain_id(&chain);
-        chain.push(diff_id.clone());
-        let chain_id = oci::chain_id(&chain);
+    let chain_ids = berth_oci::chain_ids(&diff_ids);
+    for (i, (blob, diff_id)) in manifest.layers().iter().zip(&diff_ids).enumerate() {
+        let parent = match i {
+            0 => String::new(),
+            _ => chain_ids[i - 1].to_string(),
+        };
+        let chain_id = chain_ids[i].to_string();
         let exists = match sn
             .stat(ctx.request(StatSnapshotRequest {
                 snapshotter: snapshotter.clone(),
@@ -107,24 +110,24 @@ async fn unpack_leased(
         .await?;
         if applied {
             cs.update_labels(
-                &blob.digest,
-                &[(oci::LABEL_UNCOMPRESSED.to_owned(), diff_id.clone())],
+                blob.digest_str(),
+                &[(oci::LABEL_UNCOMPRESSED.to_owned(), diff_id.to_string())],
             )
             .await
             .map_err(super::rpc_context(format!(
                 "failed to label {}",
-                blob.digest
+                blob.digest()
             )))?;
         }
     }
 
-    let rootfs = oci::chain_id(&chain);
+    let rootfs = chain_ids.last().map_or_else(String::new, Digest::to_string);
     let key = format!("containerd.io/gc.ref.snapshot.{snapshotter}");
-    cs.update_labels(&manifest.config.digest, &[(key, rootfs)])
+    let config_digest = manifest.config().digest_str();
+    cs.update_labels(config_digest, &[(key, rootfs)])
         .await
         .map_err(super::rpc_context(format!(
-            "failed to label {}",
-            manifest.config.digest
+            "failed to label {config_digest}"
         )))?;
     Ok(())
 }
@@ -138,7 +141,7 @@ async fn apply_layer(
     differ: &mut DiffClient<Channel>,
     snapshotter: &str,
     blob: &Descriptor,
-    diff_id: &str,
+    diff_id: &Digest,
     parent: &str,
     chain_id: &str,
 ) -> Result<bool, CmdError> {
@@ -168,7 +171,7 @@ async fn apply_layer(
     let result: Result<bool, CmdError> = async {
         let applied = differ
             .apply(ctx.request(ApplyRequest {
-                diff: Some(blob.to_proto()),
+                diff: Some(oci::to_proto(blob)),
                 mounts,
                 payloads: HashMap::new(),
                 sync_fs: false,
@@ -178,7 +181,7 @@ async fn apply_layer(
             .into_inner()
             .applied
             .unwrap_or_default();
-        if applied.digest != diff_id {
+        if applied.digest != diff_id.as_str() {
             return Err(CmdError::Failed(format!(
                 "wrong diff id calculated on extraction {:?}",
                 applied.digest

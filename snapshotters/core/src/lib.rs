@@ -4,14 +4,13 @@
 //! Committed snapshots; only committed snapshots are parents; commit turns an active key into a
 //! new committed name; a view cannot be committed; a snapshot with children cannot be removed).
 //! [`metastore::MetaStore`] keeps ids, parents, kinds, labels and usage in a redb file in the
-//! driver's root, so a driver writes only the filesystem part. [`testsuite`] is the conformance
-//! suite every driver runs. Mounts are `berth-mount`'s [`Mount`], and mounting them is that
-//! crate's job.
+//! driver's root, so a driver writes only the filesystem part. The conformance suite every driver
+//! runs is the dev-only crate `berth-snapshotter-testsuite`. Mounts are `berth-mount`'s
+//! [`Mount`], and mounting them is that crate's job.
 
 pub mod dirs;
 mod error;
 pub mod metastore;
-pub mod testsuite;
 pub mod usage;
 
 use std::collections::BTreeMap;

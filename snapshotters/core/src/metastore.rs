@@ -6,7 +6,8 @@
 //! directory without a record, which the driver's `cleanup` removes (see [`MetaStore::ids`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -66,12 +67,14 @@ fn now_nanos() -> i64 {
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Record, SnapshotError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| SnapshotError::Storage(format!("record {key:?} is corrupt: {e}")))
+    serde_json::from_slice(bytes).map_err(|source| SnapshotError::Corrupt {
+        key: key.to_owned(),
+        source,
+    })
 }
 
 fn encode(r: &Record) -> Result<Vec<u8>, SnapshotError> {
-    serde_json::to_vec(r).map_err(|e| SnapshotError::Storage(format!("encode: {e}")))
+    serde_json::to_vec(r).map_err(SnapshotError::Encode)
 }
 
 fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), SnapshotError> {
@@ -87,7 +90,9 @@ fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), SnapshotErro
 }
 
 pub struct MetaStore {
-    db: redb::Database,
+    /// `None` once [`MetaStore::close`]d: every later call fails with redb's `DatabaseClosed`.
+    db: RwLock<Option<redb::Database>>,
+    path: PathBuf,
 }
 
 /// A write transaction handed to a driver's closure.
@@ -125,13 +130,7 @@ impl MetaStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(SnapshotError::io("create", dir))?;
         }
-        let db = redb::Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => SnapshotError::Storage(format!(
-                "{} is already open: is another berthd using this root?",
-                path.display()
-            )),
-            other => SnapshotError::Storage(format!("open {}: {other}", path.display())),
-        })?;
+        let db = redb::Database::create(path).map_err(SnapshotError::open(path))?;
         let wtx = db.begin_write()?;
         {
             wtx.open_table(SNAPSHOTS)?;
@@ -139,11 +138,12 @@ impl MetaStore {
             let mut meta = wtx.open_table(META)?;
             let found = meta.get("schema_version")?.map(|v| v.value());
             match found {
-                Some(v) if v > SCHEMA_VERSION => {
-                    return Err(SnapshotError::Storage(format!(
-                    "{}: schema version {v} is newer than this berthd supports ({SCHEMA_VERSION})",
-                    path.display()
-                )))
+                Some(found) if found > SCHEMA_VERSION => {
+                    return Err(SnapshotError::SchemaTooNew {
+                        path: path.to_owned(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    })
                 }
                 Some(_) => {}
                 None => {
@@ -152,7 +152,40 @@ impl MetaStore {
             }
         }
         wtx.commit()?;
-        Ok(MetaStore { db })
+        Ok(MetaStore {
+            db: RwLock::new(Some(db)),
+            path: path.to_owned(),
+        })
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, SnapshotError> {
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = db.as_ref().ok_or(redb::StorageError::DatabaseClosed)?;
+        Ok(db.begin_read()?)
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, SnapshotError> {
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = db.as_ref().ok_or(redb::StorageError::DatabaseClosed)?;
+        Ok(db.begin_write()?)
+    }
+
+    /// Closes the file as redb shuts down cleanly (so the next open needs no repair) and
+    /// releases its lock. Every later call fails with `DatabaseClosed`; closing again does
+    /// nothing. A write transaction still running keeps the file open until it ends.
+    pub fn close(&self) -> Result<(), SnapshotError> {
+        let db = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        match db.map(redb::Database::close) {
+            None | Some(Ok(())) => Ok(()),
+            Some(Err(redb::DatabaseError::TransactionInProgress)) => {
+                tracing::info!(path = %self.path.display(), "snapshot metadata closes when its last write ends");
+                Ok(())
+            }
+            Some(Err(source)) => Err(SnapshotError::Close {
+                path: self.path.clone(),
+                source,
+            }),
+        }
     }
 
     /// Runs `f` in a write transaction; commits only if it returns Ok.
@@ -160,7 +193,7 @@ impl MetaStore {
         &self,
         f: impl FnOnce(&mut Tx) -> Result<T, SnapshotError>,
     ) -> Result<T, SnapshotError> {
-        let wtx = self.db.begin_write()?;
+        let wtx = self.begin_write()?;
         let out = {
             let mut tx = Tx { wtx: &wtx };
             f(&mut tx)?
@@ -171,7 +204,7 @@ impl MetaStore {
 
     /// Info, id and stored usage of any snapshot.
     pub fn get_info(&self, key: &str) -> Result<(String, Info, Usage), SnapshotError> {
-        let rtx = self.db.begin_read()?;
+        let rtx = self.begin_read()?;
         let t = rtx.open_table(SNAPSHOTS)?;
         let rec = read_record(&t, key)?
             .ok_or_else(|| SnapshotError::NotFound(format!("snapshot {key}")))?;
@@ -187,7 +220,7 @@ impl MetaStore {
 
     /// An active or view snapshot with its parent chain.
     pub fn get_snapshot(&self, key: &str) -> Result<Snapshot, SnapshotError> {
-        let rtx = self.db.begin_read()?;
+        let rtx = self.begin_read()?;
         let t = rtx.open_table(SNAPSHOTS)?;
         let rec = read_record(&t, key)?
             .ok_or_else(|| SnapshotError::NotFound(format!("snapshot {key}")))?;
@@ -204,7 +237,7 @@ impl MetaStore {
     }
 
     pub fn walk(&self, f: &mut dyn FnMut(&Info) -> bool) -> Result<(), SnapshotError> {
-        let rtx = self.db.begin_read()?;
+        let rtx = self.begin_read()?;
         let t = rtx.open_table(SNAPSHOTS)?;
         for entry in t.iter()? {
             let (k, v) = entry?;
@@ -218,7 +251,7 @@ impl MetaStore {
 
     /// id -> key of every snapshot, for a driver's cleanup of directories with no record.
     pub fn ids(&self) -> Result<HashMap<String, String>, SnapshotError> {
-        let rtx = self.db.begin_read()?;
+        let rtx = self.begin_read()?;
         let t = rtx.open_table(SNAPSHOTS)?;
         let mut out = HashMap::new();
         for entry in t.iter()? {
@@ -460,9 +493,39 @@ mod tests {
         let m = MetaStore::open(&dir.path().join("m.redb")).unwrap();
         let r: Result<(), _> = m.write(|tx| {
             tx.create_snapshot(Kind::Active, "x", "", BTreeMap::new())?;
-            Err(SnapshotError::Storage("disk full".into()))
+            Err(SnapshotError::Storage(redb::StorageError::Io(
+                std::io::Error::other("disk full"),
+            )))
         });
         assert!(r.is_err());
         assert!(matches!(m.get_info("x"), Err(SnapshotError::NotFound(_))));
+    }
+
+    #[test]
+    fn close_releases_the_file_and_later_calls_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.redb");
+        let m = MetaStore::open(&path).unwrap();
+        let second = MetaStore::open(&path).err().expect("the file is locked");
+        assert!(
+            matches!(second, SnapshotError::AlreadyOpen { .. }),
+            "{second:?}"
+        );
+        let source = std::error::Error::source(&second).unwrap();
+        assert!(matches!(
+            source.downcast_ref::<redb::DatabaseError>(),
+            Some(redb::DatabaseError::DatabaseAlreadyOpen)
+        ));
+
+        m.write(|tx| tx.create_snapshot(Kind::Active, "a", "", BTreeMap::new()))
+            .unwrap();
+        m.close().unwrap();
+        m.close().unwrap();
+        assert!(matches!(
+            m.get_info("a"),
+            Err(SnapshotError::Storage(redb::StorageError::DatabaseClosed))
+        ));
+        let reopened = MetaStore::open(&path).unwrap();
+        assert_eq!(reopened.get_info("a").unwrap().1.name, "a");
     }
 }

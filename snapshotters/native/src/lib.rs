@@ -130,19 +130,23 @@ impl Snapshotter for NativeSnapshotter {
         self.dirs.cleanup(&self.ms)
     }
 
+    /// Closes the metadata file (the daemon calls it on shutdown); later calls fail.
     fn close(&self) -> Result<(), SnapshotError> {
-        Ok(())
+        self.ms.close()
     }
 }
 
 /// The `io.containerd.snapshotter.v1.native` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::SNAPSHOTTER, "native", &[], |ctx| {
-        ctx.add_platform("linux/amd64");
+        ctx.add_platform(berth_oci::platform::format(&berth_oci::host_platform()));
         let sn = NativeSnapshotter::new(ctx.root()).map_err(InitError::failed)?;
         ctx.set_export("root", ctx.root().display().to_string());
         sn.cleanup().map_err(InitError::failed)?;
-        Ok(Arc::new(SnapshotterInstance(Arc::new(sn))) as Instance)
+        let sn = Arc::new(sn);
+        let closing = sn.clone();
+        ctx.on_close(move || closing.close());
+        Ok(Arc::new(SnapshotterInstance(sn)) as Instance)
     })
 }
 
@@ -154,5 +158,5 @@ mod conformance {
         Box::new(super::NativeSnapshotter::new(root).expect("native snapshotter"))
     }
 
-    berth_snapshotter::conformance_tests!(make);
+    berth_snapshotter_testsuite::conformance_tests!(make);
 }

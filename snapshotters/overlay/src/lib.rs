@@ -214,8 +214,9 @@ impl Snapshotter for OverlaySnapshotter {
         self.dirs.cleanup(&self.ms)
     }
 
+    /// Closes the metadata file (the daemon calls it on shutdown); later calls fail.
     fn close(&self) -> Result<(), SnapshotError> {
-        Ok(())
+        self.ms.close()
     }
 
     fn staging(&self) -> Option<Staging> {
@@ -256,7 +257,7 @@ impl Snapshotter for OverlaySnapshotter {
 /// The `io.containerd.snapshotter.v1.overlayfs` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::SNAPSHOTTER, "overlayfs", &[], |ctx| {
-        ctx.add_platform("linux/amd64");
+        ctx.add_platform(berth_oci::platform::format(&berth_oci::host_platform()));
         if !overlay_available() {
             return Err(InitError::Skip(
                 "overlay is not supported by this kernel (no overlay in /proc/filesystems)".into(),
@@ -265,14 +266,17 @@ pub fn registration() -> Registration {
         let sn = OverlaySnapshotter::new(ctx.root()).map_err(InitError::failed)?;
         ctx.set_export("root", ctx.root().display().to_string());
         sn.cleanup().map_err(InitError::failed)?;
-        Ok(Arc::new(berth_snapshotter::SnapshotterInstance(Arc::new(sn))) as Instance)
+        let sn = Arc::new(sn);
+        let closing = sn.clone();
+        ctx.on_close(move || closing.close());
+        Ok(Arc::new(berth_snapshotter::SnapshotterInstance(sn)) as Instance)
     })
 }
 
 #[cfg(test)]
 mod conformance {
-    use berth_snapshotter::testsuite::Quirks;
     use berth_snapshotter::Snapshotter;
+    use berth_snapshotter_testsuite::Quirks;
 
     fn make(root: &std::path::Path) -> Box<dyn Snapshotter> {
         Box::new(super::OverlaySnapshotter::new(root).expect("overlay snapshotter"))
@@ -280,12 +284,12 @@ mod conformance {
 
     // Renaming a directory that lives in a lower layer needs overlay's redirect_dir, which
     // containerd does not enable either; the suite skips that part for overlay, as containerd's.
-    berth_snapshotter::conformance_tests!(
+    berth_snapshotter_testsuite::conformance_tests!(
         make,
         Quirks {
             rename_lower_dirs: false,
             ..Quirks::default()
         }
     );
-    berth_snapshotter::conformance_extra_tests!(make; deep_chain_500);
+    berth_snapshotter_testsuite::conformance_extra_tests!(make; deep_chain_500);
 }

@@ -83,12 +83,12 @@ impl ProxySnapshotter {
             Code::FailedPrecondition => SnapshotError::FailedPrecondition(bare(&s)),
             Code::InvalidArgument => SnapshotError::InvalidArgument(bare(&s)),
             Code::Unimplemented => SnapshotError::Unsupported(bare(&s)),
-            _ => SnapshotError::Storage(format!(
-                "proxy snapshotter {} at {}: {}",
-                self.name,
-                self.address,
-                s.message()
-            )),
+            _ => SnapshotError::Remote {
+                snapshotter: self.name.clone(),
+                address: self.address.clone(),
+                message: s.message().to_owned(),
+                source: Box::new(s),
+            },
         }
     }
 
@@ -287,7 +287,9 @@ pub fn registration(name: &str, address: &str) -> Registration {
         let handle = Handle::try_current()
             .map_err(|_| InitError::Failed("proxy snapshotters need the async runtime".into()))?;
         ctx.set_export("address", address.clone());
-        let p = ProxySnapshotter::new(&name_owned, &address, handle);
-        Ok(Arc::new(SnapshotterInstance(Arc::new(p))) as Instance)
+        let p = Arc::new(ProxySnapshotter::new(&name_owned, &address, handle));
+        let closing = p.clone();
+        ctx.on_close(move || closing.close());
+        Ok(Arc::new(SnapshotterInstance(p)) as Instance)
     })
 }

@@ -9,19 +9,16 @@ use crate::ArchiveError;
 
 /// Formats a finished hash as an OCI digest string.
 fn oci(hasher: &Sha256) -> String {
-    format!("sha256:{}", hex::encode(hasher.clone().finalize()))
+    berth_oci::Digest::from_sha256(hasher.clone().finalize().into()).into_string()
 }
 
-/// Checks an OCI digest string for the only algorithm layers use here, sha256.
+/// Checks an OCI digest string (with [`berth_oci::Digest`]) for the only algorithm layers use
+/// here, sha256, and returns the hash.
 pub fn parse_sha256(digest: &str) -> Result<[u8; 32], ArchiveError> {
-    let bad = || ArchiveError::InvalidDigest(digest.to_owned());
-    let hexpart = digest.strip_prefix("sha256:").ok_or_else(bad)?;
-    if hexpart.len() != 64 || hexpart.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(hexpart, &mut out).map_err(|_| bad())?;
-    Ok(out)
+    berth_oci::Digest::parse(digest)
+        .ok()
+        .and_then(|d| d.sha256_bytes())
+        .ok_or_else(|| ArchiveError::InvalidDigest(digest.to_owned()))
 }
 
 /// A reader that hashes (sha256) and counts every byte read through it.

@@ -59,3 +59,32 @@ impl Classify for ContentError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn storage_errors_keep_their_source() {
+        let e = ContentError::io(std::path::Path::new("/blobs/sha256/ab"))(std::io::Error::from(
+            std::io::ErrorKind::StorageFull,
+        ));
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(io.map(|e| e.kind()), Some(std::io::ErrorKind::StorageFull));
+
+        // A metadata failure is the metadata error itself, and its source the cause below it.
+        let e = ContentError::from(MetaError::CreateDir {
+            path: "/meta".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        });
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert!(
+            e.to_string().starts_with("metadata store: create /meta: "),
+            "{e}"
+        );
+        assert!(e.source().unwrap().is::<std::io::Error>());
+    }
+}

@@ -38,8 +38,26 @@ pub enum DiffError {
     InvalidArgument(String),
     #[error("{0}: not implemented")]
     Unsupported(String),
-    #[error("diff: {0}")]
-    Io(String),
+    /// The temporary file a diff is written to before it goes into the content store.
+    #[error("diff: {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl DiffError {
+    fn io<'p>(
+        op: &'static str,
+        path: &'p std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Self + 'p {
+        move |source| DiffError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
 }
 
 impl Classify for DiffError {
@@ -51,7 +69,7 @@ impl Classify for DiffError {
             DiffError::Archive(e) => e.kind(),
             DiffError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             DiffError::Unsupported(_) => ErrorKind::NotImplemented,
-            DiffError::Io(_) => ErrorKind::Internal,
+            DiffError::Io { .. } => ErrorKind::Internal,
         }
     }
 }
@@ -201,7 +219,10 @@ pub fn diff(
     };
     let lower = TempMount::new(&readonly(req.left))?;
     let upper = TempMount::new(&readonly(req.right))?;
-    let mut tmp = tempfile::NamedTempFile::new().map_err(|e| DiffError::Io(e.to_string()))?;
+    let mut tmp = tempfile::NamedTempFile::new().map_err(DiffError::io(
+        "create a temporary file in",
+        &std::env::temp_dir(),
+    ))?;
     let opts = DiffOptions {
         mod_time_upper_bound: req.source_date_epoch,
         gzip_level: None,
@@ -228,13 +249,14 @@ pub fn diff(
     match content.writer(ns, &reference, size, &digest, lease) {
         Ok(mut w) => {
             use std::io::{Read, Seek};
+            let path = tmp.path().to_owned();
             let f = tmp.as_file_mut();
-            f.flush().map_err(|e| DiffError::Io(e.to_string()))?;
+            f.flush().map_err(DiffError::io("flush", &path))?;
             f.seek(std::io::SeekFrom::Start(w.status().offset as u64))
-                .map_err(|e| DiffError::Io(e.to_string()))?;
+                .map_err(DiffError::io("seek", &path))?;
             let mut buf = vec![0u8; 1 << 20];
             loop {
-                let n = f.read(&mut buf).map_err(|e| DiffError::Io(e.to_string()))?;
+                let n = f.read(&mut buf).map_err(DiffError::io("read", &path))?;
                 if n == 0 {
                     break;
                 }
@@ -257,6 +279,21 @@ pub fn diff(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_errors_keep_their_source_and_path() {
+        use std::error::Error as _;
+        let e = DiffError::io("read", std::path::Path::new("/tmp/.tmpX"))(std::io::Error::from(
+            std::io::ErrorKind::UnexpectedEof,
+        ));
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert!(e.to_string().starts_with("diff: read /tmp/.tmpX: "), "{e}");
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(|e| e.kind()),
+            Some(std::io::ErrorKind::UnexpectedEof)
+        );
+    }
 
     fn mount(mount_type: &str, source: &str, options: &[&str]) -> Mount {
         Mount {

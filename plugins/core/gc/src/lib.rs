@@ -77,7 +77,7 @@ pub enum GcError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("collection task failed: {0}")]
-    Task(String),
+    Task(#[from] tokio::task::JoinError),
 }
 
 impl Classify for GcError {
@@ -146,9 +146,7 @@ impl Scheduler {
     pub async fn collect_now(&self) -> Result<Stats, GcError> {
         let _running = self.inner.running.lock().await;
         let inner = self.inner.clone();
-        let stats = tokio::task::spawn_blocking(move || collect(&inner))
-            .await
-            .map_err(|e| GcError::Task(e.to_string()))??;
+        let stats = tokio::task::spawn_blocking(move || collect(&inner)).await??;
         if !(stats.blobs.is_empty()
             && stats.snapshots.is_empty()
             && stats.leases.is_empty()
@@ -425,7 +423,15 @@ pub fn registration() -> Registration {
                     inner.wake.notify_one();
                 }
             });
-            handle.spawn(scheduler.clone().run_loop(collect_first));
+            let task = handle.spawn(scheduler.clone().run_loop(collect_first));
+            // On shutdown (before the stores it collects close): let a collection under way
+            // finish, then stop the loop so none starts on closed stores.
+            let closing = scheduler.clone();
+            ctx.on_close(move || {
+                let _running = closing.inner.running.blocking_lock();
+                task.abort();
+                Ok::<_, berth_plugin::CloseError>(())
+            });
             Ok(Arc::new(scheduler) as Instance)
         },
     )
@@ -434,6 +440,27 @@ pub fn registration() -> Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_keep_their_source() {
+        use std::error::Error as _;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let join = rt
+            .block_on(async { tokio::task::spawn_blocking(|| panic!("collector bug")).await })
+            .unwrap_err();
+        let e = GcError::from(join);
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert!(e.source().unwrap().is::<tokio::task::JoinError>());
+
+        // A metadata failure is passed through whole: its source is the store's own cause.
+        let e = GcError::from(MetaError::CreateDir {
+            path: "/nowhere".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        });
+        assert!(e.source().unwrap().is::<std::io::Error>());
+    }
     use berth_snapshotter_fake::FakeSnapshotter;
     use std::collections::BTreeMap;
 

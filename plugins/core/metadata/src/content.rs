@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use crate::leases::attach;
@@ -155,7 +155,7 @@ impl MetadataDb {
 
     /// Whether any namespace records `digest` (so its bytes must stay on disk).
     pub fn blob_in_use(&self, digest: &str) -> Result<bool, MetaError> {
-        let rtx = self.db.begin_read()?;
+        let rtx = self.read()?;
         let namespaces = rtx.open_table(NAMESPACES)?;
         let blobs = rtx.open_table(BLOBS)?;
         for entry in namespaces.iter()? {

@@ -1,27 +1,12 @@
-//! Content digests as containerd writes them: `<algorithm>:<lowercase hex>`.
+//! Content digests as containerd writes them, validated by the one digest type,
+//! [`berth_oci::Digest`].
 
 use crate::MetaError;
 
-/// Checks `algo:hex` with a known algorithm and the right hex length.
+/// Checks `algorithm:hex` with a known algorithm and the right number of lowercase hex digits.
 pub fn validate(d: &str) -> Result<(), MetaError> {
-    let bad = |why: &str| MetaError::InvalidArgument(format!("digest {d:?} {why}"));
-    let (algo, hex) = d
-        .split_once(':')
-        .ok_or_else(|| bad("is not of the form algorithm:hex"))?;
-    let len = match algo {
-        "sha256" => 64,
-        "sha384" => 96,
-        "sha512" => 128,
-        _ => return Err(bad("uses an unsupported algorithm")),
-    };
-    if hex.len() != len
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(bad(&format!("must have {len} lowercase hex characters")));
-    }
-    Ok(())
+    berth_oci::Digest::validate(d)
+        .map_err(|e| MetaError::InvalidArgument(format!("digest {d:?}: {e}")))
 }
 
 #[cfg(test)]
@@ -30,6 +15,7 @@ mod tests {
     fn shapes() {
         let ok = format!("sha256:{}", "a".repeat(64));
         assert!(super::validate(&ok).is_ok());
+        assert!(super::validate(&format!("sha512:{}", "0".repeat(128))).is_ok());
         for bad in [
             "",
             "sha256",
@@ -38,7 +24,11 @@ mod tests {
             &format!("sha256:{}", "A".repeat(64)),
             &format!("sha256:{}", "a".repeat(63)),
         ] {
-            assert!(super::validate(bad).is_err(), "{bad}");
+            let e = super::validate(bad).unwrap_err();
+            assert!(
+                matches!(e, crate::MetaError::InvalidArgument(ref m) if m.contains(&format!("{bad:?}"))),
+                "{bad}: {e}"
+            );
         }
     }
 }

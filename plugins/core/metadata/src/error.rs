@@ -1,6 +1,11 @@
+use std::path::PathBuf;
+
 use berth_plugin::{Classify, ErrorKind};
 
 /// Errors of the metadata store. Messages follow containerd's `<what>: <kind>` shape.
+///
+/// Storage failures keep their cause: [`std::error::Error::source`] is the redb, I/O or JSON
+/// error itself.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     #[error("{0}: not found")]
@@ -11,12 +16,64 @@ pub enum MetaError {
     FailedPrecondition(String),
     #[error("{0}: invalid argument")]
     InvalidArgument(String),
+    #[error("metadata store: create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The database file is locked by another process (or another instance in this one).
+    #[error(
+        "metadata store: {} is already open: is another berthd using this root?",
+        path.display()
+    )]
+    AlreadyOpen {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
+    #[error("metadata store: open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
+    #[error("metadata store: close {}: {source}", path.display())]
+    Close {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
     #[error("metadata store: {0}")]
-    Storage(String),
-    #[error("metadata record {key} is corrupt: {reason}")]
-    Corrupt { key: String, reason: String },
+    Transaction(#[from] redb::TransactionError),
+    #[error("metadata store: {0}")]
+    Table(#[from] redb::TableError),
+    #[error("metadata store: {0}")]
+    Storage(#[from] redb::StorageError),
+    #[error("metadata store: {0}")]
+    Commit(#[from] redb::CommitError),
+    #[error("metadata store: encode record: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// A record that does not decode (written by something else, or damaged).
+    #[error("metadata record {key} is corrupt: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
     #[error("metadata schema version {found} is newer than this berthd supports ({supported}); upgrade berthd")]
     SchemaTooNew { found: u64, supported: u64 },
+}
+
+impl MetaError {
+    /// Opening the database file at `path` failed.
+    pub(crate) fn open(path: &std::path::Path) -> impl FnOnce(redb::DatabaseError) -> Self + '_ {
+        move |source| match source {
+            redb::DatabaseError::DatabaseAlreadyOpen => MetaError::AlreadyOpen {
+                path: path.to_owned(),
+                source,
+            },
+            source => MetaError::Open {
+                path: path.to_owned(),
+                source,
+            },
+        }
+    }
 }
 
 impl Classify for MetaError {
@@ -26,26 +83,81 @@ impl Classify for MetaError {
             MetaError::AlreadyExists(_) => ErrorKind::AlreadyExists,
             MetaError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             MetaError::InvalidArgument(_) => ErrorKind::InvalidArgument,
-            MetaError::Storage(_) | MetaError::Corrupt { .. } | MetaError::SchemaTooNew { .. } => {
-                ErrorKind::Internal
-            }
+            MetaError::CreateDir { .. }
+            | MetaError::AlreadyOpen { .. }
+            | MetaError::Open { .. }
+            | MetaError::Close { .. }
+            | MetaError::Transaction(_)
+            | MetaError::Table(_)
+            | MetaError::Storage(_)
+            | MetaError::Commit(_)
+            | MetaError::Encode(_)
+            | MetaError::Corrupt { .. }
+            | MetaError::SchemaTooNew { .. } => ErrorKind::Internal,
         }
     }
 }
 
-macro_rules! storage_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for MetaError {
-            fn from(e: $t) -> Self {
-                MetaError::Storage(e.to_string())
-            }
-        }
-    )*};
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn storage_errors_keep_their_source() {
+        let e = MetaError::from(redb::StorageError::Io(std::io::Error::other(
+            "disk on fire",
+        )));
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert_eq!(e.to_string(), "metadata store: I/O error: disk on fire");
+        let storage = e
+            .source()
+            .and_then(|s| s.downcast_ref::<redb::StorageError>())
+            .expect("the source is the redb error itself");
+        assert!(matches!(storage, redb::StorageError::Io(io) if io.to_string() == "disk on fire"));
+
+        let e = MetaError::from(redb::CommitError::TransactionPoisoned);
+        assert!(e.source().unwrap().is::<redb::CommitError>());
+
+        let e = MetaError::CreateDir {
+            path: "/x".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(|e| e.kind()),
+            Some(std::io::ErrorKind::PermissionDenied)
+        );
+    }
+
+    #[test]
+    fn a_second_open_names_the_file_and_keeps_redbs_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _db = crate::MetadataDb::open(dir.path()).unwrap();
+        let e = crate::MetadataDb::open(dir.path()).err().unwrap();
+        assert!(
+            e.to_string()
+                .ends_with("is already open: is another berthd using this root?"),
+            "{e}"
+        );
+        assert!(matches!(
+            e.source()
+                .and_then(|s| s.downcast_ref::<redb::DatabaseError>()),
+            Some(redb::DatabaseError::DatabaseAlreadyOpen)
+        ));
+    }
+
+    #[test]
+    fn a_corrupt_record_keeps_the_json_error() {
+        let source = serde_json::from_slice::<serde_json::Value>(b"{").unwrap_err();
+        let e = MetaError::Corrupt {
+            key: "images/a".into(),
+            source,
+        };
+        assert!(e
+            .to_string()
+            .starts_with("metadata record images/a is corrupt: "));
+        assert!(e.source().unwrap().is::<serde_json::Error>());
+    }
 }
-storage_from!(
-    redb::Error,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use serde::Deserialize;
 
 use crate::leases::remove_resources;
@@ -280,7 +280,7 @@ impl MetadataDb {
     /// leave in the drivers. Read it while holding [`MetadataDb::sweep_guard`], so no snapshot is
     /// half made (record committed, driver snapshot still to come, or the reverse).
     pub fn live_snapshot_backends(&self) -> Result<HashMap<String, HashSet<String>>, MetaError> {
-        let rtx = self.db.begin_read()?;
+        let rtx = self.read()?;
         let snaps = rtx.open_table(SNAPSHOTS)?;
         let mut live: HashMap<String, HashSet<String>> = HashMap::new();
         for entry in snaps.iter()? {

@@ -37,7 +37,8 @@ pub const DB_FILE: &str = "meta.redb";
 
 /// The metadata database. Cheap to share: wrap it in an `Arc`.
 pub struct MetadataDb {
-    db: redb::Database,
+    /// `None` once [`MetadataDb::close`]d.
+    db: std::sync::RwLock<Option<redb::Database>>,
     path: PathBuf,
     /// Held shared by every change that puts data on disk before its record (a blob renamed into
     /// place, then recorded), and exclusively by the collector's disk sweep, so the collector never
@@ -53,24 +54,38 @@ impl MetadataDb {
     /// Opens (creating if needed) the database in `dir`, creating every table and checking the
     /// schema version.
     pub fn open(dir: &Path) -> Result<Self, MetaError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| MetaError::Storage(format!("create {}: {e}", dir.display())))?;
-        let path = dir.join(DB_FILE);
-        let db = redb::Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Storage(format!(
-                "{} is already open: is another berthd using this root?",
-                path.display()
-            )),
-            other => MetaError::Storage(format!("open {}: {other}", path.display())),
+        std::fs::create_dir_all(dir).map_err(|source| MetaError::CreateDir {
+            path: dir.to_owned(),
+            source,
         })?;
-        let me = MetadataDb {
-            db,
+        let path = dir.join(DB_FILE);
+        let db = redb::Database::create(&path).map_err(MetaError::open(&path))?;
+        schema::migrate(&db)?;
+        Ok(MetadataDb {
+            db: std::sync::RwLock::new(Some(db)),
             path,
             gc_lock: std::sync::RwLock::new(()),
             on_dereference: std::sync::RwLock::new(Vec::new()),
-        };
-        schema::migrate(&me.db)?;
-        Ok(me)
+        })
+    }
+
+    /// Closes the database file as redb shuts down cleanly (so the next start needs no repair)
+    /// and releases its lock; the daemon calls it last on shutdown. Every later call fails with
+    /// redb's `DatabaseClosed`; closing again does nothing. A write transaction still running
+    /// keeps the file open until it ends.
+    pub fn close(&self) -> Result<(), MetaError> {
+        let db = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        match db.map(redb::Database::close) {
+            None | Some(Ok(())) => Ok(()),
+            Some(Err(redb::DatabaseError::TransactionInProgress)) => {
+                tracing::info!(path = %self.path.display(), "metadata store closes when its last write ends");
+                Ok(())
+            }
+            Some(Err(source)) => Err(MetaError::Close {
+                path: self.path.clone(),
+                source,
+            }),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -112,19 +127,27 @@ impl MetadataDb {
     }
 
     pub(crate) fn read(&self) -> Result<redb::ReadTransaction, MetaError> {
-        Ok(self.db.begin_read()?)
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = db.as_ref().ok_or(redb::StorageError::DatabaseClosed)?;
+        Ok(db.begin_read()?)
     }
 
     pub(crate) fn write(&self) -> Result<redb::WriteTransaction, MetaError> {
-        Ok(self.db.begin_write()?)
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = db.as_ref().ok_or(redb::StorageError::DatabaseClosed)?;
+        Ok(db.begin_write()?)
     }
 }
 
 /// The `io.containerd.metadata.v1.redb` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::METADATA, "redb", &[], |ctx| {
-        let db = MetadataDb::open(ctx.root()).map_err(InitError::failed)?;
+        let db = Arc::new(MetadataDb::open(ctx.root()).map_err(InitError::failed)?);
         ctx.set_export("path", db.path().display().to_string());
-        Ok(Arc::new(db) as Instance)
+        // Hooks run in reverse initialisation order: every store built on the database closes
+        // before it does.
+        let closing = db.clone();
+        ctx.on_close(move || closing.close());
+        Ok(db as Instance)
     })
 }

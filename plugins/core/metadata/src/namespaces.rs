@@ -21,9 +21,9 @@ struct NamespaceRecord {
 }
 
 fn decode(name: &str, bytes: &[u8]) -> Result<NamespaceRecord, MetaError> {
-    serde_json::from_slice(bytes).map_err(|e| MetaError::Corrupt {
+    serde_json::from_slice(bytes).map_err(|source| MetaError::Corrupt {
         key: format!("namespaces/{name}"),
-        reason: e.to_string(),
+        source,
     })
 }
 

@@ -10,14 +10,14 @@ use crate::schema::NAMESPACES;
 use crate::{identifiers, labels, MetaError};
 
 pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, MetaError> {
-    serde_json::from_slice(bytes).map_err(|e| MetaError::Corrupt {
+    serde_json::from_slice(bytes).map_err(|source| MetaError::Corrupt {
         key: key.to_owned(),
-        reason: e.to_string(),
+        source,
     })
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
-    serde_json::to_vec(v).map_err(|e| MetaError::Storage(format!("encode record: {e}")))
+    serde_json::to_vec(v).map_err(MetaError::Encode)
 }
 
 /// Nanoseconds since the Unix epoch, the resolution containerd's timestamps carry.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::registry::{InitError, PluginSet};
+use crate::registry::{CloseError, CloseFn, InitError, PluginSet};
 
 /// A ready plugin's instance. Consumers downcast to the concrete type they expect.
 pub type Instance = Arc<dyn Any + Send + Sync>;
@@ -33,6 +33,7 @@ pub struct InitContext<'a> {
     pub(crate) exports: BTreeMap<String, String>,
     pub(crate) platforms: Vec<String>,
     pub(crate) capabilities: Vec<String>,
+    pub(crate) closers: Vec<CloseFn>,
 }
 
 impl<'a> InitContext<'a> {
@@ -62,6 +63,7 @@ impl<'a> InitContext<'a> {
             exports: BTreeMap::new(),
             platforms: Vec::new(),
             capabilities: Vec::new(),
+            closers: Vec::new(),
         }
     }
 
@@ -155,5 +157,19 @@ impl<'a> InitContext<'a> {
 
     pub fn add_capability(&mut self, capability: impl Into<String>) {
         self.capabilities.push(capability.into());
+    }
+
+    /// Runs `close` when the daemon shuts down, after the server has stopped: flush and close
+    /// what the instance holds open (a database, a driver's metadata). Hooks run in reverse
+    /// initialisation order, so a plugin closes before the plugins it was built on; several
+    /// hooks of one plugin run last-registered first. They run only if this `init` succeeds,
+    /// and each at most once; a failure is logged and does not stop the others.
+    pub fn on_close<F, E>(&mut self, close: F)
+    where
+        F: FnOnce() -> Result<(), E> + Send + 'static,
+        E: Into<CloseError>,
+    {
+        self.closers
+            .push(Box::new(move || close().map_err(Into::into)));
     }
 }

@@ -4,6 +4,8 @@
 //! (`overlayfs`), the plugin types it requires and an `init` function. The [`registry`] sorts
 //! registrations by dependency, initialises each once with an [`InitContext`] holding its config and
 //! the instances it depends on, and records for introspection whether it is ready or why not.
+//! A plugin that holds something open registers a close hook ([`InitContext::on_close`]); the
+//! daemon runs them in reverse initialisation order when it stops.
 
 pub mod context;
 pub mod errdefs;
@@ -12,4 +14,7 @@ pub mod types;
 
 pub use context::{InitContext, Instance};
 pub use errdefs::{Classify, ErrorKind};
-pub use registry::{InitError, PluginRecord, PluginSet, PluginStatus, Registration, Registry};
+pub use registry::{
+    CloseError, CloseFailure, InitError, PluginRecord, PluginSet, PluginStatus, Registration,
+    Registry,
+};

@@ -4,14 +4,31 @@
 //! (`"*"` means after all others), keeping registration order otherwise. Each is initialised once.
 //! A failure is recorded with its reason and never stops the others; only a plugin named in
 //! `required_plugins` failing makes start-up fail.
+//!
+//! On shutdown, [`Initialised::close`] runs the close hooks plugins registered with
+//! [`InitContext::on_close`], in reverse initialisation order.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::context::{InitContext, Instance, Ready};
 
 type InitFn = Box<dyn FnOnce(&mut InitContext) -> Result<Instance, InitError> + Send>;
+
+/// Why a plugin's close hook failed.
+pub type CloseError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A close hook, registered with [`InitContext::on_close`].
+pub(crate) type CloseFn = Box<dyn FnOnce() -> Result<(), CloseError> + Send>;
+
+/// A close hook that failed.
+#[derive(Debug)]
+pub struct CloseFailure {
+    /// `<type>.<id>` of the plugin.
+    pub plugin: String,
+    pub error: CloseError,
+}
 
 /// A plugin, as data.
 pub struct Registration {
@@ -128,9 +145,37 @@ pub struct InitOptions {
 pub struct Initialised {
     ready: Vec<Ready>,
     pub plugins: PluginSet,
+    /// `(<type>.<id>, hook)` in the order the hooks were registered.
+    closers: Mutex<Vec<(String, CloseFn)>>,
 }
 
 impl Initialised {
+    /// A ready instance by type and id.
+    pub fn get(&self, plugin_type: &str, id: &str) -> Option<Instance> {
+        self.ready
+            .iter()
+            .find(|r| r.plugin_type == plugin_type && r.id == id)
+            .map(|r| r.instance.clone())
+    }
+
+    /// Runs every close hook once, the last registered first (reverse initialisation order),
+    /// and returns those that failed (each is logged too). Call it after the server stopped;
+    /// calling it again does nothing. Hooks may block (they flush to disk).
+    pub fn close(&self) -> Vec<CloseFailure> {
+        let hooks = std::mem::take(&mut *self.closers.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut failures = Vec::new();
+        for (plugin, close) in hooks.into_iter().rev() {
+            match close() {
+                Ok(()) => tracing::debug!(%plugin, "plugin closed"),
+                Err(error) => {
+                    tracing::warn!(%plugin, %error, "plugin failed to close");
+                    failures.push(CloseFailure { plugin, error });
+                }
+            }
+        }
+        failures
+    }
+
     /// Every ready instance of a type, as `(id, instance)`.
     pub fn get_all(&self, plugin_type: &str) -> Vec<(String, Instance)> {
         self.ready
@@ -225,6 +270,7 @@ impl Registry {
         let mut slots: Vec<Option<Registration>> = self.regs.into_iter().map(Some).collect();
         let plugins = PluginSet::default();
         let mut ready: Vec<Ready> = Vec::new();
+        let mut closers: Vec<(String, CloseFn)> = Vec::new();
         let mut enabled_uris = HashSet::new();
 
         for i in order {
@@ -248,15 +294,17 @@ impl Registry {
                 plugins.clone(),
             );
             let result = (reg.init)(&mut ctx);
-            let (exports, platforms, capabilities) = (
+            let (exports, platforms, capabilities, hooks) = (
                 std::mem::take(&mut ctx.exports),
                 std::mem::take(&mut ctx.platforms),
                 std::mem::take(&mut ctx.capabilities),
+                std::mem::take(&mut ctx.closers),
             );
             drop(ctx);
             let status = match result {
                 Ok(instance) => {
                     tracing::info!("plugin ready");
+                    closers.extend(hooks.into_iter().map(|h| (uri.clone(), h)));
                     ready.push(Ready {
                         plugin_type: reg.plugin_type.clone(),
                         id: reg.id.clone(),
@@ -304,7 +352,11 @@ impl Registry {
                 }
             }
         }
-        Ok(Initialised { ready, plugins })
+        Ok(Initialised {
+            ready,
+            plugins,
+            closers: Mutex::new(closers),
+        })
     }
 }
 
@@ -331,6 +383,77 @@ mod tests {
             log.lock().unwrap().push(name);
             Ok(Arc::new(()) as Instance)
         })
+    }
+
+    /// A recorder whose instance logs `close:<type>.<id>` when closed.
+    fn closing(log: &Arc<Mutex<Vec<String>>>, t: &str, id: &str, req: &[&str]) -> Registration {
+        let log = log.clone();
+        let name = format!("{t}.{id}");
+        Registration::new(t, id, req, move |ctx| {
+            log.lock().unwrap().push(name.clone());
+            let log = log.clone();
+            ctx.on_close(move || {
+                log.lock().unwrap().push(format!("close:{name}"));
+                Ok::<_, CloseError>(())
+            });
+            Ok(Arc::new(()) as Instance)
+        })
+    }
+
+    #[test]
+    fn close_hooks_run_once_in_reverse_initialisation_order() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut reg = Registry::new();
+        // Registered out of order: initialisation sorts them, closing reverses that.
+        reg.register(closing(&log, "grpc", "svc", &["store"]))
+            .unwrap();
+        reg.register(closing(&log, "store", "content", &["meta"]))
+            .unwrap();
+        reg.register(closing(&log, "meta", "db", &[])).unwrap();
+        reg.register(recorder(&log, "events", "x", &[])).unwrap();
+        let done = reg.init_all(opts()).unwrap();
+        assert!(done.close().is_empty());
+        assert!(done.close().is_empty(), "a second close runs nothing");
+        assert_eq!(
+            *log.lock().unwrap(),
+            vec![
+                "meta.db",
+                "store.content",
+                "grpc.svc",
+                "events.x",
+                "close:grpc.svc",
+                "close:store.content",
+                "close:meta.db",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failing_close_hook_is_reported_and_the_others_still_run() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut reg = Registry::new();
+        reg.register(closing(&log, "meta", "db", &[])).unwrap();
+        reg.register(Registration::new("svc", "broken", &["meta"], |ctx| {
+            ctx.on_close(|| Err(std::io::Error::other("flush failed")));
+            Ok(Arc::new(()) as Instance)
+        }))
+        .unwrap();
+        // A plugin whose init fails after registering a hook: the hook never runs.
+        let l = log.clone();
+        reg.register(Registration::new("svc", "failed", &["meta"], move |ctx| {
+            ctx.on_close(move || {
+                l.lock().unwrap().push("close:svc.failed".into());
+                Ok::<_, CloseError>(())
+            });
+            Err(InitError::Failed("no".into()))
+        }))
+        .unwrap();
+        let done = reg.init_all(opts()).unwrap();
+        let failures = done.close();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].plugin, "svc.broken");
+        assert_eq!(failures[0].error.to_string(), "flush failed");
+        assert_eq!(*log.lock().unwrap(), vec!["meta.db", "close:meta.db"]);
     }
 
     #[test]
