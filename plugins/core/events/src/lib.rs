@@ -123,7 +123,7 @@ impl Exchange {
     pub fn publish(&self, namespace: &str, event: Event) {
         let topic = event.topic().unwrap_or("/berth/unknown").to_owned();
         self.forward(Envelope {
-            timestamp: berth_metadata::now_nanos(),
+            timestamp: now_nanos(),
             namespace: namespace.to_owned(),
             topic,
             event,
@@ -140,6 +140,13 @@ impl Exchange {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
         self.tx.subscribe()
     }
+}
+
+/// Nanoseconds since the Unix epoch (0 for a clock before it).
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// The `io.containerd.event.v1.exchange` plugin.

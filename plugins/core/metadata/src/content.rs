@@ -1,6 +1,7 @@
 //! Namespaced blob records. The bytes live once on disk in the content store; a namespace sees a
 //! blob only while it holds a record for it.
 
+use berth_events::Event;
 use std::collections::BTreeMap;
 
 use redb::ReadableTable;
@@ -103,6 +104,13 @@ impl MetadataDb {
             rec.info(digest)
         };
         wtx.commit()?;
+        self.publish(
+            ns,
+            Event::ContentCreate {
+                digest: digest.to_owned(),
+                size,
+            },
+        );
         Ok(info)
     }
 
@@ -150,6 +158,12 @@ impl MetadataDb {
         }
         wtx.commit()?;
         self.dereferenced();
+        self.publish(
+            ns,
+            Event::ContentDelete {
+                digest: digest.to_owned(),
+            },
+        );
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! Image records: a name pointing at a target descriptor (usually a manifest or an index).
 
+use berth_events::Event;
 use std::collections::BTreeMap;
 
 use redb::ReadableTable;
@@ -125,6 +126,13 @@ impl MetadataDb {
             rec.image(&img.name)
         };
         wtx.commit()?;
+        self.publish(
+            ns,
+            Event::ImageCreate {
+                name: created.name.clone(),
+                labels: created.labels.clone(),
+            },
+        );
         Ok(created)
     }
 
@@ -184,6 +192,13 @@ impl MetadataDb {
         };
         wtx.commit()?;
         self.dereferenced();
+        self.publish(
+            ns,
+            Event::ImageUpdate {
+                name: updated.name.clone(),
+                labels: updated.labels.clone(),
+            },
+        );
         Ok(updated)
     }
 
@@ -213,6 +228,12 @@ impl MetadataDb {
         }
         wtx.commit()?;
         self.dereferenced();
+        self.publish(
+            ns,
+            Event::ImageDelete {
+                name: name.to_owned(),
+            },
+        );
         Ok(())
     }
 }
@@ -251,6 +272,41 @@ mod tests {
         // A failed deletion changes nothing and calls nothing.
         assert!(db.delete_image("n", "docker.io/library/a:1", None).is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn committed_changes_are_announced_by_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetadataDb::open(dir.path()).unwrap();
+        let ex = std::sync::Arc::new(berth_events::Exchange::default());
+        let mut rx = ex.subscribe();
+        db.set_events(ex);
+        let name = "docker.io/library/a:1";
+        db.create_image("n", &img(name)).unwrap();
+        // A refused change announces nothing.
+        assert!(db.create_image("n", &img(name)).is_err());
+        db.add_blob(
+            "n",
+            &format!("sha256:{}", "b".repeat(64)),
+            3,
+            BTreeMap::new(),
+            None,
+        )
+        .unwrap();
+        db.delete_image("n", name, None).unwrap();
+        let got: Vec<(String, String)> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| (e.namespace.clone(), e.topic.clone()))
+            .collect();
+        let want = [
+            ("n", "/images/create"),
+            ("n", "/content/create"),
+            ("n", "/images/delete"),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(a, b)| (a.to_owned(), b.to_owned())),
+            "in commit order"
+        );
     }
 
     #[test]

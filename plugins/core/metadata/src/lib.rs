@@ -44,6 +44,8 @@ pub struct MetadataDb {
     /// place, then recorded), and exclusively by the collector's disk sweep, so the collector never
     /// removes a file whose record is about to be written.
     gc_lock: std::sync::RwLock<()>,
+    /// Where committed changes are announced (`/namespaces/*`, `/images/*`, `/content/*`).
+    events: std::sync::OnceLock<Arc<berth_events::Exchange>>,
     /// Run after every committed change that may have left something unreferenced.
     on_dereference: std::sync::RwLock<Vec<DereferenceCallback>>,
 }
@@ -66,6 +68,7 @@ impl MetadataDb {
             path,
             gc_lock: std::sync::RwLock::new(()),
             on_dereference: std::sync::RwLock::new(Vec::new()),
+            events: std::sync::OnceLock::new(),
         })
     }
 
@@ -102,6 +105,20 @@ impl MetadataDb {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(Box::new(f));
+    }
+
+    /// Announces every committed change to namespaces, images and blobs on `events`, whoever made
+    /// it (a service, the unpacker, the diff service's writer), as containerd's stores do; set
+    /// once, by the metadata plugin.
+    pub fn set_events(&self, events: Arc<berth_events::Exchange>) {
+        let _ = self.events.set(events);
+    }
+
+    /// Called by the record modules after committing a change.
+    pub(crate) fn publish(&self, ns: &str, event: berth_events::Event) {
+        if let Some(ex) = self.events.get() {
+            ex.publish(ns, event);
+        }
     }
 
     /// Called by the record modules after committing a change that may dereference something.
@@ -141,8 +158,11 @@ impl MetadataDb {
 
 /// The `io.containerd.metadata.v1.redb` plugin.
 pub fn registration() -> Registration {
-    Registration::new(types::METADATA, "redb", &[], |ctx| {
+    Registration::new(types::METADATA, "redb", &[types::EVENT], |ctx| {
         let db = Arc::new(MetadataDb::open(ctx.root()).map_err(InitError::failed)?);
+        if let Ok(events) = ctx.get_as::<berth_events::Exchange>(types::EVENT) {
+            db.set_events(events);
+        }
         ctx.set_export("path", db.path().display().to_string());
         // Hooks run in reverse initialisation order: every store built on the database closes
         // before it does.

@@ -1,5 +1,6 @@
 //! Namespaces: the owners of every other object.
 
+use berth_events::Event;
 use std::collections::BTreeMap;
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -55,6 +56,13 @@ impl MetadataDb {
             t.insert(ns.name.as_str(), encode(&rec).as_slice())?;
         }
         wtx.commit()?;
+        self.publish(
+            &ns.name,
+            Event::NamespaceCreate {
+                name: ns.name.clone(),
+                labels: ns.labels.clone(),
+            },
+        );
         Ok(())
     }
 
@@ -123,6 +131,13 @@ impl MetadataDb {
             }
         };
         wtx.commit()?;
+        self.publish(
+            &updated.name,
+            Event::NamespaceUpdate {
+                name: updated.name.clone(),
+                labels: updated.labels.clone(),
+            },
+        );
         Ok(updated)
     }
 
@@ -156,6 +171,12 @@ impl MetadataDb {
             t.remove(name)?;
         }
         wtx.commit()?;
+        self.publish(
+            name,
+            Event::NamespaceDelete {
+                name: name.to_owned(),
+            },
+        );
         Ok(())
     }
 }

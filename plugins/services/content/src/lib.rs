@@ -16,7 +16,6 @@ use berth_api::content::{
     UpdateResponse, WriteAction, WriteContentRequest, WriteContentResponse,
 };
 use berth_content_store::{ContentError, ContentStore, IngestStatus, NsWriter};
-use berth_events::{Event, Exchange};
 use berth_filters::{Adaptor, Filters};
 use berth_grpc::to_status;
 use berth_grpc::{lease, namespace_required, run_blocking, timestamp};
@@ -33,24 +32,15 @@ const LIST_BATCH: usize = 100;
 
 pub struct ContentService {
     store: Arc<ContentStore>,
-    events: Option<Arc<Exchange>>,
 }
 
 /// The `io.containerd.grpc.v1.content` plugin.
 pub fn registration() -> Registration {
-    Registration::new(
-        types::GRPC,
-        "content",
-        &[types::CONTENT, types::EVENT],
-        |ctx| {
-            let store = ctx.get_as::<ContentStore>(types::CONTENT)?;
-            let svc = ContentServer::new(ContentService {
-                store,
-                events: ctx.get_as::<Exchange>(types::EVENT).ok(),
-            });
-            Ok(berth_grpc::grpc_service!(svc))
-        },
-    )
+    Registration::new(types::GRPC, "content", &[types::CONTENT], |ctx| {
+        let store = ctx.get_as::<ContentStore>(types::CONTENT)?;
+        let svc = ContentServer::new(ContentService { store });
+        Ok(berth_grpc::grpc_service!(svc))
+    })
 }
 
 fn info_pb(i: BlobInfo) -> Info {
@@ -172,9 +162,6 @@ impl Content for ContentService {
         let (ns2, d2) = (ns.clone(), digest.clone());
         run_blocking(move || store.delete(&ns2, &d2)).await?;
         // The record's deletion wakes the collector (the metadata store's dereference callback).
-        if let Some(ev) = &self.events {
-            ev.publish(&ns, Event::ContentDelete { digest });
-        }
         Ok(Response::new(()))
     }
 
@@ -314,7 +301,6 @@ impl Content for ContentService {
         let (tx, rx) = mpsc::channel(4);
         let session = WriteSession {
             store: self.store.clone(),
-            events: self.events.clone(),
             ns,
             total: first.total,
             expected: first.expected.clone(),
@@ -336,7 +322,6 @@ impl Content for ContentService {
 
 struct WriteSession {
     store: Arc<ContentStore>,
-    events: Option<Arc<Exchange>>,
     ns: String,
     total: i64,
     expected: String,
@@ -443,7 +428,8 @@ impl WriteSession {
                 let (total, expected) = (self.total, self.expected.clone());
                 let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
                 let data = req.data;
-                let (w, digest, offset, size) = run_blocking(move || {
+                // The metadata store announces /content/create when the commit records the blob.
+                let (w, digest, offset) = run_blocking(move || {
                     if reset {
                         w.reset()?;
                     }
@@ -453,22 +439,13 @@ impl WriteSession {
                     let offset = w.status().offset;
                     if commit {
                         let info = w.commit(&store, total, &expected, labels)?;
-                        Ok::<_, ContentError>((None, info.digest, offset, info.size))
+                        Ok::<_, ContentError>((None, info.digest, offset))
                     } else {
                         let d = w.digest();
-                        Ok((Some(w), d, offset, 0))
+                        Ok((Some(w), d, offset))
                     }
                 })
                 .await?;
-                if commit {
-                    if let Some(ev) = &self.events {
-                        let event = Event::ContentCreate {
-                            digest: digest.clone(),
-                            size,
-                        };
-                        ev.publish(&self.ns, event);
-                    }
-                }
                 msg.offset = offset;
                 msg.digest = digest;
                 Ok((msg, w, commit))

@@ -11,7 +11,6 @@ use berth_api::images::{
     UpdateImageResponse,
 };
 use berth_api::types::Descriptor as PbDescriptor;
-use berth_events::{Event, Exchange};
 use berth_filters::{Adaptor, Filters};
 use berth_gc::Scheduler;
 use berth_grpc::to_status;
@@ -23,7 +22,6 @@ use tonic::{Request, Response, Status};
 pub struct ImagesService {
     db: Arc<MetadataDb>,
     gc: Option<Scheduler>,
-    events: Option<Arc<Exchange>>,
 }
 
 /// The `io.containerd.grpc.v1.images` plugin.
@@ -31,18 +29,14 @@ pub fn registration() -> Registration {
     Registration::new(
         types::GRPC,
         "images",
-        &[types::METADATA, types::GC, types::EVENT],
+        &[types::METADATA, types::GC],
         |ctx| {
             let db = ctx.get_as::<MetadataDb>(types::METADATA)?;
             let gc = ctx
                 .get_as::<Scheduler>(types::GC)
                 .ok()
                 .map(|s| (*s).clone());
-            let svc = ImagesServer::new(ImagesService {
-                db,
-                gc,
-                events: ctx.get_as::<Exchange>(types::EVENT).ok(),
-            });
+            let svc = ImagesServer::new(ImagesService { db, gc });
             Ok(berth_grpc::grpc_service!(svc))
         },
     )
@@ -155,13 +149,6 @@ impl Images for ImagesService {
         let db = self.db.clone();
         let ns2 = ns.clone();
         let created = run_blocking(move || db.create_image(&ns2, &img)).await?;
-        if let Some(ev) = &self.events {
-            let event = Event::ImageCreate {
-                name: created.name.clone(),
-                labels: created.labels.clone().into_iter().collect(),
-            };
-            ev.publish(&ns, event);
-        }
         Ok(Response::new(CreateImageResponse {
             image: Some(image_pb(created)),
         }))
@@ -179,13 +166,6 @@ impl Images for ImagesService {
         let db = self.db.clone();
         let ns2 = ns.clone();
         let updated = run_blocking(move || db.update_image(&ns2, &img, &paths)).await?;
-        if let Some(ev) = &self.events {
-            let event = Event::ImageUpdate {
-                name: updated.name.clone(),
-                labels: updated.labels.clone().into_iter().collect(),
-            };
-            ev.publish(&ns, event);
-        }
         Ok(Response::new(UpdateImageResponse {
             image: Some(image_pb(updated)),
         }))
@@ -199,9 +179,6 @@ impl Images for ImagesService {
         let db = self.db.clone();
         let (ns2, name) = (ns.clone(), req.name.clone());
         run_blocking(move || db.delete_image(&ns2, &name, target.as_deref())).await?;
-        if let Some(ev) = &self.events {
-            ev.publish(&ns, Event::ImageDelete { name: req.name });
-        }
         if let Some(gc) = &self.gc {
             gc.after_delete(req.sync).await.map_err(|e| to_status(&e))?;
         }

@@ -2,17 +2,17 @@
 
 use berth_api::images::images_server::Images;
 
+use berth_events::Exchange;
+
 use super::*;
 
 fn service() -> (tempfile::TempDir, ImagesService, Arc<Exchange>) {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(MetadataDb::open(dir.path()).unwrap());
+    // The store publishes: every caller's changes are announced, not only this service's.
     let events = Arc::new(Exchange::default());
-    let svc = ImagesService {
-        db,
-        gc: None,
-        events: Some(events.clone()),
-    };
+    db.set_events(events.clone());
+    let svc = ImagesService { db, gc: None };
     (dir, svc, events)
 }
 

@@ -10,7 +10,6 @@ use berth_api::namespaces::{
     GetNamespaceResponse, ListNamespacesRequest, ListNamespacesResponse, Namespace as PbNamespace,
     UpdateNamespaceRequest, UpdateNamespaceResponse,
 };
-use berth_events::{Event, Exchange};
 use berth_filters::{Adaptor, Filters};
 use berth_grpc::run_blocking;
 use berth_metadata::{MetadataDb, Namespace};
@@ -19,24 +18,15 @@ use tonic::{Request, Response, Status};
 
 pub struct NamespacesService {
     db: Arc<MetadataDb>,
-    events: Option<Arc<Exchange>>,
 }
 
 /// The `io.containerd.grpc.v1.namespaces` plugin.
 pub fn registration() -> Registration {
-    Registration::new(
-        types::GRPC,
-        "namespaces",
-        &[types::METADATA, types::EVENT],
-        |ctx| {
-            let db = ctx.get_as::<MetadataDb>(types::METADATA)?;
-            let svc = NamespacesServer::new(NamespacesService {
-                db,
-                events: ctx.get_as::<Exchange>(types::EVENT).ok(),
-            });
-            Ok(berth_grpc::grpc_service!(svc))
-        },
-    )
+    Registration::new(types::GRPC, "namespaces", &[types::METADATA], |ctx| {
+        let db = ctx.get_as::<MetadataDb>(types::METADATA)?;
+        let svc = NamespacesServer::new(NamespacesService { db });
+        Ok(berth_grpc::grpc_service!(svc))
+    })
 }
 
 fn to_pb(ns: Namespace) -> PbNamespace {
@@ -117,13 +107,6 @@ impl Namespaces for NamespacesService {
         let db = self.db.clone();
         let stored = ns.clone();
         run_blocking(move || db.create_namespace(&stored)).await?;
-        if let Some(ev) = &self.events {
-            let event = Event::NamespaceCreate {
-                name: ns.name.clone(),
-                labels: ns.labels.clone().into_iter().collect(),
-            };
-            ev.publish(&ns.name, event);
-        }
         Ok(Response::new(CreateNamespaceResponse {
             namespace: Some(to_pb(ns)),
         }))
@@ -140,13 +123,6 @@ impl Namespaces for NamespacesService {
         tracing::debug!(name = %ns.name, ?paths, "update namespace");
         let db = self.db.clone();
         let updated = run_blocking(move || db.update_namespace(&ns, &paths)).await?;
-        if let Some(ev) = &self.events {
-            let event = Event::NamespaceUpdate {
-                name: updated.name.clone(),
-                labels: updated.labels.clone().into_iter().collect(),
-            };
-            ev.publish(&updated.name, event);
-        }
         Ok(Response::new(UpdateNamespaceResponse {
             namespace: Some(to_pb(updated)),
         }))
@@ -158,9 +134,6 @@ impl Namespaces for NamespacesService {
         let db = self.db.clone();
         let n2 = name.clone();
         run_blocking(move || db.delete_namespace(&n2)).await?;
-        if let Some(ev) = &self.events {
-            ev.publish(&name, Event::NamespaceDelete { name: name.clone() });
-        }
         Ok(Response::new(()))
     }
 }

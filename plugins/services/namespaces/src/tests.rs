@@ -3,16 +3,16 @@
 
 use berth_api::namespaces::namespaces_server::Namespaces;
 
+use berth_events::Exchange;
+
 use super::*;
 
 fn service() -> (tempfile::TempDir, NamespacesService, Arc<Exchange>) {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(MetadataDb::open(dir.path()).unwrap());
     let events = Arc::new(Exchange::default());
-    let svc = NamespacesService {
-        db,
-        events: Some(events.clone()),
-    };
+    db.set_events(events.clone());
+    let svc = NamespacesService { db };
     (dir, svc, events)
 }
 
