@@ -18,6 +18,7 @@ pub fn registry(cfg: &Config) -> Result<Registry, RegistryError> {
     reg.register(berth_gc::registration())?;
     reg.register(berth_content_service::registration())?;
     reg.register(berth_images::registration())?;
+    reg.register(berth_containers::registration())?;
     reg.register(berth_leases::registration())?;
     reg.register(berth_snapshots::registration())?;
     reg.register(berth_snapshots_service::registration())?;

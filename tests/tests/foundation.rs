@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::process::Command;
 
-use berth_api::containers::{containers_client::ContainersClient, ListContainersRequest};
 use berth_api::namespaces::{namespaces_client::NamespacesClient, GetNamespaceRequest};
+use berth_api::tasks::{tasks_client::TasksClient, ListTasksRequest};
 use berth_api::version::version_client::VersionClient;
 use berth_tests::{bin, fails, ok, require_root, Berthd, Containerd};
 
@@ -294,10 +294,10 @@ fn unknown_and_not_yet_implemented_rpcs_are_unimplemented() {
     rt.block_on(async {
         let ch = berthd.channel().await;
         // A service of the API whose issue has not landed.
-        let err = ContainersClient::new(ch.clone())
+        let err = TasksClient::new(ch.clone())
             .list(bctr::client::request(
                 "default",
-                ListContainersRequest::default(),
+                ListTasksRequest::default(),
             ))
             .await
             .unwrap_err();

@@ -46,6 +46,20 @@ pub enum Event {
     ImageDelete {
         name: String,
     },
+    ContainerCreate {
+        id: String,
+        image: String,
+        runtime_name: String,
+    },
+    ContainerUpdate {
+        id: String,
+        image: String,
+        labels: Labels,
+        snapshot_key: String,
+    },
+    ContainerDelete {
+        id: String,
+    },
     ContentCreate {
         digest: String,
         size: i64,
@@ -85,6 +99,9 @@ impl Event {
             Event::ImageCreate { .. } => "/images/create",
             Event::ImageUpdate { .. } => "/images/update",
             Event::ImageDelete { .. } => "/images/delete",
+            Event::ContainerCreate { .. } => "/containers/create",
+            Event::ContainerUpdate { .. } => "/containers/update",
+            Event::ContainerDelete { .. } => "/containers/delete",
             Event::ContentCreate { .. } => "/content/create",
             Event::ContentDelete { .. } => "/content/delete",
             Event::SnapshotPrepare { .. } => "/snapshot/prepare",

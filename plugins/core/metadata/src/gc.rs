@@ -1,9 +1,10 @@
 //! Mark and sweep over the metadata, with containerd's reference rules.
 //!
-//! Roots: every image, every unexpired lease's resources, and objects labelled
-//! `containerd.io/gc.root`. References: image targets, `containerd.io/gc.ref.content[.*|/*]`
-//! labels (to a digest) and `containerd.io/gc.ref.snapshot.<snapshotter>[/*]` labels (to a
-//! snapshot key), followed from images and content. Expired leases are deleted and unmarked
+//! Roots: every image, every container, every unexpired lease's resources, and objects labelled
+//! `containerd.io/gc.root`. References: image targets, a container's snapshot
+//! (`snapshotter`, `snapshot_key`), `containerd.io/gc.ref.content[.*|/*]` labels (to a digest)
+//! and `containerd.io/gc.ref.snapshot.<snapshotter>[/*]` labels (to a snapshot key), followed
+//! from images, containers, content and snapshots. Expired leases are deleted and unmarked
 //! records swept in one write transaction; the caller then removes what is no longer recorded
 //! anywhere from disk.
 
@@ -12,9 +13,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use redb::ReadableTable;
 use serde::Deserialize;
 
+use crate::containers::ContainerRecord;
 use crate::leases::remove_resources;
 use crate::record::decode;
-use crate::schema::{BLOBS, IMAGES, LEASES, LEASE_RESOURCES, SNAPSHOTS};
+use crate::schema::{BLOBS, CONTAINERS, IMAGES, LEASES, LEASE_RESOURCES, SNAPSHOTS};
 use crate::SnapshotRecord;
 use crate::{Lease, MetaError, MetadataDb};
 
@@ -138,6 +140,18 @@ impl MetadataDb {
                 let (ns, name) = k.value();
                 let rec: ImageTarget = decode(&format!("images/{ns}/{name}"), v.value())?;
                 content_roots.push((ns.to_owned(), rec.target.digest.clone()));
+                follow_labels(&rec.labels, ns, &mut content_roots, &mut snapshot_roots);
+            }
+
+            // Containers: their snapshot and labels.
+            let containers = wtx.open_table(CONTAINERS)?;
+            for entry in containers.iter()? {
+                let (k, v) = entry?;
+                let (ns, id) = k.value();
+                let rec: ContainerRecord = decode(&format!("containers/{ns}/{id}"), v.value())?;
+                if !rec.snapshotter.is_empty() && !rec.snapshot_key.is_empty() {
+                    snapshot_roots.push((ns.to_owned(), rec.snapshotter, rec.snapshot_key));
+                }
                 follow_labels(&rec.labels, ns, &mut content_roots, &mut snapshot_roots);
             }
 
@@ -408,6 +422,52 @@ mod tests {
         assert_eq!(removed, vec![d('1'), d('2'), d('3'), d('4')]);
         assert!(db.blob_info("n", &d('7')).is_ok(), "leased blob kept");
         assert!(db.blob_info("n", &d('6')).is_ok(), "gc.root kept");
+    }
+
+    #[test]
+    fn containers_keep_their_snapshot_and_labelled_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetadataDb::open(dir.path()).unwrap();
+        let none = BTreeMap::new;
+        db.create_snapshot_record("n", "overlayfs", "base-a", "", none(), None)
+            .unwrap();
+        db.commit_snapshot_record("n", "overlayfs", "base", "base-a", none(), None)
+            .unwrap();
+        db.create_snapshot_record("n", "overlayfs", "c1", "base", none(), None)
+            .unwrap();
+        db.add_blob("n", &d('1'), 1, BTreeMap::new(), None).unwrap();
+        db.add_blob("n", &d('2'), 1, BTreeMap::new(), None).unwrap();
+        let c = crate::Container {
+            id: "c1".into(),
+            labels: labels(&[("containerd.io/gc.ref.content.x", &d('1'))]),
+            runtime: crate::ContainerRuntime {
+                name: "io.containerd.runc.v2".into(),
+                options: None,
+            },
+            spec: Some(crate::AnyValue::default()),
+            snapshotter: "overlayfs".into(),
+            snapshot_key: "c1".into(),
+            ..Default::default()
+        };
+        db.create_container("n", &c).unwrap();
+
+        let got = db.collect_garbage(crate::now_nanos()).unwrap();
+        assert_eq!(got.blobs, vec![("n".to_owned(), d('2'))]);
+        assert!(got.snapshots.is_empty(), "{:?}", got.snapshots);
+        for key in ["c1", "base"] {
+            assert!(got
+                .marked_snapshots
+                .contains(&("n".into(), "overlayfs".into(), key.into())));
+        }
+
+        db.delete_container("n", "c1").unwrap();
+        let got = db.collect_garbage(crate::now_nanos()).unwrap();
+        assert_eq!(got.blobs, vec![("n".to_owned(), d('1'))]);
+        assert_eq!(
+            got.snapshots.len(),
+            2,
+            "the container's snapshot and its parent"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! crash at any point leaves either the old or the new state, never a mix. Records are JSON so the
 //! on-disk format stays readable and independent of our Rust types' layout.
 
+mod containers;
 mod content;
 pub mod digest;
 mod error;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use berth_plugin::{types, InitError, Instance, Registration};
 use redb::ReadableDatabase;
 
+pub use containers::{AnyValue, Container, Runtime as ContainerRuntime};
 pub use content::BlobInfo;
 pub use error::MetaError;
 pub use images::{Descriptor, Image};
@@ -44,7 +46,8 @@ pub struct MetadataDb {
     /// place, then recorded), and exclusively by the collector's disk sweep, so the collector never
     /// removes a file whose record is about to be written.
     gc_lock: std::sync::RwLock<()>,
-    /// Where committed changes are announced (`/namespaces/*`, `/images/*`, `/content/*`).
+    /// Where committed changes are announced (`/namespaces/*`, `/images/*`, `/containers/*`,
+    /// `/content/*`, `/snapshot/*`).
     events: std::sync::OnceLock<Arc<berth_events::Exchange>>,
     /// Run after every committed change that may have left something unreferenced.
     on_dereference: std::sync::RwLock<Vec<DereferenceCallback>>,
@@ -96,7 +99,8 @@ impl MetadataDb {
     }
 
     /// Registers `f` to run after every committed change that may leave something unreferenced:
-    /// a deleted blob, image, lease, lease resource or snapshot record, or an image's new target.
+    /// a deleted blob, image, container, lease, lease resource or snapshot record, an image's new
+    /// target or a container's new snapshot key.
     /// The collector's scheduler registers here, as containerd's scheduler registers a mutation
     /// callback with its metadata DB, so every caller's deletions — a service's, the unpacker's,
     /// the runtime's — wake it, not only those whose service remembers to.

@@ -86,6 +86,39 @@ pub fn any(event: &Event) -> prost_types::Any {
             "containerd.services.images.v1.ImageDelete",
             berth_api::images::ImageDelete { name },
         ),
+        Event::ContainerCreate {
+            id,
+            image,
+            runtime_name,
+        } => packed(
+            "containerd.events.ContainerCreate",
+            pb::ContainerCreate {
+                id,
+                image,
+                runtime: Some(pb::container_create::Runtime {
+                    name: runtime_name,
+                    options: None,
+                }),
+            },
+        ),
+        Event::ContainerUpdate {
+            id,
+            image,
+            labels: l,
+            snapshot_key,
+        } => packed(
+            "containerd.events.ContainerUpdate",
+            pb::ContainerUpdate {
+                id,
+                image,
+                labels: labels(&l),
+                snapshot_key,
+            },
+        ),
+        Event::ContainerDelete { id } => packed(
+            "containerd.events.ContainerDelete",
+            pb::ContainerDelete { id },
+        ),
         Event::ContentCreate { digest, size } => packed(
             "containerd.events.ContentCreate",
             pb::ContentCreate {
@@ -133,6 +166,38 @@ pub fn any(event: &Event) -> prost_types::Any {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_events_decode_as_containerd_messages() {
+        let any = any(&Event::ContainerCreate {
+            id: "c1".into(),
+            image: "img".into(),
+            runtime_name: "io.containerd.runc.v2".into(),
+        });
+        assert_eq!(any.type_url, "containerd.events.ContainerCreate");
+        let msg = pb::ContainerCreate::decode(any.value.as_slice()).unwrap();
+        assert_eq!(msg.runtime.unwrap().name, "io.containerd.runc.v2");
+        let any = super::any(&Event::ContainerUpdate {
+            id: "c1".into(),
+            image: "img".into(),
+            labels: [("a".to_owned(), "b".to_owned())].into(),
+            snapshot_key: "c1".into(),
+        });
+        assert_eq!(any.type_url, "containerd.events.ContainerUpdate");
+        let msg = pb::ContainerUpdate::decode(any.value.as_slice()).unwrap();
+        assert_eq!(
+            (msg.labels["a"].as_str(), msg.snapshot_key.as_str()),
+            ("b", "c1")
+        );
+        let any = super::any(&Event::ContainerDelete { id: "c1".into() });
+        assert_eq!(any.type_url, "containerd.events.ContainerDelete");
+        assert_eq!(
+            pb::ContainerDelete::decode(any.value.as_slice())
+                .unwrap()
+                .id,
+            "c1"
+        );
+    }
 
     #[test]
     fn snapshot_events_decode_as_containerd_messages() {
