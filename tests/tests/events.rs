@@ -116,3 +116,36 @@ fn the_daemon_side_unpack_publishes_snapshot_events() {
     let _ = sub.kill();
     let _ = sub.wait();
 }
+
+#[test]
+fn ctr_events_sees_container_changes() {
+    let berthd = Berthd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (img, archive) =
+        fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:containerevents");
+    ok(&berthd.ctr(&["images", "import", archive.to_str().unwrap()]));
+    let (mut sub, out_path) = subscribe(&berthd, dir.path(), "topic~=^/(containers|namespaces)/");
+    ok(&berthd.ctr(&["containers", "create", &img.name, "ev1", "/bin/true"]));
+    ok(&berthd.ctr(&["containers", "label", "ev1", "k=v"]));
+    ok(&berthd.ctr(&["containers", "rm", "ev1"]));
+    let got = wait_for(&out_path, "container events", |got| {
+        [
+            "/containers/create",
+            "/containers/update",
+            "/containers/delete",
+        ]
+        .iter()
+        .all(|t| got.contains(&format!("default {t} ")))
+    });
+    // ctr decodes the messages: the create names the container and its image.
+    let create = got
+        .lines()
+        .find(|l| l.contains("/containers/create"))
+        .unwrap_or_default();
+    assert!(
+        create.contains(r#""id":"ev1""#) && create.contains(&img.name),
+        "{create}"
+    );
+    let _ = sub.kill();
+    let _ = sub.wait();
+}
