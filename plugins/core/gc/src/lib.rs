@@ -125,19 +125,20 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Asks for a collection soon (after `schedule_delay`), without waiting for it.
-    pub fn trigger(&self) {
-        self.inner.wake.notify_one();
+    /// The daemon's collector, for a plugin that requires `io.containerd.gc.v1`; `None` when it
+    /// is disabled (deleted data then simply stays on disk).
+    pub fn from_context(ctx: &berth_plugin::InitContext) -> Option<Scheduler> {
+        ctx.get_as::<Scheduler>(types::GC)
+            .ok()
+            .map(|s| (*s).clone())
     }
 
     /// What a deletion calls: with `sync` (containerd's Delete option) a full collection before
-    /// answering, otherwise one scheduled soon (which the metadata store's dereference callback
-    /// has already asked for).
+    /// answering. Without it there is nothing to do: the metadata store's dereference callback
+    /// has already scheduled one.
     pub async fn after_delete(&self, sync: bool) -> Result<(), GcError> {
         if sync {
             self.collect_now().await?;
-        } else {
-            self.trigger();
         }
         Ok(())
     }

@@ -32,10 +32,7 @@ pub fn registration() -> Registration {
         &[types::METADATA, types::GC],
         |ctx| {
             let db = ctx.get_as::<MetadataDb>(types::METADATA)?;
-            let gc = ctx
-                .get_as::<Scheduler>(types::GC)
-                .ok()
-                .map(|s| (*s).clone());
+            let gc = Scheduler::from_context(ctx);
             let svc = ImagesServer::new(ImagesService { db, gc });
             Ok(berth_grpc::grpc_service!(svc))
         },
