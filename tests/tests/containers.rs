@@ -22,11 +22,17 @@ fn first_column(out: &str) -> Vec<String> {
         .collect()
 }
 
+/// Exit code and stderr, without ctr's log timestamps (`time="…" `), which differ by the second.
 fn status_and_stderr(out: &Output) -> (Option<i32>, String) {
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let stderr = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| match l.strip_prefix("time=\"") {
+            Some(rest) => rest.split_once("\" ").map_or(l, |(_, after)| after),
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    (out.status.code(), stderr)
 }
 
 #[test]
