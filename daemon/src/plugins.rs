@@ -19,6 +19,8 @@ pub fn registry(cfg: &Config) -> Result<Registry, RegistryError> {
     reg.register(berth_content_service::registration())?;
     reg.register(berth_images::registration())?;
     reg.register(berth_containers::registration())?;
+    reg.register(berth_runtime::registration())?;
+    reg.register(berth_tasks::registration())?;
     reg.register(berth_leases::registration())?;
     reg.register(berth_snapshots::registration())?;
     reg.register(berth_snapshots_service::registration())?;

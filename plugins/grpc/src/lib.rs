@@ -198,6 +198,7 @@ pub fn code(kind: ErrorKind) -> tonic::Code {
         ErrorKind::Aborted => tonic::Code::Aborted,
         ErrorKind::OutOfRange => tonic::Code::OutOfRange,
         ErrorKind::Internal => tonic::Code::Internal,
+        ErrorKind::Unknown => tonic::Code::Unknown,
     }
 }
 

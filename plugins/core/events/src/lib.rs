@@ -81,6 +81,22 @@ pub enum Event {
         key: String,
         snapshotter: String,
     },
+    /// A task's process exited; berthd publishes it itself only for a shim that died without
+    /// saying so (its shim forwards the ordinary ones).
+    TaskExit {
+        container_id: String,
+        id: String,
+        pid: u32,
+        exit_status: u32,
+        exited_at: i64,
+    },
+    TaskDelete {
+        container_id: String,
+        id: String,
+        pid: u32,
+        exit_status: u32,
+        exited_at: i64,
+    },
     /// Published or forwarded by a client: its type URL and encoded message, passed on as is.
     Opaque {
         type_url: String,
@@ -107,6 +123,8 @@ impl Event {
             Event::SnapshotPrepare { .. } => "/snapshot/prepare",
             Event::SnapshotCommit { .. } => "/snapshot/commit",
             Event::SnapshotRemove { .. } => "/snapshot/remove",
+            Event::TaskExit { .. } => "/tasks/exit",
+            Event::TaskDelete { .. } => "/tasks/delete",
             Event::Opaque { .. } => return None,
         })
     }

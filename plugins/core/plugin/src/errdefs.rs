@@ -18,6 +18,9 @@ pub enum ErrorKind {
     Aborted,
     OutOfRange,
     Internal,
+    /// An error from elsewhere that says nothing of its class (a runtime's own failure, passed on
+    /// as containerd passes it: gRPC `Unknown`).
+    Unknown,
 }
 
 impl ErrorKind {
@@ -33,6 +36,7 @@ impl ErrorKind {
             ErrorKind::Aborted => "aborted",
             ErrorKind::OutOfRange => "out of range",
             ErrorKind::Internal => "internal",
+            ErrorKind::Unknown => "unknown",
         }
     }
 }

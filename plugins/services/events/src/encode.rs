@@ -159,6 +159,38 @@ pub fn any(event: &Event) -> prost_types::Any {
             "containerd.events.SnapshotRemove",
             pb::SnapshotRemove { key, snapshotter },
         ),
+        Event::TaskExit {
+            container_id,
+            id,
+            pid,
+            exit_status,
+            exited_at,
+        } => packed(
+            "containerd.events.TaskExit",
+            pb::TaskExit {
+                container_id,
+                id,
+                pid,
+                exit_status,
+                exited_at: Some(berth_grpc::timestamp(exited_at)),
+            },
+        ),
+        Event::TaskDelete {
+            container_id,
+            id,
+            pid,
+            exit_status,
+            exited_at,
+        } => packed(
+            "containerd.events.TaskDelete",
+            pb::TaskDelete {
+                container_id,
+                id,
+                pid,
+                exit_status,
+                exited_at: Some(berth_grpc::timestamp(exited_at)),
+            },
+        ),
         Event::Opaque { type_url, value } => prost_types::Any { type_url, value },
     }
 }
