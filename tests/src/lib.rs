@@ -198,9 +198,50 @@ impl Berthd {
     }
 }
 
+/// Kills and deletes every task a test left behind on the daemon at `socket` (bundles under
+/// `state`): shims outlive their daemon, and a container must not keep running (or keep its root
+/// file system mounted) inside a temporary directory that is about to be removed.
+pub fn reap_tasks(state: &Path, socket: &Path) {
+    let Ok(ctr) = which("ctr") else { return };
+    {
+        let bundles = state.join("io.containerd.runtime.v2.task");
+        let dirs = |p: &Path| -> Vec<String> {
+            std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        };
+        for ns in dirs(&bundles) {
+            for id in dirs(&bundles.join(&ns)) {
+                let _ = run_client(
+                    &ctr,
+                    socket,
+                    &["-n", &ns, "tasks", "kill", "-a", "-s", "SIGKILL", &id],
+                );
+                let _ = run_client(
+                    &ctr,
+                    socket,
+                    &["-n", &ns, "tasks", "delete", "--force", &id],
+                );
+            }
+        }
+    }
+}
+
+fn which(prog: &str) -> Result<PathBuf, ()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
+
 impl Drop for Berthd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            reap_tasks(&self.state(), &self.socket());
             terminate(&mut child);
         }
     }
@@ -303,6 +344,7 @@ impl Containerd {
 impl Drop for Containerd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            reap_tasks(&self.dir.path().join("state"), &self.socket());
             terminate(&mut child);
         }
     }

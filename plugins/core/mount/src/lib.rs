@@ -146,6 +146,74 @@ pub fn unmount_all(target: &Path) -> Result<(), MountError> {
     }
 }
 
+/// Unmounts everything mounted on `target` or anywhere below it, deepest first (a runtime may
+/// leave `proc`, `dev` or bind mounts inside a container's root): afterwards a recursive removal
+/// of `target` cannot reach into another file system.
+pub fn unmount_recursive(target: &Path) -> Result<(), MountError> {
+    let fail = |source| MountError::Unmount {
+        target: target.to_owned(),
+        source,
+    };
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| fail(errno_of(&e)))?;
+    let mut below: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(target) && p != target)
+        .collect();
+    below.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    below.dedup();
+    for path in below {
+        match nix::mount::umount2(&path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+            Err(e) => {
+                return Err(MountError::Unmount {
+                    target: path,
+                    source: e,
+                })
+            }
+        }
+    }
+    unmount_all(target)
+}
+
+fn errno_of(e: &std::io::Error) -> Errno {
+    e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal escapes.
+fn unescape_mountinfo(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'\\')
+            .then(|| s.get(i + 1..i + 4))
+            .flatten()
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match escaped {
+            Some(v) => {
+                out.push(v);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+#[test]
+fn mountinfo_escapes_are_undone() {
+    assert_eq!(unescape_mountinfo("/a\\040b/c"), "/a b/c");
+    assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    assert_eq!(unescape_mountinfo("/trailing\\"), "/trailing\\");
+}
+
 /// A temporary directory holding `mounts`, unmounted and removed on drop.
 ///
 /// The directory is only ever removed empty (`rmdir`), after its mounts are off: if unmounting

@@ -121,19 +121,15 @@ impl Bundle {
         std::fs::write(&path, value).map_err(io("write", &path))
     }
 
-    /// Removes the bundle and its work directory. The rootfs is unmounted first (the shim should
-    /// have done it; a recursive removal must never reach into a mounted root file system).
+    /// Removes the bundle and its work directory. Whatever is mounted on or below the rootfs
+    /// is unmounted first (the shim should have done it; a recursive removal must never reach
+    /// into a mounted file system). What is left in the rootfs directory then is what a runtime
+    /// made there when no root file system was mounted (runc creates its mount points).
     pub fn delete(&self) -> Result<()> {
         let rootfs = self.rootfs();
         if rootfs.exists() {
-            berth_mount::unmount_all(&rootfs)
+            berth_mount::unmount_recursive(&rootfs)
                 .map_err(|e| Error::Unmount(rootfs.display().to_string(), e))?;
-            match std::fs::remove_dir(&rootfs) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io("remove bundle rootfs", &rootfs)(e))
-                }
-                _ => {}
-            }
         }
         for dir in [&self.path, &self.work] {
             match std::fs::remove_dir_all(dir) {

@@ -12,6 +12,12 @@ pub enum Error {
     InvalidId(String),
     #[error("failed to start shim: {0}")]
     StartShim(#[source] berth_shim::Error),
+    /// containerd reads the spec before it starts a shim, and reports a bad one as a plain
+    /// error (gRPC Unknown); so does berthd, without starting anything.
+    #[error("failed to start shim: invalid OCI runtime spec: {0}")]
+    InvalidSpec(#[source] serde_json::Error),
+    #[error("failed to start shim: failed to resolve runtime path: {0}")]
+    ResolveRuntime(#[source] berth_shim::Error),
     #[error("failed to create shim task: {0}")]
     CreateTask(#[source] berth_shim::Error),
     /// A call on a running shim failed; the shim's own message is what the client sees.
@@ -34,7 +40,11 @@ impl Classify for Error {
             Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::InvalidId(_) => ErrorKind::InvalidArgument,
-            Error::StartShim(e) | Error::CreateTask(e) | Error::Shim(e) => e.kind(),
+            Error::InvalidSpec(_) => ErrorKind::Unknown,
+            Error::StartShim(e)
+            | Error::ResolveRuntime(e)
+            | Error::CreateTask(e)
+            | Error::Shim(e) => e.kind(),
             Error::Io { .. } | Error::Unmount(..) => ErrorKind::Internal,
         }
     }

@@ -218,15 +218,15 @@ impl TaskManager {
 }
 
 impl Inner {
-    fn resolve(&self, runtime: &str) -> Result<PathBuf> {
+    fn resolve(&self, runtime: &str) -> berth_shim::Result<PathBuf> {
         let entry = self.opts.config.runtimes.get(runtime);
         if let Some(path) = entry.and_then(|e| e.runtime_path.as_ref()) {
-            return Ok(resolve_runtime_binary(&path.to_string_lossy(), None)?);
+            return resolve_runtime_binary(&path.to_string_lossy(), None);
         }
         let name = entry
             .and_then(|e| e.runtime_type.as_deref())
             .unwrap_or(runtime);
-        Ok(resolve_runtime_binary(name, Some(&self.publish_binary))?)
+        resolve_runtime_binary(name, Some(&self.publish_binary))
     }
 
     fn command(&self, bundle: &Bundle, binary: PathBuf) -> ShimCommand {
@@ -244,7 +244,8 @@ impl Inner {
 
     async fn create(&self, namespace: &str, id: &str, opts: CreateOpts) -> Result<Arc<Task>> {
         let bundle = Bundle::at(&self.opts.root, &self.opts.state, namespace, id)?;
-        let binary = self.resolve(&opts.runtime)?;
+        serde_json::from_slice::<serde_json::Value>(&opts.spec).map_err(Error::InvalidSpec)?;
+        let binary = self.resolve(&opts.runtime).map_err(Error::ResolveRuntime)?;
         bundle.create(&opts.spec)?;
         let command = self.command(&bundle, binary);
         let log = match task::copy_shim_log(&bundle) {

@@ -94,7 +94,7 @@ impl ShimCommand {
                 binary: self.binary.display().to_string(),
                 action,
                 output: text,
-                status: format!(" ({})", output.status),
+                status: exit_words(output.status),
             });
         }
         Ok(output)
@@ -154,6 +154,16 @@ impl ShimCommand {
     }
 }
 
+/// How a process ended, in Go's words (what containerd's messages say): `: exit status 1`.
+fn exit_words(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!(": exit status {code}"),
+        (None, Some(sig)) => format!(": signal: {sig}"),
+        _ => String::new(),
+    }
+}
+
 /// The binary name containerd derives from a runtime name: `io.containerd.runc.v2` →
 /// `containerd-shim-runc-v2`; `None` for a name with fewer than two dot-separated parts.
 pub fn binary_name(runtime: &str) -> Option<String> {
@@ -178,9 +188,15 @@ pub fn resolve_runtime_binary(runtime: &str, self_exe: Option<&Path>) -> Result<
     if path.is_absolute() {
         return match std::fs::metadata(path) {
             Ok(_) => Ok(path.to_owned()),
-            Err(e) => Err(Error::RuntimeNotFound(format!(
-                "invalid custom binary path {runtime}: {e}"
-            ))),
+            Err(e) => {
+                let why = match e.kind() {
+                    std::io::ErrorKind::NotFound => "no such file or directory".to_owned(),
+                    _ => e.to_string(),
+                };
+                Err(Error::RuntimeNotFound(format!(
+                    "invalid custom binary path: stat {runtime}: {why}"
+                )))
+            }
         };
     }
     let name = binary_name(runtime).ok_or_else(|| Error::InvalidRuntimeName(runtime.to_owned()))?;

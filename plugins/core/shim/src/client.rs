@@ -5,7 +5,7 @@ use std::time::Duration;
 use prost::Message;
 use ttrpc::r#async::Client;
 
-use crate::error::{kind_of_code, Error, Result};
+use crate::error::{kind_of_code, rebase_message, Error, Result};
 use crate::proto::task as pb;
 
 const SERVICE: &str = "containerd.task.v2.Task";
@@ -68,9 +68,10 @@ impl TaskClient {
                         after_ms: timeout.unwrap_or_default().as_millis(),
                     }
                 } else {
+                    let kind = kind_of_code(code);
                     Error::Status {
-                        kind: kind_of_code(code),
-                        message: status.message,
+                        kind,
+                        message: rebase_message(kind, &status.message),
                     }
                 }
             }

@@ -42,8 +42,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The shim binary ran and failed; its output says why.
-    #[error("{binary} {action}: {output}{status}")]
+    /// The shim binary ran and failed; its output says why (containerd's wording).
+    #[error("{action} failed: {output}{status}")]
     Binary {
         binary: String,
         action: &'static str,
@@ -80,13 +80,37 @@ impl Classify for Error {
             Error::Closed | Error::Transport { .. } | Error::Connect { .. } => {
                 ErrorKind::Unavailable
             }
-            Error::RuntimeNotFound(_) => ErrorKind::NotFound,
-            Error::InvalidRuntimeName(_) => ErrorKind::InvalidArgument,
-            Error::Timeout { .. }
-            | Error::Decode { .. }
-            | Error::Io { .. }
-            | Error::Binary { .. } => ErrorKind::Internal,
+            // containerd reports both as plain errors (gRPC Unknown); clients see the same.
+            Error::RuntimeNotFound(_) | Error::InvalidRuntimeName(_) => ErrorKind::Unknown,
+            // The shim binary's own failure: passed on as containerd passes it.
+            Error::Binary { .. } => ErrorKind::Unknown,
+            Error::Timeout { .. } | Error::Decode { .. } | Error::Io { .. } => ErrorKind::Internal,
         }
+    }
+}
+
+/// A shim's error message as containerd passes it on: with its class appended (`…: not found`,
+/// `…: unknown`) unless it already ends so, as containerd's errdefs do when a status comes back
+/// from a shim. Classes containerd does not name (internal, aborted, …) pass unchanged.
+pub(crate) fn rebase_message(kind: ErrorKind, message: &str) -> String {
+    match kind {
+        ErrorKind::NotFound
+        | ErrorKind::AlreadyExists
+        | ErrorKind::FailedPrecondition
+        | ErrorKind::InvalidArgument
+        | ErrorKind::Unavailable
+        | ErrorKind::NotImplemented
+        | ErrorKind::Unknown => {
+            let class = kind.as_str();
+            if message == class || message.ends_with(&format!(": {class}")) {
+                message.to_owned()
+            } else if message.is_empty() {
+                class.to_owned()
+            } else {
+                format!("{message}: {class}")
+            }
+        }
+        _ => message.to_owned(),
     }
 }
 
@@ -103,5 +127,27 @@ pub(crate) fn kind_of_code(code: i32) -> ErrorKind {
         13 => ErrorKind::Internal,
         14 => ErrorKind::Unavailable,
         _ => ErrorKind::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_get_their_class_once() {
+        assert_eq!(
+            rebase_message(ErrorKind::Unknown, "runc create failed"),
+            "runc create failed: unknown"
+        );
+        assert_eq!(
+            rebase_message(ErrorKind::NotFound, "process already finished: not found"),
+            "process already finished: not found"
+        );
+        assert_eq!(
+            rebase_message(ErrorKind::AlreadyExists, ""),
+            "already exists"
+        );
+        assert_eq!(rebase_message(ErrorKind::Internal, "boom"), "boom");
     }
 }
