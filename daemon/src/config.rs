@@ -44,7 +44,8 @@ pub struct Config {
     /// Adjustment of berthd's own OOM score (0 leaves it alone).
     pub oom_score: i32,
     pub grpc: GrpcConfig,
-    /// Accepted for compatibility with containerd configs; berthd serves no ttrpc endpoint yet.
+    /// Accepted for compatibility with containerd configs and ignored: berthd's only ttrpc
+    /// endpoint is the shim events service at `<grpc address>.ttrpc`.
     pub ttrpc: TtrpcConfig,
     pub debug: DebugConfig,
     /// `[plugins."<type>.<id>"]` sections, handed to each plugin as they are.

@@ -38,8 +38,12 @@ fn requirements() {
 
 impl Fixture {
     fn new(tag: &str) -> Fixture {
+        Fixture::with_args(tag, &[])
+    }
+
+    fn with_args(tag: &str, args: &[&str]) -> Fixture {
         requirements();
-        let berthd = Berthd::start();
+        let berthd = Berthd::start_with(args);
         let dir = tempfile::tempdir().unwrap();
         let (img, archive) =
             fixtures::busybox_oci_archive(dir.path(), &format!("docker.io/library/busybox:{tag}"));
@@ -548,6 +552,41 @@ fn tasks_survive_a_berthd_sigkill() {
             .join("default/rst-r1");
         assert!(!cg.exists(), "cgroup {} left", cg.display());
     }
+}
+
+#[test]
+fn runtimes_table_maps_runtime_names_to_shims() {
+    let conf = tempfile::tempdir().unwrap();
+    let path = conf.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"version = 2
+[plugins."io.containerd.runtime.v2.task".runtimes."io.containerd.mine.v1"]
+  runtime_path = "{RUNC_SHIM}"
+[plugins."io.containerd.runtime.v2.task".runtimes."io.containerd.alias.v1"]
+  runtime_type = "io.containerd.runc.v2"
+"#
+        ),
+    )
+    .unwrap();
+    let f = Fixture::with_args("table", &["--config", path.to_str().unwrap()]);
+    for (id, runtime) in [
+        ("tbl-path", "io.containerd.mine.v1"),
+        ("tbl-type", "io.containerd.alias.v1"),
+        ("tbl-abs", RUNC_SHIM),
+    ] {
+        let out = ok(&f.run(&["--runtime", runtime], id, &["echo", "hello", runtime]));
+        assert_eq!(out.trim(), format!("hello {runtime}"));
+        f.assert_clean(id);
+    }
+    // Without the table, a name that names no installed shim is refused before anything starts.
+    let missing = fails(&f.run(&["--runtime", "io.containerd.mine.v2"], "tbl-none", &["true"]));
+    assert!(
+        missing.contains("binary not installed \"containerd-shim-mine-v2\""),
+        "{missing}"
+    );
+    f.assert_clean("tbl-none");
 }
 
 /// A daemon to compare with: its socket and a way to run ctr against it.
