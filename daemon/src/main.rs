@@ -6,6 +6,7 @@
 
 mod config;
 mod plugins;
+mod rootdir;
 mod server;
 
 use std::io::IsTerminal;
@@ -190,11 +191,8 @@ enum RunError {
     Serve(#[from] server::ServeError),
     #[error("plugins: {0}")]
     Registry(#[from] berth_plugin::registry::RegistryError),
-    #[error("cannot create {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Root(#[from] rootdir::RootError),
     #[error("plugin initialisation stopped: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error("unknown snapshotter {name:?} (serve {known})")]
@@ -231,21 +229,27 @@ async fn close(initialised: Initialised) -> Result<(), RunError> {
 
 async fn run(cfg: Config) -> Result<(), RunError> {
     let shutdown = shutdown_signal();
-    for dir in [&cfg.root, &cfg.state] {
-        std::fs::create_dir_all(dir).map_err(|source| RunError::Dir {
-            path: dir.clone(),
-            source,
-        })?;
-    }
     let address = PathBuf::from(&cfg.grpc.address);
-    // Claim the socket before any plugin touches the root, so a second daemon stops here.
+    // Claim the socket and the root before any plugin touches the root, so a second daemon
+    // stops here (on the same socket, or on the same root with another socket).
     let socket = server::Socket::claim(&address, cfg.grpc.uid, cfg.grpc.gid)?;
-    tracing::info!(version = berth_version::VERSION, revision = berth_version::REVISION, root = %cfg.root.display(), state = %cfg.state.display(), "starting berthd");
-
-    let registry = plugins::registry(&cfg)?;
-    let opts = init_options(&cfg);
-    // Plugin init does blocking I/O (opening databases, probing filesystems).
-    let initialised = tokio::task::spawn_blocking(move || registry.init_all(opts)).await??;
+    let started = async {
+        let root = rootdir::claim(&cfg.root, &cfg.state)?;
+        tracing::info!(version = berth_version::VERSION, revision = berth_version::REVISION, root = %cfg.root.display(), state = %cfg.state.display(), "starting berthd");
+        let registry = plugins::registry(&cfg)?;
+        let opts = init_options(&cfg);
+        // Plugin init does blocking I/O (opening databases, probing filesystems).
+        let initialised = tokio::task::spawn_blocking(move || registry.init_all(opts)).await??;
+        Ok::<_, RunError>((root, initialised))
+    }
+    .await;
+    let (_root, initialised) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            socket.abandon();
+            return Err(e);
+        }
+    };
 
     let limits = MessageLimits {
         max_recv: cfg.grpc.max_recv_message_size,
@@ -272,6 +276,13 @@ async fn serve_snapshotter(cfg: Config, name: String, address: PathBuf) -> Resul
         });
     };
     let socket = server::Socket::claim(&address, cfg.grpc.uid, cfg.grpc.gid)?;
+    let _root = match rootdir::claim(&cfg.root, &cfg.state) {
+        Ok(r) => r,
+        Err(e) => {
+            socket.abandon();
+            return Err(e.into());
+        }
+    };
     let opts = InitOptions {
         // Only this driver's section: the rest of the config is for a whole daemon.
         configs: cfg

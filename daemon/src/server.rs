@@ -99,6 +99,16 @@ impl Socket {
     }
 }
 
+impl Socket {
+    /// Gives the socket up without serving (start-up failed after it was claimed): the file
+    /// goes, so no client finds a socket nobody will ever answer.
+    pub fn abandon(self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(socket = %self.path.display(), error = %e, "cannot remove socket");
+        }
+    }
+}
+
 /// Serves every ready gRPC plugin on `socket` until `shutdown` resolves, then removes the socket.
 pub async fn serve(
     socket: Socket,

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::Command;
 
 use berth_api::namespaces::{namespaces_client::NamespacesClient, GetNamespaceRequest};
-use berth_api::tasks::{tasks_client::TasksClient, ListTasksRequest};
+use berth_api::tasks::{tasks_client::TasksClient, CheckpointTaskRequest};
 use berth_api::version::version_client::VersionClient;
 use berth_tests::{bin, fails, ok, require_root, Berthd, Containerd};
 
@@ -173,6 +173,60 @@ fn second_daemon_on_the_same_socket_refuses_to_start() {
 }
 
 #[test]
+fn second_daemon_on_the_same_root_refuses_to_start() {
+    // Issue 15, defect 10: with another socket it used to start and serve broken stores.
+    let berthd = Berthd::start();
+    let pid = berthd.child.as_ref().unwrap().id();
+    let other = berthd.dir.path().join("other.sock");
+    let out = Command::new(bin("berthd"))
+        .arg("--root")
+        .arg(berthd.root())
+        .arg("--state")
+        .arg(berthd.dir.path().join("other-state"))
+        .arg("--address")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "root {} is in use by another berthd (pid {pid})",
+            berthd.root().display()
+        )),
+        "{err}"
+    );
+    assert!(!other.exists(), "the refused daemon left its socket");
+    ok(&berthd.bctr(&["version"]));
+}
+
+#[test]
+fn root_is_private_and_state_traversable() {
+    // Issue 15, defect 6: any local user could read every namespace's layers.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (root, state) = (dir.path().join("root"), dir.path().join("state"));
+    std::fs::create_dir(&root).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("berthd.sock");
+    let log = dir.path().join("log");
+    let mut child = Command::new(bin("berthd"))
+        .args(["--root", &root.display().to_string()])
+        .args(["--state", &state.display().to_string()])
+        .args(["--address", &sock.display().to_string()])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    berth_tests::wait_for_socket(&sock, &mut child, &log);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&root), 0o700, "an existing open root is tightened");
+    assert_eq!(mode(&state), 0o711);
+    let meta = root.join("io.containerd.metadata.v1.redb");
+    assert!(meta.is_dir(), "plugins live under the root");
+    berth_tests::terminate(&mut child);
+}
+
+#[test]
 fn stale_socket_is_replaced_and_sigterm_removes_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("berthd.sock");
@@ -293,11 +347,11 @@ fn unknown_and_not_yet_implemented_rpcs_are_unimplemented() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let ch = berthd.channel().await;
-        // A service of the API whose issue has not landed.
+        // An RPC Berth does not implement (documented in docs/compatibility.md).
         let err = TasksClient::new(ch.clone())
-            .list(bctr::client::request(
+            .checkpoint(bctr::client::request(
                 "default",
-                ListTasksRequest::default(),
+                CheckpointTaskRequest::default(),
             ))
             .await
             .unwrap_err();
