@@ -106,10 +106,25 @@ impl Berthd {
     }
 
     fn start_at(args: &[&str], log_level: &'static str) -> Berthd {
+        Berthd::start_prepared(args, log_level, |_| {})
+    }
+
+    /// Starts berthd after `prepare` has run on its (empty) temporary directory: for tests that
+    /// mount something at `<dir>/root` first.
+    pub fn start_after(prepare: impl FnOnce(&Path)) -> Berthd {
+        Berthd::start_prepared(&[], "debug", prepare)
+    }
+
+    fn start_prepared(
+        args: &[&str],
+        log_level: &'static str,
+        prepare: impl FnOnce(&Path),
+    ) -> Berthd {
         let dir = tempfile::Builder::new()
             .prefix("berthd-test")
             .tempdir()
             .expect("tempdir");
+        prepare(dir.path());
         let mut d = Berthd {
             dir,
             child: None,

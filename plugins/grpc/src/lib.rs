@@ -197,6 +197,7 @@ pub fn code(kind: ErrorKind) -> tonic::Code {
         ErrorKind::NotImplemented => tonic::Code::Unimplemented,
         ErrorKind::Aborted => tonic::Code::Aborted,
         ErrorKind::OutOfRange => tonic::Code::OutOfRange,
+        ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
         ErrorKind::Internal => tonic::Code::Internal,
         ErrorKind::Unknown => tonic::Code::Unknown,
     }

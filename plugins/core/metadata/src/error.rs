@@ -76,8 +76,44 @@ impl MetaError {
     }
 }
 
+impl MetaError {
+    /// The I/O error under a storage failure, if that is what it is.
+    fn storage_io(&self) -> Option<&std::io::Error> {
+        let storage = match self {
+            MetaError::Storage(s)
+            | MetaError::Transaction(redb::TransactionError::Storage(s))
+            | MetaError::Table(redb::TableError::Storage(s))
+            | MetaError::Commit(redb::CommitError::Storage(s))
+            | MetaError::Open {
+                source: redb::DatabaseError::Storage(s),
+                ..
+            } => s,
+            _ => return None,
+        };
+        match storage {
+            redb::StorageError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// True when the disk (or the quota) is full: the write may succeed once there is room.
+    pub fn is_disk_full(&self) -> bool {
+        self.storage_io()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|e| e == ENOSPC || e == EDQUOT)
+    }
+}
+
+/// Linux's errno for "no space left on device".
+const ENOSPC: i32 = 28;
+/// Linux's errno for "disk quota exceeded".
+const EDQUOT: i32 = 122;
+
 impl Classify for MetaError {
     fn kind(&self) -> ErrorKind {
+        if self.is_disk_full() {
+            return ErrorKind::ResourceExhausted;
+        }
         match self {
             MetaError::NotFound(_) => ErrorKind::NotFound,
             MetaError::AlreadyExists(_) => ErrorKind::AlreadyExists,
@@ -116,6 +152,11 @@ mod tests {
             .and_then(|s| s.downcast_ref::<redb::StorageError>())
             .expect("the source is the redb error itself");
         assert!(matches!(storage, redb::StorageError::Io(io) if io.to_string() == "disk on fire"));
+
+        let full = MetaError::from(redb::CommitError::Storage(redb::StorageError::Io(
+            std::io::Error::from_raw_os_error(28),
+        )));
+        assert_eq!(full.kind(), ErrorKind::ResourceExhausted);
 
         let e = MetaError::from(redb::CommitError::TransactionPoisoned);
         assert!(e.source().unwrap().is::<redb::CommitError>());

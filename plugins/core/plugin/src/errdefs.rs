@@ -17,6 +17,8 @@ pub enum ErrorKind {
     NotImplemented,
     Aborted,
     OutOfRange,
+    /// Out of something the client cannot fix by asking differently: the disk is full.
+    ResourceExhausted,
     Internal,
     /// An error from elsewhere that says nothing of its class (a runtime's own failure, passed on
     /// as containerd passes it: gRPC `Unknown`).
@@ -35,6 +37,7 @@ impl ErrorKind {
             ErrorKind::NotImplemented => "not implemented",
             ErrorKind::Aborted => "aborted",
             ErrorKind::OutOfRange => "out of range",
+            ErrorKind::ResourceExhausted => "resource exhausted",
             ErrorKind::Internal => "internal",
             ErrorKind::Unknown => "unknown",
         }
