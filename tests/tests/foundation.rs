@@ -31,6 +31,9 @@ fn ctr_namespaces_sequence_matches_containerd() {
         &["namespaces", "label", "b", "x="],
         &["namespaces", "ls"],
         &["namespaces", "ls", "-q"],
+        // Labelling a namespace that does not exist yet creates it (issue 15, 12c).
+        &["namespaces", "label", "fresh", "k=v"],
+        &["namespaces", "ls"],
         &["namespaces", "rm", "a", "b"],
         &["namespaces", "ls"],
     ];

@@ -581,7 +581,11 @@ fn runtimes_table_maps_runtime_names_to_shims() {
         f.assert_clean(id);
     }
     // Without the table, a name that names no installed shim is refused before anything starts.
-    let missing = fails(&f.run(&["--runtime", "io.containerd.mine.v2"], "tbl-none", &["true"]));
+    let missing = fails(&f.run(
+        &["--runtime", "io.containerd.mine.v2"],
+        "tbl-none",
+        &["true"],
+    ));
     assert!(
         missing.contains("binary not installed \"containerd-shim-mine-v2\""),
         "{missing}"

@@ -104,9 +104,14 @@ impl MetadataDb {
         let wtx = self.write()?;
         let updated = {
             let mut t = wtx.open_table(NAMESPACES)?;
+            // As containerd's: labelling a namespace that does not exist yet creates it (its own
+            // client and tools label a fresh namespace before first use).
             let mut rec = match t.get(ns.name.as_str())? {
                 Some(v) => decode(&ns.name, v.value())?,
-                None => return Err(MetaError::NotFound(format!("namespace {:?}", ns.name))),
+                None => {
+                    identifiers::validate(&ns.name)?;
+                    NamespaceRecord::default()
+                }
             };
             if paths.is_empty() {
                 rec.labels = ns.labels.clone();
@@ -293,9 +298,15 @@ mod tests {
             db.update_namespace(&ns("a", &[]), &["name".into()]),
             Err(MetaError::InvalidArgument(_))
         ));
+        // Labelling a namespace that does not exist creates it, as containerd's does.
+        let made = db
+            .update_namespace(&ns("fresh", &[("k", "v")]), &["labels.k".into()])
+            .unwrap();
+        assert_eq!(made, ns("fresh", &[("k", "v")]));
+        assert_eq!(db.get_namespace("fresh").unwrap(), made);
         assert!(matches!(
-            db.update_namespace(&ns("nope", &[]), &[]),
-            Err(MetaError::NotFound(_))
+            db.update_namespace(&ns("bad/name", &[]), &[]),
+            Err(MetaError::InvalidArgument(_))
         ));
     }
 
