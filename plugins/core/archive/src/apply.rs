@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use crate::digest::{parse_sha256, DigestingReader};
 use crate::fsutil::{self, cstr, is_dir, Time, XattrTarget, O_DIR_PATH};
+use crate::header_guard::HeaderGuard;
 use crate::resolve::{resolve_dir, Follow, ResolvedDir};
 use crate::ArchiveError;
 
@@ -162,22 +163,20 @@ pub fn apply<R: Read>(
     {
         // Buffer so tar's 512-byte header reads do not each reach the decompressor.
         let buffered = BufReader::with_capacity(256 * 1024, &mut digesting);
-        let mut archive = tar::Archive::new(buffered);
+        // The guard refuses oversized PAX / GNU long-name headers before the tar crate buffers
+        // them whole; it must be what the crate reads, so it sits above the buffer.
+        let mut archive = tar::Archive::new(HeaderGuard::new(buffered));
         let mut last: Option<String> = None;
-        let stream_err = |last: &Option<String>, source| ArchiveError::Stream {
-            after: last.clone(),
-            source,
-        };
-        for entry in archive.entries().map_err(|e| stream_err(&last, e))? {
-            let mut entry = entry.map_err(|e| stream_err(&last, e))?;
+        for entry in archive.entries().map_err(|e| stream_error(&last, e))? {
+            let mut entry = entry.map_err(|e| stream_error(&last, e))?;
             let name = display_name(&entry.path_bytes());
             applier.entry(&mut entry, &name)?;
             last = Some(name);
         }
         // The diff_id covers the whole stream, including the zero blocks and any padding after
-        // the end-of-archive marker, so read it to the end.
-        let mut rest = archive.into_inner();
-        io::copy(&mut rest, &mut io::sink()).map_err(|e| stream_err(&last, e))?;
+        // the end-of-archive marker, so read it to the end (past the guard: the archive is over).
+        let mut rest = archive.into_inner().into_inner();
+        io::copy(&mut rest, &mut io::sink()).map_err(|e| stream_error(&last, e))?;
     }
     applier.finish(target)?;
 
@@ -195,6 +194,40 @@ pub fn apply<R: Read>(
         }
     }
     Ok(stats)
+}
+
+/// An error reading the stream after entry `after`. The header guard's refusal reaches us through
+/// the tar crate as an `io::Error` carrying the typed error; it is taken back out, so the caller
+/// sees its kind (InvalidArgument) and not a generic stream failure.
+fn stream_error(after: &Option<String>, source: io::Error) -> ArchiveError {
+    let stream = |source| ArchiveError::Stream {
+        after: after.clone(),
+        source,
+    };
+    if !source.get_ref().is_some_and(|e| e.is::<ArchiveError>()) {
+        return stream(source);
+    }
+    let kind = source.kind();
+    match source.into_inner().map(|e| e.downcast::<ArchiveError>()) {
+        Some(Ok(e)) => match *e {
+            ArchiveError::HeaderTooLarge {
+                what,
+                header,
+                size,
+                limit,
+                after: _,
+            } => ArchiveError::HeaderTooLarge {
+                what,
+                header,
+                size,
+                limit,
+                after: after.clone(),
+            },
+            other => other,
+        },
+        Some(Err(e)) => stream(io::Error::new(kind, e)),
+        None => stream(io::Error::from(kind)),
+    }
 }
 
 /// The entry's name for messages: lossy UTF-8, cut short if absurdly long.

@@ -35,6 +35,22 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+    /// A PAX or GNU extension header member declares more data than a layer may use for one
+    /// (containerd's limit, see `header_guard.rs`); refused before any of it is read.
+    #[error(
+        "reading layer stream{}: {what} {header:?} declares {size} bytes, more than the {limit} bytes a tar extension header may hold",
+        after.as_ref().map(|n| format!(" after entry {n:?}")).unwrap_or_default()
+    )]
+    HeaderTooLarge {
+        /// Which kind of extension header ("PAX extended header", "GNU long name", …).
+        what: &'static str,
+        /// The name field of the extension header itself.
+        header: String,
+        size: u64,
+        limit: u64,
+        /// The last entry read before it.
+        after: Option<String>,
+    },
     /// The uncompressed stream's digest is not the expected diff_id.
     #[error("diff_id mismatch: expected {expected}, got {actual}")]
     DigestMismatch { expected: String, actual: String },
@@ -102,7 +118,8 @@ impl Classify for ArchiveError {
             ArchiveError::UnsupportedMediaType(_) => ErrorKind::NotImplemented,
             ArchiveError::InvalidDigest(_)
             | ArchiveError::InvalidOptions(_)
-            | ArchiveError::InvalidEntry { .. } => ErrorKind::InvalidArgument,
+            | ArchiveError::InvalidEntry { .. }
+            | ArchiveError::HeaderTooLarge { .. } => ErrorKind::InvalidArgument,
             ArchiveError::DigestMismatch { .. } => ErrorKind::FailedPrecondition,
             // An entry whose link target is missing or whose parent is a file is bad input; a
             // full disk or EIO is ours.

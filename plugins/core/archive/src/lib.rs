@@ -17,6 +17,7 @@ mod diff;
 mod digest;
 mod error;
 mod fsutil;
+mod header_guard;
 mod inherit;
 mod resolve;
 
@@ -27,6 +28,7 @@ pub use compression::{
 pub use diff::{write_diff, write_diff_gzip, DiffOptions, DiffStats};
 pub use digest::{parse_sha256, DigestingReader, DigestingWriter};
 pub use error::ArchiveError;
+pub use header_guard::MAX_EXTENSION_HEADER;
 pub use inherit::inherit_dir_metadata;
 
 #[cfg(test)]

@@ -12,6 +12,26 @@ use berth_snapshots::NewSnapshot;
 
 use crate::{unique, Layer, LayerState, Progress, UnpackError, Unpacker};
 
+/// How layer `i` of a chain realises its whiteouts when extracted into its own directory.
+///
+/// The bottom layer has nothing below it to hide, and its snapshot has no parent: the overlay
+/// snapshotter mounts it as a plain bind, so the diff service (like containerd's, which unpacks it
+/// through a temporary mount with plain `archive.Apply`) applies it with whiteouts as deletions in
+/// an empty directory: a `.wh.` entry removes at most what the layer itself wrote before it, and an
+/// opaque marker removes nothing. The same here, so both paths leave the same tree for the same
+/// chain ID — not a `c 0 0` device or an `overlay.opaque` xattr that a view of that one layer (a
+/// read-only bind) would show as files. Every other layer becomes an overlay upper above its
+/// parents, where whiteouts must be overlay's devices and xattrs.
+fn whiteouts_for(i: usize, prefix: XattrPrefix) -> WhiteoutMode {
+    if i == 0 {
+        WhiteoutMode::Delete
+    } else {
+        WhiteoutMode::Overlay {
+            xattr_prefix: prefix,
+        }
+    }
+}
+
 /// Removes staged directories that were not adopted (a failed or interrupted unpack).
 struct StagedDirs(Vec<PathBuf>);
 
@@ -131,7 +151,7 @@ impl Job<'_> {
                                 break;
                             }
                             let i = start + k;
-                            let r = self.extract_one(&self.layers[i], &dirs[k], prefix);
+                            let r = self.extract_one(i, &dirs[k], prefix);
                             match &r {
                                 Ok(stats) => {
                                     self.report(i, LayerState::Extracted, stats.size, true)
@@ -163,14 +183,15 @@ impl Job<'_> {
         Ok(out)
     }
 
-    /// Decompresses, hashes (against the diff_id) and extracts one layer into `dir`, in
-    /// overlay's whiteout format.
+    /// Decompresses, hashes (against the diff_id) and extracts layer `i` into `dir`, in
+    /// overlay's whiteout format when it has a parent.
     fn extract_one(
         &self,
-        l: &Layer,
+        i: usize,
         dir: &Path,
         prefix: XattrPrefix,
     ) -> Result<ApplyStats, UnpackError> {
+        let l = &self.layers[i];
         std::fs::create_dir(dir).map_err(|source| UnpackError::Staging {
             path: dir.to_owned(),
             source,
@@ -184,9 +205,7 @@ impl Job<'_> {
             &l.media_type,
         )?;
         let opts = ApplyOptions {
-            whiteouts: WhiteoutMode::Overlay {
-                xattr_prefix: prefix,
-            },
+            whiteouts: whiteouts_for(i, prefix),
             allow_devices: true,
             expected_diff_id: Some(l.diff_id.to_string()),
             ..Default::default()

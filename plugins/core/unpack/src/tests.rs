@@ -1,6 +1,7 @@
 //! The unpacker over real metadata and content stores in a temporary directory and an in-memory
 //! snapshotter: platform choice, chain IDs, refused documents, and the job around the layers
-//! (lease, label, undo). No root needed; real extraction is proven by the end-to-end tests.
+//! (lease, label, undo). No root needed here; `overlay.rs` extracts real layers on the real
+//! overlayfs driver.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,8 @@ use berth_snapshotter_fake::FakeSnapshotter;
 
 use super::*;
 
+mod overlay;
+
 const NS: &str = "test";
 
 struct Fixture {
@@ -29,12 +32,20 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(|_| ("native", Arc::new(FakeSnapshotter::new())))
+}
+
+/// A fixture whose one snapshotter `driver` makes (given a directory of its own), under the name
+/// it returns.
+fn fixture_with(
+    driver: impl FnOnce(&std::path::Path) -> (&'static str, Arc<dyn Snapshotter>),
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(MetadataDb::open(&dir.path().join("meta")).unwrap());
     let local = Arc::new(LocalStore::open(&dir.path().join("content")).unwrap());
     let content = Arc::new(ContentStore::new(local, db.clone()));
-    let fake = Arc::new(FakeSnapshotter::new());
-    let drivers = HashMap::from([("native".to_owned(), fake as Arc<dyn Snapshotter>)]);
+    let (name, driver) = driver(&dir.path().join("snapshotter"));
+    let drivers = HashMap::from([(name.to_owned(), driver)]);
     let snapshots = Arc::new(Snapshots::new(db.clone(), drivers));
     let unpacker = Unpacker::new(db.clone(), content.clone(), snapshots.clone());
     Fixture {

@@ -3,6 +3,7 @@
 
 mod apply_tests;
 mod diff_tests;
+mod header_limit_tests;
 mod hostile_tests;
 mod whiteout_tests;
 
