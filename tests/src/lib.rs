@@ -180,6 +180,21 @@ impl Berthd {
             .spawn()
             .expect("spawn berthd");
         wait_for_socket(&self.socket(), &mut child, &self.log_path());
+        // The socket accepts connections from the moment berthd claims it, before its plugins
+        // have started (clients just wait); a test that looks at the disk must wait until start-up
+        // (and its repairs) is over, which berthd logs as it begins to serve.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let serving = |log: &str| log.contains("server: serving") || log.contains("\"serving\"");
+        while !serving(&self.log()) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("berthd exited ({status}) during start-up:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berthd did not start serving within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.child = Some(child);
     }
 

@@ -482,12 +482,12 @@ fn bad_input_gets_containerds_codes_and_changes_nothing() {
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
 
-        // A ref with "/..".
-        let e = Writer::open(&ch, "default", None, "a/../../etc", 0, "")
+        // A ref with "/..": accepted, as containerd accepts it (issue 15, defect 11); the
+        // ingest is a directory named by the ref's hash, so the ref reaches nowhere.
+        let (w, _) = Writer::open(&ch, "default", None, "a/../../etc", 0, "")
             .await
-            .err()
             .unwrap();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        drop(w);
 
         // Two writers on one ref.
         let (_w1, _) = Writer::open(&ch, "default", None, "busy", 0, "")

@@ -25,6 +25,9 @@ pub enum ContentError {
     OutOfRange(String),
     #[error("ingest {0}: not found")]
     IngestNotFound(String),
+    /// The ingest was aborted while this writer had it open (Abort does not wait for writers).
+    #[error("ingest {0} was aborted while this write was open: not found")]
+    IngestAborted(String),
     #[error("content store I/O on {path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -46,7 +49,9 @@ impl ContentError {
 impl Classify for ContentError {
     fn kind(&self) -> ErrorKind {
         match self {
-            ContentError::NotFound(_) | ContentError::IngestNotFound(_) => ErrorKind::NotFound,
+            ContentError::NotFound(_)
+            | ContentError::IngestNotFound(_)
+            | ContentError::IngestAborted(_) => ErrorKind::NotFound,
             ContentError::AlreadyExists(_) => ErrorKind::AlreadyExists,
             ContentError::Locked { .. } => ErrorKind::Unavailable,
             ContentError::SizeMismatch { .. }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use berth_metadata::{digest, BlobInfo, LeaseResource, MetaError, MetadataDb};
 
-use crate::local::{IngestStatus, LocalStore, LocalWriter};
+use crate::local::{BlobPin, IngestStatus, LocalStore, LocalWriter};
 use crate::ContentError;
 
 pub struct ContentStore {
@@ -16,19 +16,13 @@ pub struct ContentStore {
 
 /// A ref names an ingest; it may contain `/` but no `.`/`..` segment, no NUL and not be empty,
 /// so no ref can ever be taken for a path.
+/// Any non-empty ref is accepted, as containerd accepts it: an ingest's directory is named by the
+/// hash of its key, never by the ref itself, so no ref can reach outside `ingest/`.
 fn validate_ref(reference: &str) -> Result<(), ContentError> {
-    let bad = |why: &str| ContentError::InvalidArgument(format!("ref {reference:?} {why}"));
     if reference.is_empty() {
-        return Err(bad("must not be empty"));
-    }
-    if reference.len() > 1024 {
-        return Err(bad("is longer than 1024 bytes"));
-    }
-    if reference.contains('\0') || reference.chars().any(char::is_control) {
-        return Err(bad("contains control characters"));
-    }
-    if reference.split('/').any(|seg| seg == ".." || seg == ".") {
-        return Err(bad("must not contain \".\" or \"..\" path segments"));
+        return Err(ContentError::InvalidArgument(
+            "ref must not be empty".to_owned(),
+        ));
     }
     Ok(())
 }
@@ -106,9 +100,26 @@ impl ContentStore {
         Ok((file, info.size))
     }
 
+    /// Whether `ns` holds `digest`; if so and `lease` is given, the lease holds the blob from now
+    /// on (one transaction), so a collection cannot take what the client was told exists.
+    pub fn hold_if_present(
+        &self,
+        ns: &str,
+        digest: &str,
+        lease: Option<&str>,
+    ) -> Result<bool, ContentError> {
+        // No blob has a malformed digest.
+        if digest::validate(digest).is_err() {
+            return Ok(false);
+        }
+        Ok(self.db.lease_blob_if_recorded(ns, digest, lease)?)
+    }
+
     /// Opens a writer for `reference` in `ns`. With an `expected` digest the namespace already
-    /// holds, the answer is AlreadyExists (clients rely on it to skip the copy); with one another
-    /// namespace holds, the writer starts complete, so the copy costs nothing.
+    /// holds, the answer is AlreadyExists (clients rely on it to skip the copy) and the lease, if
+    /// any, holds the blob; with one only on disk (another namespace holds it, or a collection is
+    /// about to remove it), the writer starts complete and keeps the blob on disk until it is
+    /// done, so the copy costs nothing.
     pub fn writer(
         &self,
         ns: &str,
@@ -118,11 +129,15 @@ impl ContentStore {
         lease: Option<&str>,
     ) -> Result<NsWriter, ContentError> {
         validate_ref(reference)?;
-        if !expected.is_empty() {
-            validate_digest(expected)?;
-            if self.db.blob_info(ns, expected).is_ok() {
-                return Err(ContentError::AlreadyExists(expected.to_owned()));
-            }
+        // A malformed expected digest is no error yet, as in containerd: no blob has it, and
+        // the commit will say the digest does not match (FailedPrecondition).
+        let expected = if digest::validate(expected).is_ok() {
+            expected
+        } else {
+            ""
+        };
+        if !expected.is_empty() && self.hold_if_present(ns, expected, lease)? {
+            return Err(ContentError::AlreadyExists(expected.to_owned()));
         }
         if let Some(lease) = lease {
             self.db.add_lease_resource(
@@ -135,6 +150,10 @@ impl ContentStore {
             )?;
         }
         if !expected.is_empty() {
+            // Under the mutation guard the collector's disk sweep is either over (and the blob
+            // is gone or kept) or not begun (and will see the pin): the blob cannot vanish
+            // between this check and the commit that records it.
+            let _guard = self.db.mutation_guard();
             if let Some(size) = self.local.blob_size(expected)? {
                 if total <= 0 || total == size {
                     return Ok(NsWriter {
@@ -147,12 +166,15 @@ impl ContentStore {
                             started_at: berth_metadata::now_nanos(),
                             local: self.local.clone(),
                             key: key(ns, reference),
+                            _pin: self.local.pin(expected),
                         },
                     });
                 }
             }
         }
-        let w = self.local.writer(&key(ns, reference), total, expected)?;
+        let w = self
+            .local
+            .writer(&key(ns, reference), total, expected, lease)?;
         Ok(NsWriter {
             ns: ns.to_owned(),
             reference: reference.to_owned(),
@@ -203,6 +225,8 @@ enum Inner {
         /// To fall back to a real ingest if the client sends the bytes anyway.
         local: Arc<LocalStore>,
         key: String,
+        /// Keeps the blob from the collector until the commit has recorded it.
+        _pin: BlobPin,
     },
 }
 
@@ -239,6 +263,7 @@ impl NsWriter {
                 expected: digest.clone(),
                 started_at: *started_at,
                 updated_at: *started_at,
+                lease: self.lease.clone(),
             },
         }
     }
@@ -278,7 +303,7 @@ impl NsWriter {
                 key,
                 ..
             } => {
-                let mut w = local.writer(key, *size, digest)?;
+                let mut w = local.writer(key, *size, digest, self.lease.as_deref())?;
                 w.reset()?;
                 self.inner = Inner::Ingest(Box::new(w));
                 Ok(())
@@ -295,14 +320,18 @@ impl NsWriter {
         expected: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<BlobInfo, ContentError> {
-        if !expected.is_empty() {
-            validate_digest(expected)?;
-        }
+        // A malformed expected digest is not refused here: it cannot match what was written,
+        // so the commit fails as a mismatch (FailedPrecondition), as containerd's does.
         let _guard = store.db.mutation_guard();
         let (digest, actual_size) = match self.inner {
             Inner::Ingest(w) => {
                 let written = w.status().offset;
-                let (digest, _existed) = w.commit(size, expected)?;
+                let (digest, _existed) = w.commit(size, expected).map_err(|e| match e {
+                    ContentError::IngestAborted(_) => {
+                        ContentError::IngestAborted(self.reference.clone())
+                    }
+                    other => other,
+                })?;
                 (digest, written)
             }
             Inner::Present {
@@ -396,24 +425,78 @@ mod tests {
             s.status("b", "x/y"),
             Err(ContentError::IngestNotFound(_))
         ));
-        for bad in ["", "a/../b", "..", "a/./b", "a\0b"] {
-            assert!(
-                matches!(
-                    s.writer("a", bad, 0, "", None),
-                    Err(ContentError::InvalidArgument(_))
-                ),
-                "{bad:?}"
-            );
-        }
+        // Only an empty ref is refused; any other names a hashed directory, as in containerd.
         assert!(matches!(
-            s.writer("a", "ok", 0, "sha256:nothex", None),
+            s.writer("a", "", 0, "", None),
             Err(ContentError::InvalidArgument(_))
+        ));
+        for odd in ["a/../b", "..", "a/./b", "a\0b", &"r".repeat(10_000)] {
+            let mut w = s.writer("a", odd, 0, "", None).unwrap();
+            w.write(b"odd").unwrap();
+            drop(w);
+            assert_eq!(s.status("a", odd).unwrap().offset, 3, "{odd:?}");
+            s.abort("a", odd).unwrap();
+        }
+        // A malformed expected digest fails the commit as a mismatch.
+        let mut w = s.writer("a", "ok", 0, "sha256:nothex", None).unwrap();
+        w.write(b"x").unwrap();
+        assert!(matches!(
+            w.commit(&s, 1, "sha256:nothex", BTreeMap::new()),
+            Err(ContentError::DigestMismatch { .. })
         ));
         // Lease that does not exist.
         assert!(matches!(
             s.writer("a", "l", 0, "", Some("nope")),
             Err(ContentError::Meta(MetaError::NotFound(_)))
         ));
+    }
+}
+
+#[cfg(test)]
+mod collection_tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ContentStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(MetadataDb::open(&dir.path().join("meta")).unwrap());
+        let local = Arc::new(LocalStore::open(&dir.path().join("content")).unwrap());
+        (dir, ContentStore::new(local, db))
+    }
+
+    fn commit(s: &ContentStore, ns: &str, data: &[u8], lease: Option<&str>) -> String {
+        let mut w = s.writer(ns, "put", 0, "", lease).unwrap();
+        w.write(data).unwrap();
+        w.commit(s, 0, "", BTreeMap::new()).unwrap().digest
+    }
+
+    #[test]
+    fn a_blob_found_on_disk_stays_until_the_writer_that_found_it_commits() {
+        let (_d, s) = store();
+        let d = commit(&s, "a", b"on disk", None);
+        // The collector has swept the record; its disk sweep has not run yet.
+        s.delete("a", &d).unwrap();
+        let w = s.writer("a", "again", 0, &d, None).unwrap();
+        assert_eq!(w.status().offset, 7, "starts complete");
+        assert_eq!(s.local().delete_unpinned(&d).unwrap(), None, "kept");
+        let info = w.commit(&s, 7, &d, BTreeMap::new()).unwrap();
+        assert_eq!(info.digest, d);
+        assert_eq!(s.local().delete_unpinned(&d).unwrap(), Some(7), "unpinned");
+    }
+
+    #[test]
+    fn already_exists_leases_the_blob_to_the_writer() {
+        let (_d, s) = store();
+        let d = commit(&s, "a", b"held", None);
+        s.db().create_lease("a", "l", BTreeMap::new()).unwrap();
+        assert!(matches!(
+            s.writer("a", "r", 0, &d, Some("l")),
+            Err(ContentError::AlreadyExists(_))
+        ));
+        let held = s.db().list_lease_resources("a", "l").unwrap();
+        assert!(
+            held.iter().any(|r| r.kind == "content" && r.id == d),
+            "{held:?}"
+        );
     }
 }
 

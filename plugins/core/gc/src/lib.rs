@@ -2,7 +2,8 @@
 //!
 //! A collection is the metadata mark-and-sweep (`berth_metadata::MetadataDb::collect_garbage`,
 //! one write transaction), then, under the sweep guard, deleting blob files no namespace records
-//! and ingests that are abandoned.
+//! (but those an open writer pinned), then removing ingests that are abandoned: opened under a
+//! lease no lease holds any longer, or stale. Ingests being set up are never touched.
 //!
 //! When collections run: once at start-up, before berthd serves (so no client races with it);
 //! after deletions, debounced by `schedule_delay`, as containerd does; and — what containerd
@@ -39,7 +40,8 @@ pub struct GcConfig {
     pub startup_delay: String,
     /// How often the timer checks for expired leases and stale ingests ("0s" disables it).
     pub interval: String,
-    /// An ingest no lease holds and nobody wrote to for this long is removed.
+    /// An ingest opened without a lease and not written to for this long is removed (one opened
+    /// under a lease is removed once no lease holds it, as containerd does).
     pub ingest_expiry: String,
 }
 
@@ -235,7 +237,8 @@ impl Scheduler {
         }
     }
 
-    /// Whether a lease has expired or an unheld ingest has gone stale since it was written.
+    /// Whether a lease has expired, an unheld ingest has gone stale since it was written, or an
+    /// ingest outlived its lease (a writer still had it when the lease's collection ran).
     async fn time_made_garbage(&self) -> bool {
         let inner = self.inner.clone();
         let check = tokio::task::spawn_blocking(move || -> Result<bool, GcError> {
@@ -244,12 +247,20 @@ impl Scheduler {
                 return Ok(true);
             }
             let expiry = i64::try_from(inner.d.ingest_expiry.as_nanos()).unwrap_or(i64::MAX);
-            Ok(inner
-                .content
-                .local()
-                .list_ingests()?
-                .iter()
-                .any(|i| now.saturating_sub(i.updated_at) >= expiry))
+            for ingest in inner.content.local().list_ingests()? {
+                if now.saturating_sub(ingest.updated_at) >= expiry {
+                    return Ok(true);
+                }
+                // Not while a writer holds it: that writer keeps it (and a collection would find
+                // nothing to do on every tick).
+                if ingest.lease.is_some() && !inner.content.local().is_locked(&ingest.key) {
+                    let (ns, reference) = ingest.key.split_once('/').unwrap_or(("", &ingest.key));
+                    if !inner.db.ingest_leased(ns, reference)? {
+                        return Ok(true);
+                    }
+                }
+            }
+            Ok(false)
         })
         .await;
         match check {
@@ -340,34 +351,34 @@ fn collect(inner: &Inner) -> Result<Stats, GcError> {
             if meta.live_digests.contains(&digest) || inner.db.blob_in_use(&digest)? {
                 continue;
             }
-            let size = local.blob_size(&digest)?.unwrap_or(0);
-            local.delete_blob(&digest)?;
-            stats.freed_bytes += size as u64;
-            stats.deleted_files.push(digest);
+            // A pinned blob is one an open writer will record (it found it already on disk).
+            if let Some(size) = local.delete_unpinned(&digest)? {
+                stats.freed_bytes += size as u64;
+                stats.deleted_files.push(digest);
+            }
         }
     }
     let held: &HashSet<(String, String)> = &meta.held_ingests;
     let expiry = i64::try_from(inner.d.ingest_expiry.as_nanos()).unwrap_or(i64::MAX);
     let now = now_nanos();
+    // Ingests being built are not listed (they live under `.tmp-*` names until complete), and
+    // nothing here removes those: a writer may be building one right now.
     for ingest in local.list_ingests()? {
         let (ns, reference) = ingest.key.split_once('/').unwrap_or(("", &ingest.key));
-        if held.contains(&(ns.to_owned(), reference.to_owned())) || local.is_locked(&ingest.key) {
+        if held.contains(&(ns.to_owned(), reference.to_owned())) {
             continue;
         }
-        if now.saturating_sub(ingest.updated_at) < expiry {
+        // One opened under a lease that no longer holds it goes now, as containerd removes it
+        // with its lease; one opened without a lease goes once it is stale.
+        if ingest.lease.is_none() && now.saturating_sub(ingest.updated_at) < expiry {
             continue;
         }
-        match local.abort(&ingest.key) {
-            Ok(()) => {
-                stats.freed_bytes += ingest.offset.max(0) as u64;
-                stats.ingests.push(ingest.key.clone());
-            }
-            // A writer took it between the listing and now: it is in use, keep it.
-            Err(ContentError::Locked { .. }) => {}
-            Err(e) => return Err(e.into()),
+        // Kept if a writer holds it or used it since the listing.
+        if local.remove_idle(&ingest)? {
+            stats.freed_bytes += ingest.offset.max(0) as u64;
+            stats.ingests.push(ingest.key.clone());
         }
     }
-    local.remove_temporaries()?;
     stats.duration = start.elapsed();
     Ok(stats)
 }
@@ -495,5 +506,130 @@ mod tests {
         d.prepare("b", "A", BTreeMap::new()).unwrap();
         let keep: HashSet<String> = ["A".to_owned(), "b".to_owned()].into();
         assert!(orphans(&d, &keep).unwrap().is_empty());
+    }
+    mod content {
+        use super::*;
+        use berth_content_store::LocalStore;
+
+        fn collector(dir: &std::path::Path) -> Arc<Inner> {
+            let db = Arc::new(MetadataDb::open(&dir.join("meta")).unwrap());
+            let local = Arc::new(LocalStore::open(&dir.join("content")).unwrap());
+            Arc::new(Inner {
+                content: Arc::new(ContentStore::new(local, db.clone())),
+                db,
+                drivers: HashMap::new(),
+                wake: Notify::new(),
+                running: tokio::sync::Mutex::new(()),
+                last: Mutex::new(None),
+                last_run: Mutex::new(None),
+                pause_threshold: 0.02,
+                d: Durations {
+                    schedule_delay: Duration::ZERO,
+                    startup_delay: Duration::ZERO,
+                    interval: Duration::ZERO,
+                    ingest_expiry: Duration::from_secs(24 * 3600),
+                },
+            })
+        }
+
+        fn ingest_entries(dir: &std::path::Path) -> Vec<String> {
+            std::fs::read_dir(dir.join("content/ingest"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        }
+
+        #[test]
+        fn a_collection_while_a_writer_is_set_up_leaves_it_alone() {
+            let dir = tempfile::tempdir().unwrap();
+            let inner = collector(dir.path());
+            let weak = Arc::downgrade(&inner);
+            let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let count = ran.clone();
+            inner.content.local().set_building_hook(move || {
+                if let Some(inner) = weak.upgrade() {
+                    collect(&inner).unwrap();
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            let mut w = inner
+                .content
+                .writer("default", "being-set-up", 0, "", None)
+                .unwrap();
+            assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+            w.write(b"survives").unwrap();
+            w.commit(&inner.content, 8, "", BTreeMap::new()).unwrap();
+            assert_eq!(ingest_entries(dir.path()), Vec::<String>::new());
+        }
+
+        #[test]
+        fn an_ingest_goes_with_its_lease() {
+            let dir = tempfile::tempdir().unwrap();
+            let inner = collector(dir.path());
+            let (db, cs) = (&inner.db, &inner.content);
+            db.create_lease("default", "l", BTreeMap::new()).unwrap();
+            let mut w = cs.writer("default", "leased", 0, "", Some("l")).unwrap();
+            w.write(b"half").unwrap();
+            drop(w);
+            let mut w = cs.writer("default", "unleased", 0, "", None).unwrap();
+            w.write(b"fresh").unwrap();
+            drop(w);
+            assert!(collect(&inner).unwrap().ingests.is_empty(), "held");
+            db.delete_lease("default", "l").unwrap();
+            let stats = collect(&inner).unwrap();
+            assert_eq!(stats.ingests, ["default/leased"]);
+            assert!(matches!(
+                cs.status("default", "leased"),
+                Err(ContentError::IngestNotFound(_))
+            ));
+            assert_eq!(
+                cs.status("default", "unleased").unwrap().offset,
+                5,
+                "not stale"
+            );
+        }
+
+        #[test]
+        fn a_blob_a_writer_found_survives_the_collection_that_unreferenced_it() {
+            let dir = tempfile::tempdir().unwrap();
+            let inner = collector(dir.path());
+            let (db, cs) = (&inner.db, &inner.content);
+            db.create_lease("a", "import-1", BTreeMap::new()).unwrap();
+            let mut w = cs.writer("a", "layer", 0, "", Some("import-1")).unwrap();
+            w.write(b"layer bytes").unwrap();
+            let d = w.commit(cs, 0, "", BTreeMap::new()).unwrap().digest;
+            // The next import finds the blob on disk (another namespace's writer, or the same
+            // namespace's after its record went) ...
+            db.create_lease("b", "import-2", BTreeMap::new()).unwrap();
+            let present = cs.writer("b", "layer", 0, &d, Some("import-2")).unwrap();
+            // ... while the collection after the first image's removal runs.
+            db.delete_lease("a", "import-1").unwrap();
+            let stats = collect(&inner).unwrap();
+            assert_eq!(stats.blobs, [("a".to_owned(), d.clone())]);
+            assert!(stats.deleted_files.is_empty(), "pinned: {stats:?}");
+            present.commit(cs, 11, &d, BTreeMap::new()).unwrap();
+            assert!(collect(&inner).unwrap().deleted_files.is_empty(), "leased");
+            assert_eq!(cs.info("b", &d).unwrap().size, 11);
+        }
+
+        #[test]
+        fn a_blob_reported_present_is_held_by_the_writers_lease() {
+            let dir = tempfile::tempdir().unwrap();
+            let inner = collector(dir.path());
+            let (db, cs) = (&inner.db, &inner.content);
+            db.create_lease("a", "old", BTreeMap::new()).unwrap();
+            let mut w = cs.writer("a", "cfg", 0, "", Some("old")).unwrap();
+            w.write(b"config").unwrap();
+            let d = w.commit(cs, 0, "", BTreeMap::new()).unwrap().digest;
+            db.create_lease("a", "new", BTreeMap::new()).unwrap();
+            assert!(matches!(
+                cs.writer("a", "cfg", 0, &d, Some("new")),
+                Err(ContentError::AlreadyExists(_))
+            ));
+            db.delete_lease("a", "old").unwrap();
+            let stats = collect(&inner).unwrap();
+            assert!(stats.blobs.is_empty(), "{stats:?}");
+            assert_eq!(cs.info("a", &d).unwrap().size, 6);
+        }
     }
 }

@@ -88,6 +88,13 @@ impl MetadataDb {
             ensure_namespace(&wtx, ns)?;
             let mut t = wtx.open_table(BLOBS)?;
             if t.get((ns, digest))?.is_some() {
+                drop(t);
+                // The writer's lease holds the blob all the same, as containerd's commit does:
+                // the client goes on as if it had written it, so nothing may collect it now.
+                if let Some(lease) = lease {
+                    attach(&wtx, ns, lease, "content", digest)?;
+                    wtx.commit()?;
+                }
                 return Err(MetaError::AlreadyExists(format!("content {digest}")));
             }
             let now = now_nanos();
@@ -112,6 +119,32 @@ impl MetadataDb {
             },
         );
         Ok(info)
+    }
+
+    /// Whether `ns` records `digest`. When it does and `lease` is given, the lease holds the blob
+    /// from now on, decided in one transaction: a writer that answers "already exists" must not
+    /// let a collection remove what its client now relies on (containerd leases it the same
+    /// way). A lease that does not exist is NotFound.
+    pub fn lease_blob_if_recorded(
+        &self,
+        ns: &str,
+        digest: &str,
+        lease: Option<&str>,
+    ) -> Result<bool, MetaError> {
+        digest::validate(digest)?;
+        let Some(lease) = lease else {
+            let rtx = self.read()?;
+            return Ok(rtx.open_table(BLOBS)?.get((ns, digest))?.is_some());
+        };
+        let wtx = self.write()?;
+        if wtx.open_table(BLOBS)?.get((ns, digest))?.is_none() {
+            // Nothing changed: no commit, so no fsync.
+            wtx.abort()?;
+            return Ok(false);
+        }
+        attach(&wtx, ns, lease, "content", digest)?;
+        wtx.commit()?;
+        Ok(true)
     }
 
     /// Changes labels by containerd's field paths (`labels`, `labels.<key>`; none = all labels).
@@ -215,6 +248,38 @@ mod tests {
             db.blob_info("a", "sha256:zz"),
             Err(MetaError::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn a_blob_found_under_a_lease_is_held_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetadataDb::open(dir.path()).unwrap();
+        db.create_lease("a", "l", BTreeMap::new()).unwrap();
+        assert!(!db.lease_blob_if_recorded("a", &d('3'), Some("l")).unwrap());
+        assert!(db.list_lease_resources("a", "l").unwrap().is_empty());
+        db.add_blob("a", &d('3'), 1, BTreeMap::new(), None).unwrap();
+        assert!(db.lease_blob_if_recorded("a", &d('3'), None).unwrap());
+        assert!(db.list_lease_resources("a", "l").unwrap().is_empty());
+        assert!(db.lease_blob_if_recorded("a", &d('3'), Some("l")).unwrap());
+        let held = crate::LeaseResource {
+            id: d('3'),
+            kind: "content".into(),
+        };
+        assert_eq!(
+            db.list_lease_resources("a", "l").unwrap(),
+            std::slice::from_ref(&held)
+        );
+        assert!(matches!(
+            db.lease_blob_if_recorded("a", &d('3'), Some("gone")),
+            Err(MetaError::NotFound(_))
+        ));
+        // A commit that finds the blob recorded leases it too, and still says it exists.
+        db.create_lease("a", "m", BTreeMap::new()).unwrap();
+        assert!(matches!(
+            db.add_blob("a", &d('3'), 1, BTreeMap::new(), Some("m")),
+            Err(MetaError::AlreadyExists(_))
+        ));
+        assert_eq!(db.list_lease_resources("a", "m").unwrap(), [held]);
     }
 
     #[test]

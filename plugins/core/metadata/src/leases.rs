@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use crate::record::{decode, encode, ensure_namespace, now_nanos, validate_labels};
+use crate::record::{decode, encode, ensure_namespace, now_nanos};
 use crate::schema::{LEASES, LEASE_RESOURCES};
 use crate::{digest, MetaError, MetadataDb};
 
@@ -45,24 +45,21 @@ struct LeaseRecord {
     created_at: i64,
 }
 
-/// containerd accepts any lease id (its clients generate ids like `923647050-_eNA`, which the
-/// identifier rule would refuse); only empty ids and control characters are turned away.
+/// containerd accepts any non-empty lease id (its clients generate ids like `923647050-_eNA`,
+/// which the identifier rule would refuse; it takes control characters and any length too), and
+/// so does berthd: ids are keys, never paths. Messages that echo an id are cut short at the
+/// service edge.
 fn validate_id(id: &str) -> Result<(), MetaError> {
     if id.is_empty() {
         return Err(MetaError::InvalidArgument(
             "lease id must be provided".into(),
         ));
     }
-    if id.chars().any(char::is_control) || id.len() > 1024 {
-        return Err(MetaError::InvalidArgument(format!(
-            "lease id {id:?} is not valid"
-        )));
-    }
     Ok(())
 }
 
-fn lease_missing() -> MetaError {
-    MetaError::NotFound("lease does not exist".into())
+fn lease_missing(id: &str) -> MetaError {
+    MetaError::NotFound(format!("lease {id:?}"))
 }
 
 fn validate_resource(r: &LeaseResource) -> Result<(), MetaError> {
@@ -90,7 +87,7 @@ pub(crate) fn attach(
     id: &str,
 ) -> Result<(), MetaError> {
     if wtx.open_table(LEASES)?.get((ns, lease))?.is_none() {
-        return Err(lease_missing());
+        return Err(lease_missing(lease));
     }
     wtx.open_table(LEASE_RESOURCES)?
         .insert((ns, lease, kind, id), ())?;
@@ -105,7 +102,7 @@ impl MetadataDb {
         labels: BTreeMap<String, String>,
     ) -> Result<Lease, MetaError> {
         validate_id(id)?;
-        validate_labels(&labels)?;
+        // containerd does not limit lease labels (other objects' labels are limited).
         let wtx = self.write()?;
         let lease = {
             ensure_namespace(&wtx, ns)?;
@@ -205,8 +202,12 @@ impl MetadataDb {
         lease: &str,
         r: &LeaseResource,
     ) -> Result<(), MetaError> {
-        validate_resource(r)?;
         let wtx = self.write()?;
+        // A missing lease is reported before a bad resource, as containerd does.
+        if wtx.open_table(LEASES)?.get((ns, lease))?.is_none() {
+            return Err(lease_missing(lease));
+        }
+        validate_resource(r)?;
         attach(&wtx, ns, lease, &r.kind, &r.id)?;
         wtx.commit()?;
         Ok(())
@@ -218,18 +219,36 @@ impl MetadataDb {
         lease: &str,
         r: &LeaseResource,
     ) -> Result<(), MetaError> {
-        validate_resource(r)?;
         let wtx = self.write()?;
         {
             if wtx.open_table(LEASES)?.get((ns, lease))?.is_none() {
-                return Err(lease_missing());
+                return Err(lease_missing(lease));
             }
+            validate_resource(r)?;
             wtx.open_table(LEASE_RESOURCES)?
                 .remove((ns, lease, r.kind.as_str(), r.id.as_str()))?;
         }
         wtx.commit()?;
         self.dereferenced();
         Ok(())
+    }
+
+    /// Whether some lease in `ns` holds the ingest `reference` (the collector's timer asks, to
+    /// notice an ingest that outlived its lease).
+    pub fn ingest_leased(&self, ns: &str, reference: &str) -> Result<bool, MetaError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(LEASE_RESOURCES)?;
+        for entry in t.range((ns, "", "", "")..)? {
+            let (k, _) = entry?;
+            let (kns, _, kind, id) = k.value();
+            if kns != ns {
+                break;
+            }
+            if kind == "ingests" && id == reference {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub fn list_lease_resources(
@@ -239,7 +258,7 @@ impl MetadataDb {
     ) -> Result<Vec<LeaseResource>, MetaError> {
         let rtx = self.read()?;
         if rtx.open_table(LEASES)?.get((ns, lease))?.is_none() {
-            return Err(lease_missing());
+            return Err(lease_missing(lease));
         }
         let t = rtx.open_table(LEASE_RESOURCES)?;
         let mut out = Vec::new();
@@ -316,7 +335,17 @@ mod tests {
             db.list_lease_resources("ns", "l1").unwrap(),
             vec![r.clone()]
         );
+        let ingest = LeaseResource {
+            id: "ref/1".into(),
+            kind: "ingests".into(),
+        };
+        assert!(!db.ingest_leased("ns", "ref/1").unwrap());
+        db.add_lease_resource("ns", "l1", &ingest).unwrap();
+        assert!(db.ingest_leased("ns", "ref/1").unwrap());
+        assert!(!db.ingest_leased("other", "ref/1").unwrap());
+        db.delete_lease_resource("ns", "l1", &ingest).unwrap();
         db.delete_lease("ns", "l1").unwrap();
+        assert!(!db.ingest_leased("ns", "ref/1").unwrap());
         assert!(matches!(
             db.list_lease_resources("ns", "l1"),
             Err(MetaError::NotFound(_))

@@ -173,15 +173,14 @@ impl Content for ContentService {
         req: Request<ReadContentRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
         let ns = namespace_required(&req)?;
-        let req = req.into_inner();
-        if req.offset < 0 || req.size < 0 {
-            return Err(Status::invalid_argument(
-                "offset and size must not be negative: invalid argument",
-            ));
-        }
+        let mut req = req.into_inner();
         let store = self.store.clone();
         let digest = req.digest.clone();
         let (file, size) = run_blocking(move || store.open_reader(&ns, &digest)).await?;
+        // As containerd: a negative offset reads from the start, a size of zero or less to the
+        // end (checked after the blob is found, so a missing blob is NotFound whatever the range).
+        req.offset = req.offset.max(0);
+        req.size = req.size.max(0);
         if req.offset > size {
             return Err(Status::out_of_range(format!(
                 "read past object length {size} bytes: out of range"
@@ -288,20 +287,22 @@ impl Content for ContentService {
         }
         tracing::debug!(r#ref = %first.r#ref, total = first.total, expected = %first.expected, "write started");
         let store = self.store.clone();
-        let (ns2, reference, total, expected) = (
+        let (ns2, reference, total, expected, lease2) = (
             ns.clone(),
             first.r#ref.clone(),
             first.total,
             first.expected.clone(),
+            lease.clone(),
         );
         let writer = run_blocking(move || {
-            store.writer(&ns2, &reference, total, &expected, lease.as_deref())
+            store.writer(&ns2, &reference, total, &expected, lease2.as_deref())
         })
         .await?;
         let (tx, rx) = mpsc::channel(4);
         let session = WriteSession {
             store: self.store.clone(),
             ns,
+            lease,
             total: first.total,
             expected: first.expected.clone(),
             tx,
@@ -323,6 +324,8 @@ impl Content for ContentService {
 struct WriteSession {
     store: Arc<ContentStore>,
     ns: String,
+    /// The `containerd-lease` header of the stream.
+    lease: Option<String>,
     total: i64,
     expected: String,
     tx: mpsc::Sender<Result<WriteContentResponse, Status>>,
@@ -385,13 +388,15 @@ impl WriteSession {
         msg.offset = st.offset;
         if !req.expected.is_empty() {
             self.expected = req.expected.clone();
-            let (store, ns, d) = (self.store.clone(), self.ns.clone(), req.expected.clone());
-            let exists = run_blocking(move || match store.info(&ns, &d) {
-                Ok(_) => Ok(true),
-                Err(ContentError::NotFound(_)) => Ok(false),
-                Err(e) => Err(e),
-            })
-            .await?;
+            let (store, ns, d, lease) = (
+                self.store.clone(),
+                self.ns.clone(),
+                req.expected.clone(),
+                self.lease.clone(),
+            );
+            // The lease holds a blob the client is told exists, as at the stream's start.
+            let exists =
+                run_blocking(move || store.hold_if_present(&ns, &d, lease.as_deref())).await?;
             if exists {
                 let reference = w.reference().to_owned();
                 drop(w);
