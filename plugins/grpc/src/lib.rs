@@ -210,5 +210,22 @@ pub fn to_status<E: Classify + ?Sized>(err: &E) -> tonic::Status {
     if kind == ErrorKind::Internal {
         tracing::error!(error = %err, "internal error");
     }
-    tonic::Status::new(code(kind), err.to_string())
+    tonic::Status::new(code(kind), bounded(err.to_string()))
+}
+
+/// Longest error message sent: messages echo the client's input (ids, keys, refs), and a status
+/// message travels in an HTTP/2 header, which clients cap (8–16 KiB); past the cap the client
+/// sees RESOURCE_EXHAUSTED instead of the error.
+pub const MAX_MESSAGE: usize = 4096;
+
+/// `msg`, cut to [`MAX_MESSAGE`] bytes (on a character boundary) with a note of what was cut.
+pub fn bounded(msg: String) -> String {
+    if msg.len() <= MAX_MESSAGE {
+        return msg;
+    }
+    let mut end = MAX_MESSAGE;
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", &msg[..end], msg.len() - end)
 }

@@ -38,6 +38,10 @@ pub enum DiffError {
     InvalidArgument(String),
     #[error("{0}: not implemented")]
     Unsupported(String),
+    /// A layer media type no applier reads (containerd's wording and, as containerd passes this
+    /// error on unclassified, gRPC Unknown).
+    #[error("failed to get stream processor for {0}: no processor for media-type")]
+    NoProcessor(String),
     /// The temporary file a diff is written to before it goes into the content store.
     #[error("diff: {op} {}: {source}", path.display())]
     Io {
@@ -69,6 +73,7 @@ impl Classify for DiffError {
             DiffError::Archive(e) => e.kind(),
             DiffError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             DiffError::Unsupported(_) => ErrorKind::NotImplemented,
+            DiffError::NoProcessor(_) => ErrorKind::Unknown,
             DiffError::Io { .. } => ErrorKind::Internal,
         }
     }
@@ -124,14 +129,19 @@ pub fn apply_layer(
     mounts: Vec<Mount>,
     sync: bool,
 ) -> Result<Descriptor, DiffError> {
+    // The media type is checked before the content is looked up, as containerd does.
+    if let Err(ArchiveError::UnsupportedMediaType(_)) =
+        berth_archive::media_type_compression(&desc.media_type)
+    {
+        return Err(DiffError::NoProcessor(desc.media_type.clone()));
+    }
     let (file, _size) = content.open_reader(ns, &desc.digest)?;
     let reader =
         berth_archive::decompress(BufReader::with_capacity(1 << 20, file), &desc.media_type)
             .map_err(|e| match e {
-                ArchiveError::UnsupportedMediaType(_) => DiffError::Unsupported(format!(
-                    "layer media type {:?} cannot be applied",
-                    desc.media_type
-                )),
+                ArchiveError::UnsupportedMediaType(_) => {
+                    DiffError::NoProcessor(desc.media_type.clone())
+                }
                 other => other.into(),
             })?;
     let stats = match target(mounts) {

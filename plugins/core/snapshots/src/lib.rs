@@ -25,6 +25,9 @@ use berth_snapshotter::{Info, Kind, Mount, SnapshotError, Snapshotter, Usage};
 pub enum StoreError {
     #[error("snapshotter not loaded: {0}: invalid argument")]
     UnknownSnapshotter(String),
+    /// A request that names no snapshotter (containerd's wording).
+    #[error("snapshotter argument missing: invalid argument")]
+    NoSnapshotter,
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error(transparent)]
@@ -34,7 +37,9 @@ pub enum StoreError {
 impl Classify for StoreError {
     fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::UnknownSnapshotter(_) => ErrorKind::InvalidArgument,
+            StoreError::UnknownSnapshotter(_) | StoreError::NoSnapshotter => {
+                ErrorKind::InvalidArgument
+            }
             StoreError::Meta(e) => e.kind(),
             StoreError::Driver(e) => e.kind(),
         }
@@ -124,6 +129,9 @@ impl Snapshots {
     }
 
     fn driver(&self, sn: &str) -> Result<&Arc<dyn Snapshotter>, StoreError> {
+        if sn.is_empty() {
+            return Err(StoreError::NoSnapshotter);
+        }
         self.drivers
             .get(canonical(sn))
             .ok_or_else(|| StoreError::UnknownSnapshotter(sn.to_owned()))
