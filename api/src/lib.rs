@@ -28,6 +28,21 @@ pub mod berth {
     }
 }
 
+/// cgroup statistics a runc shim reports in `Tasks.Metrics` (containerd's
+/// `github.com/containerd/cgroups` stats, v1 and v2).
+pub mod io {
+    pub mod containerd {
+        pub mod cgroups {
+            pub mod v1 {
+                tonic::include_proto!("io.containerd.cgroups.v1");
+            }
+            pub mod v2 {
+                tonic::include_proto!("io.containerd.cgroups.v2");
+            }
+        }
+    }
+}
+
 pub mod containerd {
     pub mod types {
         tonic::include_proto!("containerd.types");

@@ -1,6 +1,8 @@
 //! One module per `ctr` command group.
 
+mod containers;
 mod content;
+mod events;
 mod export;
 mod gc;
 mod images;
@@ -10,9 +12,12 @@ mod mount;
 mod namespaces;
 mod plugins;
 mod progress;
+mod run;
 mod server_unpack;
 mod snapshots;
+mod stdio;
 mod store;
+mod tasks;
 mod unpack;
 mod version;
 
@@ -60,6 +65,23 @@ pub enum Command {
     Snapshots(snapshots::SnapshotsArgs),
     /// Run berthd's garbage collector now and show what it freed.
     Gc,
+    /// Run a container.
+    Run(Box<run::RunArgs>),
+    /// Manage containers.
+    #[command(aliases = ["c", "container"])]
+    Containers {
+        #[command(subcommand)]
+        command: containers::ContainersCommand,
+    },
+    /// Manage tasks.
+    #[command(aliases = ["t", "task"])]
+    Tasks {
+        #[command(subcommand)]
+        command: tasks::TasksCommand,
+    },
+    /// Display the daemon's events (optionally filtered, e.g. topic~=/tasks/).
+    #[command(alias = "event")]
+    Events { filters: Vec<String> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +97,9 @@ pub enum CmdError {
     Timeout(Duration),
     #[error("{0}")]
     Failed(String),
+    /// The exit status of the process bctr ran (printed nothing, as ctr).
+    #[error("exit status {0}")]
+    Exit(u8),
 }
 
 /// What every command needs: a channel to the daemon, the namespace to work in and, while an
@@ -123,6 +148,10 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
         Command::Leases { command } => leases::run(&ctx, command).await,
         Command::Snapshots(args) => snapshots::run(&ctx, args).await,
         Command::Gc => gc::run(&ctx).await,
+        Command::Run(args) => run::run(&ctx, *args).await,
+        Command::Containers { command } => containers::run(&ctx, command).await,
+        Command::Tasks { command } => tasks::run(&ctx, command).await,
+        Command::Events { filters } => events::run(&ctx, filters).await,
     }
 }
 

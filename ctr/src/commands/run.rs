@@ -1,0 +1,750 @@
+//! `bctr run` and `bctr containers create`: a container made as containerd 1.6's client makes one
+//! for `ctr run` — the image unpacked if its snapshot is missing, a writable snapshot keyed by the
+//! container id on the image's chain ID, the runtime spec from containerd's defaults, the image
+//! config and the flags, the record created under a temporary lease — and then, for `run`, its
+//! task: FIFOs for stdio, Wait before Start, signals forwarded, the task's exit status as ours.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bctr::oci;
+use bctr::spec::{self, ImageRunConfig};
+use berth_api::containers::{
+    container::Runtime, containers_client::ContainersClient, Container, CreateContainerRequest,
+    DeleteContainerRequest,
+};
+use berth_api::images::{images_client::ImagesClient, GetImageRequest};
+use berth_api::snapshots::{
+    snapshots_client::SnapshotsClient, MountsRequest, PrepareSnapshotRequest,
+    RemoveSnapshotRequest, StatSnapshotRequest,
+};
+use berth_api::tasks::{
+    tasks_client::TasksClient, CreateTaskRequest, DeleteTaskRequest, StartRequest, WaitRequest,
+};
+use berth_mount::{Mount, TempMount};
+use berth_oci::{platform, Matcher};
+use clap::Args;
+use oci_spec::runtime::Spec;
+use tonic::Code;
+
+use super::stdio::{self, Fifos, Io, RawTerminal};
+use super::store::{self, ContentStore};
+use super::{images, label_args, leases, CmdError, Ctx};
+
+/// containerd's default runtime.
+pub const DEFAULT_RUNTIME: &str = "io.containerd.runc.v2";
+/// The type URL of runc's runtime options, which ctr sends (empty) for `io.containerd.runc.v2`.
+const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
+/// The container label holding the signal that stops it (the image's `StopSignal`).
+pub const STOP_SIGNAL_LABEL: &str = "io.containerd.image.config.stop-signal";
+
+/// ctr's container flags (`commands.ContainerFlags` and the Linux ones), shared by `run` and
+/// `containers create`. `--user`, `--hostname` and `--pids-limit` are bctr's own.
+#[derive(Args, Debug, Clone)]
+pub struct ContainerFlags {
+    /// Snapshotter name; empty means the namespace's default (overlayfs).
+    #[arg(
+        long,
+        env = "CONTAINERD_SNAPSHOTTER",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub snapshotter: String,
+    /// Labels added to the new snapshot for this container.
+    #[arg(long = "snapshotter-label")]
+    pub snapshotter_label: Vec<String>,
+    /// Working directory of the process.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Additional environment variables (FOO=bar; FOO alone removes it).
+    #[arg(long, short = 'e')]
+    pub env: Vec<String>,
+    /// A file of environment variables, one FOO=bar a line.
+    #[arg(long = "env-file")]
+    pub env_file: Option<PathBuf>,
+    /// Additional labels (foo=bar), also set as annotations of the spec.
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Additional OCI annotations (foo=bar).
+    #[arg(long)]
+    pub annotation: Vec<String>,
+    /// Additional mount, e.g. type=bind,src=/tmp,dst=/host,options=rbind:ro.
+    #[arg(long)]
+    pub mount: Vec<String>,
+    /// Use the host's network namespace.
+    #[arg(long = "net-host")]
+    pub net_host: bool,
+    /// Run privileged: all the caller's capabilities, every host device, no masked paths.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Make the container's root file system read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Runtime name.
+    #[arg(long, default_value = DEFAULT_RUNTIME)]
+    pub runtime: String,
+    /// Allocate a TTY for the container.
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// Turn off the spec's NoNewPrivileges.
+    #[arg(long = "allow-new-privs")]
+    pub allow_new_privs: bool,
+    /// Memory limit in bytes.
+    #[arg(long = "memory-limit")]
+    pub memory_limit: Option<u64>,
+    /// CFS CPU quota as a number of CPUs (e.g. 0.5).
+    #[arg(long, default_value_t = 0.0)]
+    pub cpus: f64,
+    /// CPU shares.
+    #[arg(long = "cpu-shares", default_value_t = 1024)]
+    pub cpu_shares: u64,
+    /// CFS CPU quota in microseconds (-1: none).
+    #[arg(long = "cpu-quota", default_value_t = -1, allow_hyphen_values = true)]
+    pub cpu_quota: i64,
+    /// CFS CPU period in microseconds.
+    #[arg(long = "cpu-period", default_value_t = 0)]
+    pub cpu_period: u64,
+    /// Maximum number of processes (bctr's; ctr 1.6 has no such flag).
+    #[arg(long = "pids-limit")]
+    pub pids_limit: Option<i64>,
+    /// User of the process: user, uid, user:group or uid:gid (bctr's; ctr 1.6 has none).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Hostname of the container (bctr's; ctr 1.6 has none).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Cgroup path (empty to not use one); default /<namespace>/<id>.
+    #[arg(long)]
+    pub cgroup: Option<String>,
+    /// Enable the default seccomp profile (not supported by bctr yet).
+    #[arg(long)]
+    pub seccomp: bool,
+    /// A custom seccomp profile (not supported by bctr yet).
+    #[arg(long = "seccomp-profile")]
+    pub seccomp_profile: Option<String>,
+    /// Run the image for this platform.
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// Which image, which container, which command.
+pub struct NewContainer<'a> {
+    pub image: &'a str,
+    pub id: &'a str,
+    pub args: Vec<String>,
+    pub flags: &'a ContainerFlags,
+}
+
+fn usage(msg: impl Into<String>) -> CmdError {
+    CmdError::Usage(msg.into())
+}
+
+/// Refuses what bctr cannot do, before anything is made.
+fn check_flags(f: &ContainerFlags) -> Result<(), CmdError> {
+    if !f.seccomp && f.seccomp_profile.is_some() {
+        return Err(usage(
+            "seccomp must be set to true, if using a custom seccomp-profile",
+        ));
+    }
+    if f.seccomp {
+        return Err(usage(
+            "--seccomp is not supported by bctr yet (it has no seccomp profile to apply); run without it",
+        ));
+    }
+    if (f.cpu_quota != -1 || f.cpu_period != 0) && f.cpus > 0.0 {
+        return Err(usage("cpus and quota/period should be used separately"));
+    }
+    for a in &f.annotation {
+        if !a.contains('=') {
+            return Err(usage(format!("invalid key=value format annotation: {a}")));
+        }
+    }
+    Ok(())
+}
+
+/// containerd's `tryReadonlyMounts`: the snapshot's mounts made read-only, for reading the
+/// container's /etc/passwd and /etc/group.
+fn readonly_mounts(mounts: Vec<Mount>) -> Vec<Mount> {
+    mounts
+        .into_iter()
+        .map(|mut m| {
+            if let Some(mut o) = m.overlay_options() {
+                if let Some(upper) = o.upperdir.take() {
+                    o.lowerdirs.insert(0, upper);
+                }
+                o.workdir = None;
+                if !o.other.iter().any(|x| x == "ro") {
+                    o.other.push("ro".to_owned());
+                }
+                m.options = o.to_options();
+            } else if m.mount_type == "bind" && !m.is_readonly() {
+                m.options.push("ro".to_owned());
+            }
+            m
+        })
+        .collect()
+}
+
+fn to_mount(m: berth_api::types::Mount) -> Mount {
+    Mount {
+        mount_type: m.r#type,
+        source: m.source,
+        target: m.target,
+        options: m.options,
+    }
+}
+
+/// The character and block devices under /dev, as containerd's `HostDevices` lists them.
+fn host_devices() -> Vec<serde_json::Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    fn walk(dir: &Path, out: &mut Vec<serde_json::Value>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(md) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let ft = md.file_type();
+            if ft.is_dir() {
+                if !matches!(
+                    name.as_ref(),
+                    "pts" | "shm" | "fd" | "mqueue" | ".lxc" | ".lxd-mounts" | ".udev"
+                ) {
+                    walk(&path, out);
+                }
+                continue;
+            }
+            if name == "console" {
+                continue;
+            }
+            let typ = if ft.is_char_device() {
+                "c"
+            } else if ft.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            let rdev = md.rdev();
+            out.push(serde_json::json!({
+                "path": path.display().to_string(),
+                "type": typ,
+                "major": nix::sys::stat::major(rdev),
+                "minor": nix::sys::stat::minor(rdev),
+                "fileMode": md.mode() & 0o7777,
+                "uid": md.uid(),
+                "gid": md.gid(),
+            }));
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/dev"), &mut out);
+    out
+}
+
+/// The effective capabilities of this process (`CapEff` in /proc/self/status).
+fn current_capabilities() -> Result<Vec<String>, CmdError> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| CmdError::Failed(format!("cannot read /proc/self/status: {e}")))?;
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or_else(|| CmdError::Failed("no CapEff in /proc/self/status".into()))?;
+    Ok(spec::capabilities_from_mask(mask))
+}
+
+/// The spec of a new container, in ctr's order of options. Mounts `rootfs` (the container's
+/// snapshot) for a moment to resolve users and groups, so it runs on a blocking thread.
+fn build_spec(
+    namespace: &str,
+    new: &NewContainerOwned,
+    image: &ImageRunConfig,
+    rootfs: Vec<Mount>,
+) -> Result<Spec, CmdError> {
+    let f = &new.flags;
+    let specerr = |e: spec::SpecError| CmdError::Failed(e.to_string());
+    let mut s = spec::default_spec(namespace, &new.id);
+    if let Some(path) = &f.env_file {
+        let vars = spec::read_env_file(path).map_err(specerr)?;
+        spec::with_env(&mut s, &vars);
+    }
+    spec::with_env(&mut s, &f.env);
+    let mounts = f
+        .mount
+        .iter()
+        .map(|m| spec::parse_mount_flag(m))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(specerr)?;
+    spec::with_mounts(&mut s, mounts);
+    {
+        let tmp = TempMount::new(&readonly_mounts(rootfs)).map_err(|e| {
+            CmdError::Failed(format!("failed to mount the container's rootfs: {e}"))
+        })?;
+        spec::with_image_config(&mut s, image, tmp.path()).map_err(specerr)?;
+        if let Some(user) = &f.user {
+            spec::with_user(&mut s, user, tmp.path()).map_err(specerr)?;
+            let uid = s
+                .process()
+                .as_ref()
+                .map(|p| p.user().uid())
+                .unwrap_or_default();
+            spec::with_additional_gids(&mut s, &uid.to_string(), tmp.path()).map_err(specerr)?;
+        }
+    }
+    if f.read_only {
+        spec::with_readonly_rootfs(&mut s);
+    }
+    if !new.args.is_empty() {
+        spec::with_process_args(&mut s, new.args.clone());
+    }
+    if let Some(cwd) = &f.cwd {
+        spec::with_cwd(&mut s, cwd);
+    }
+    if f.tty {
+        spec::with_tty(&mut s);
+    }
+    if f.privileged {
+        spec::with_privileged(&mut s, &current_capabilities()?, host_devices());
+    }
+    if f.net_host {
+        let host = nix::unistd::gethostname()
+            .map_err(|e| CmdError::Failed(format!("get hostname: {e}")))?;
+        spec::with_host_network(&mut s, &host.to_string_lossy());
+    }
+    if !f.annotation.is_empty() {
+        let annotations: Vec<(String, String)> = f
+            .annotation
+            .iter()
+            .filter_map(|a| a.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        spec::with_annotations(&mut s, &annotations);
+    }
+    if f.cpus > 0.0 {
+        spec::with_cpu_cfs(&mut s, (f.cpus * 100_000.0) as i64, 100_000);
+    }
+    if f.cpu_shares > 0 {
+        spec::with_cpu_shares(&mut s, f.cpu_shares);
+    }
+    if f.cpu_quota != -1 || f.cpu_period != 0 {
+        spec::with_cpu_cfs(&mut s, f.cpu_quota, f.cpu_period);
+    }
+    if f.allow_new_privs {
+        spec::with_new_privileges(&mut s);
+    }
+    if let Some(cg) = &f.cgroup {
+        spec::with_cgroup(&mut s, cg);
+    }
+    if let Some(limit) = f.memory_limit.filter(|l| *l != 0) {
+        spec::with_memory_limit(&mut s, limit);
+    }
+    if let Some(limit) = f.pids_limit {
+        spec::with_pids_limit(&mut s, limit);
+    }
+    if let Some(h) = &f.hostname {
+        spec::with_hostname(&mut s, h);
+    }
+    spec::with_annotations(&mut s, &label_args(&f.label));
+    Ok(s)
+}
+
+/// What `build_spec` needs, owned, to move onto a blocking thread.
+struct NewContainerOwned {
+    id: String,
+    args: Vec<String>,
+    flags: ContainerFlags,
+}
+
+/// Creates the container (and its snapshot) as `ctr run` / `ctr containers create` do.
+pub async fn new_container(ctx: &Ctx, new: NewContainer<'_>) -> Result<Container, CmdError> {
+    check_flags(new.flags)?;
+    let img = ImagesClient::new(ctx.channel.clone())
+        .get(ctx.request(GetImageRequest {
+            name: new.image.to_owned(),
+        }))
+        .await?
+        .into_inner()
+        .image
+        .unwrap_or_default();
+    let target = images::image_target(&img)?;
+    let platform = match &new.flags.platform {
+        Some(p) => platform::parse(p).map_err(|e| usage(e.to_string()))?,
+        None => berth_oci::host_platform(),
+    };
+    let matcher = Matcher::only(&platform);
+    let snapshotter = images::resolve_snapshotter(ctx, &new.flags.snapshotter).await?;
+
+    // containerd's client creates a container under a lease, so nothing it makes is collected
+    // before the record that holds it exists.
+    let lease = leases::create_temporary(ctx).await?;
+    let leased = ctx.with_lease(&lease);
+    let result = create_leased(&leased, &new, &img, &target, &matcher, &snapshotter).await;
+    let cleanup = leases::delete_temporary(ctx, &lease).await;
+    let container = result?;
+    cleanup?;
+    Ok(container)
+}
+
+async fn create_leased(
+    ctx: &Ctx,
+    new: &NewContainer<'_>,
+    img: &berth_api::images::Image,
+    target: &oci::Descriptor,
+    matcher: &Matcher,
+    snapshotter: &str,
+) -> Result<Container, CmdError> {
+    let mut cs = ContentStore::new(ctx);
+    let manifest = store::resolve_manifest(&mut cs, target, Some(matcher)).await?;
+    let config = cs.read_config(manifest.config()).await?;
+    let chain = oci::rootfs_chain_id(&config).map_err(CmdError::Failed)?;
+
+    let mut sn = SnapshotsClient::new(ctx.channel.clone());
+    let unpacked = match sn
+        .stat(ctx.request(StatSnapshotRequest {
+            snapshotter: snapshotter.to_owned(),
+            key: chain.clone(),
+        }))
+        .await
+    {
+        Ok(_) => true,
+        Err(s) if s.code() == Code::NotFound => false,
+        Err(s) => return Err(s.into()),
+    };
+    if !unpacked && !chain.is_empty() {
+        super::unpack::unpack(ctx, target, matcher, snapshotter).await?;
+    }
+
+    let snapshot_labels: HashMap<String, String> = label_args(&new.flags.snapshotter_label)
+        .into_iter()
+        .collect();
+    let mounts = sn
+        .prepare(ctx.request(PrepareSnapshotRequest {
+            snapshotter: snapshotter.to_owned(),
+            key: new.id.to_owned(),
+            parent: chain,
+            labels: snapshot_labels,
+        }))
+        .await?
+        .into_inner()
+        .mounts;
+
+    let image_run = ImageRunConfig::from_image(&config);
+    let owned = NewContainerOwned {
+        id: new.id.to_owned(),
+        args: new.args.clone(),
+        flags: new.flags.clone(),
+    };
+    let namespace = ctx.namespace.clone();
+    let rootfs: Vec<Mount> = mounts.into_iter().map(to_mount).collect();
+    let spec =
+        tokio::task::spawn_blocking(move || build_spec(&namespace, &owned, &image_run, rootfs))
+            .await
+            .map_err(|e| CmdError::Failed(format!("building the spec failed: {e}")))??;
+    let spec_json = spec::to_json(&spec).map_err(|e| CmdError::Failed(e.to_string()))?;
+
+    // Labels: the image config's, the image's (valid ones), the command line's, the stop signal.
+    let run_config = config.config().clone().unwrap_or_default();
+    let mut labels: HashMap<String, String> = run_config.labels().clone().unwrap_or_default();
+    for (k, v) in &img.labels {
+        if k.len() + v.len() <= 4096 {
+            labels.insert(k.clone(), v.clone());
+        } else {
+            eprintln!(
+                "bctr: unable to add image label with key {k} to the container: label too long"
+            );
+        }
+    }
+    labels.extend(label_args(&new.flags.label));
+    let stop = run_config
+        .stop_signal()
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "SIGTERM".to_owned());
+    labels.insert(STOP_SIGNAL_LABEL.to_owned(), stop);
+
+    let options = (new.flags.runtime == DEFAULT_RUNTIME).then(|| prost_types::Any {
+        type_url: RUNC_OPTIONS_TYPE.to_owned(),
+        value: Vec::new(),
+    });
+    let container = Container {
+        id: new.id.to_owned(),
+        labels,
+        image: img.name.clone(),
+        runtime: Some(Runtime {
+            name: new.flags.runtime.clone(),
+            options,
+        }),
+        spec: Some(prost_types::Any {
+            type_url: spec::SPEC_TYPE_URL.to_owned(),
+            value: spec_json,
+        }),
+        snapshotter: snapshotter.to_owned(),
+        snapshot_key: new.id.to_owned(),
+        ..Container::default()
+    };
+    let created = ContainersClient::new(ctx.channel.clone())
+        .create(ctx.request(CreateContainerRequest {
+            container: Some(container),
+        }))
+        .await?
+        .into_inner()
+        .container
+        .unwrap_or_default();
+    Ok(created)
+}
+
+/// containerd's `container.Delete(WithSnapshotCleanup)`: the snapshot, then the record.
+pub async fn delete_container(
+    ctx: &Ctx,
+    c: &Container,
+    keep_snapshot: bool,
+) -> Result<(), CmdError> {
+    if !keep_snapshot && !c.snapshot_key.is_empty() {
+        match SnapshotsClient::new(ctx.channel.clone())
+            .remove(ctx.request(RemoveSnapshotRequest {
+                snapshotter: c.snapshotter.clone(),
+                key: c.snapshot_key.clone(),
+            }))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => return Err(s.into()),
+        }
+    }
+    ContainersClient::new(ctx.channel.clone())
+        .delete(ctx.request(DeleteContainerRequest { id: c.id.clone() }))
+        .await?;
+    Ok(())
+}
+
+/// How a task's stdio is set up.
+pub struct TaskIo {
+    pub terminal: bool,
+    /// No stdio at all (`--null-io`).
+    pub null_io: bool,
+    pub fifo_dir: Option<PathBuf>,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+}
+
+/// ctr's `WritePidFile`: written to a hidden temporary file beside it, then renamed.
+fn write_pid_file(path: &Path, pid: u32) -> Result<(), CmdError> {
+    let path = std::path::absolute(path)
+        .map_err(|e| CmdError::Failed(format!("pid file {}: {e}", path.display())))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}"));
+    std::fs::write(&tmp, pid.to_string())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| CmdError::Failed(format!("pid file {}: {e}", path.display())))
+}
+
+/// An exit status as bctr's own: the low 8 bits, as a shell sees them.
+pub fn exit_with(status: u32) -> Result<(), CmdError> {
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(CmdError::Exit(u8::try_from(status).unwrap_or(255)))
+    }
+}
+
+/// Creates and starts the task of container `c`, then (unless detached) copies its stdio until
+/// it exits, deletes it and returns its exit status — ctr's `tasks.NewTask` + the rest of `run`.
+pub async fn start_task(ctx: &Ctx, c: &Container, opts: TaskIo) -> Result<(), CmdError> {
+    let _raw = if opts.terminal {
+        Some(RawTerminal::enable()?)
+    } else {
+        None
+    };
+    let fifo_root = opts
+        .fifo_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(stdio::DEFAULT_FIFO_DIR));
+    let fifos = if opts.null_io {
+        Fifos::default()
+    } else {
+        Fifos::create(&fifo_root, &c.id, opts.terminal)?
+    };
+    let result = run_task(ctx, c, &opts, &fifos).await;
+    if !opts.detach || result.is_err() {
+        fifos.remove();
+    }
+    result
+}
+
+async fn run_task(ctx: &Ctx, c: &Container, opts: &TaskIo, fifos: &Fifos) -> Result<(), CmdError> {
+    let mut io = Io::attach(fifos, !opts.detach)?;
+    let mut rootfs = Vec::new();
+    if !c.snapshot_key.is_empty() {
+        if c.snapshotter.is_empty() {
+            return Err(CmdError::Failed(
+                "unable to resolve rootfs mounts without snapshotter on container: invalid argument".into(),
+            ));
+        }
+        rootfs = SnapshotsClient::new(ctx.channel.clone())
+            .mounts(ctx.request(MountsRequest {
+                snapshotter: c.snapshotter.clone(),
+                key: c.snapshot_key.clone(),
+            }))
+            .await?
+            .into_inner()
+            .mounts;
+    }
+    let mut tasks = TasksClient::new(ctx.channel.clone());
+    let created = tasks
+        .create(ctx.request(CreateTaskRequest {
+            container_id: c.id.clone(),
+            rootfs,
+            stdin: fifos.stdin.clone(),
+            stdout: fifos.stdout.clone(),
+            stderr: fifos.stderr.clone(),
+            terminal: fifos.terminal,
+            ..CreateTaskRequest::default()
+        }))
+        .await?
+        .into_inner();
+
+    let waiter = (!opts.detach).then(|| {
+        let (ctx, id) = (ctx.clone(), c.id.clone());
+        tokio::spawn(async move {
+            TasksClient::new(ctx.channel.clone())
+                .wait(ctx.request(WaitRequest {
+                    container_id: id,
+                    exec_id: String::new(),
+                }))
+                .await
+        })
+    });
+    let started = async {
+        if let Some(p) = &opts.pid_file {
+            write_pid_file(p, created.pid)?;
+        }
+        tasks
+            .start(ctx.request(StartRequest {
+                container_id: c.id.clone(),
+                exec_id: String::new(),
+            }))
+            .await?;
+        Ok::<(), CmdError>(())
+    }
+    .await;
+    let Some(waiter) = waiter else {
+        return started;
+    };
+    if let Err(e) = started {
+        waiter.abort();
+        delete_task_quietly(ctx, &c.id).await;
+        return Err(e);
+    }
+    io.release();
+    io.close_stdin_on_eof(ctx, &c.id, "");
+    let helpers = if opts.terminal {
+        stdio::handle_resize(ctx, &c.id, "")
+            .await
+            .into_iter()
+            .collect()
+    } else {
+        stdio::forward_signals(ctx, &c.id, "")
+    };
+    let status = waiter.await;
+    for h in helpers {
+        h.abort();
+    }
+    let status = match status {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(s)) => {
+            delete_task_quietly(ctx, &c.id).await;
+            return Err(s.into());
+        }
+        Err(e) => return Err(CmdError::Failed(format!("waiting for the task: {e}"))),
+    };
+    io.wait().await;
+    tasks
+        .delete(ctx.request(DeleteTaskRequest {
+            container_id: c.id.clone(),
+        }))
+        .await?;
+    exit_with(status.exit_status)
+}
+
+async fn delete_task_quietly(ctx: &Ctx, id: &str) {
+    let _ = TasksClient::new(ctx.channel.clone())
+        .delete(ctx.request(DeleteTaskRequest {
+            container_id: id.to_owned(),
+        }))
+        .await;
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Remove the container after running (not with --detach).
+    #[arg(long)]
+    rm: bool,
+    /// Send all IO to /dev/null.
+    #[arg(long = "null-io")]
+    null_io: bool,
+    /// Detach from the task after it has started (not with --rm).
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// Directory for the IO FIFOs.
+    #[arg(long = "fifo-dir")]
+    fifo_dir: Option<PathBuf>,
+    /// Write the task's pid to this file.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    #[command(flatten)]
+    flags: ContainerFlags,
+    /// Image reference.
+    image: String,
+    /// Container id.
+    id: String,
+    /// Command and arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<(), CmdError> {
+    if a.rm && a.detach {
+        return Err(usage(
+            "flags --detach and --rm cannot be specified together",
+        ));
+    }
+    if a.flags.tty && a.null_io {
+        return Err(usage("tty and null-io cannot be used together"));
+    }
+    let container = new_container(
+        ctx,
+        NewContainer {
+            image: &a.image,
+            id: &a.id,
+            args: a.command,
+            flags: &a.flags,
+        },
+    )
+    .await?;
+    let result = start_task(
+        ctx,
+        &container,
+        TaskIo {
+            terminal: a.flags.tty,
+            null_io: a.null_io,
+            fifo_dir: a.fifo_dir,
+            detach: a.detach,
+            pid_file: a.pid_file,
+        },
+    )
+    .await;
+    if a.rm {
+        if let Err(e) = delete_container(ctx, &container, false).await {
+            eprintln!("bctr: failed to remove container {}: {e}", container.id);
+        }
+    }
+    result
+}

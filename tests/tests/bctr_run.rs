@@ -1,0 +1,307 @@
+//! `bctr run`, `bctr tasks` and `bctr containers` against berthd and against a private real
+//! containerd (Debian's containerd 1.6 with runc), side by side with containerd's own `ctr`:
+//! exit statuses, stdio through the FIFOs, detached tasks, exec, kill, and the tables' shapes.
+//! Every test runs on both daemons.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::{bin, fails, fixtures, ok, require_program, require_root, Berthd, Containerd};
+
+/// What the tests need of a daemon: its socket, and ctr and bctr pointed at it.
+trait Daemon {
+    fn socket(&self) -> std::path::PathBuf;
+    fn ctr(&self, args: &[&str]) -> Output;
+    fn bctr(&self, args: &[&str]) -> Output;
+}
+
+impl Daemon for Berthd {
+    fn socket(&self) -> std::path::PathBuf {
+        Berthd::socket(self)
+    }
+    fn ctr(&self, args: &[&str]) -> Output {
+        Berthd::ctr(self, args)
+    }
+    fn bctr(&self, args: &[&str]) -> Output {
+        Berthd::bctr(self, args)
+    }
+}
+
+impl Daemon for Containerd {
+    fn socket(&self) -> std::path::PathBuf {
+        Containerd::socket(self)
+    }
+    fn ctr(&self, args: &[&str]) -> Output {
+        Containerd::ctr(self, args)
+    }
+    fn bctr(&self, args: &[&str]) -> Output {
+        Containerd::bctr(self, args)
+    }
+}
+
+/// Runs `test` on berthd, then on a private containerd, each with the busybox image imported
+/// (by ctr); `test` gets the daemon, the image's name and a tag for unique container ids.
+fn on_both(tag: &str, test: impl Fn(&dyn Daemon, &str, &str)) {
+    require_root("running containers");
+    require_program("runc", "runc");
+    let dir = tempfile::tempdir().unwrap();
+    let (img, archive) =
+        fixtures::busybox_oci_archive(dir.path(), &format!("docker.io/library/busybox:{tag}"));
+    let archive = archive.to_str().unwrap();
+    let berthd = Berthd::start();
+    ok(&berthd.ctr(&["images", "import", archive]));
+    test(&berthd, &img.name, "b");
+    drop(berthd);
+    let containerd = Containerd::start();
+    ok(&containerd.ctr(&["images", "import", archive]));
+    test(&containerd, &img.name, "c");
+}
+
+/// `bctr --address <sock> args…` with `input` on its stdin.
+fn bctr_with_stdin(c: &dyn Daemon, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(bin("bctr"))
+        .arg("--address")
+        .arg(c.socket())
+        .args(args)
+        .env_remove("CONTAINERD_NAMESPACE")
+        .env_remove("BERTH_ADDRESS")
+        .env_remove("CONTAINERD_ADDRESS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bctr");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input).expect("write stdin");
+    drop(stdin);
+    child.wait_with_output().expect("bctr output")
+}
+
+/// A container id no other test (or daemon) uses: runc's state and the cgroups are per host,
+/// not per daemon.
+fn cid(daemon: &str, name: &str) -> String {
+    format!("bctr-{}-{daemon}-{name}", std::process::id())
+}
+
+/// The rows of a table, split on runs of spaces.
+fn rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+/// The status column of `tasks ls` for `id`.
+fn task_status(c: &dyn Daemon, id: &str) -> Option<String> {
+    rows(&ok(&c.bctr(&["tasks", "ls"])))
+        .into_iter()
+        .skip(1)
+        .find(|r| r.first().map(String::as_str) == Some(id))
+        .and_then(|r| r.get(2).cloned())
+}
+
+fn wait_for_status(c: &dyn Daemon, id: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = task_status(c, id);
+        if s.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} did not become {want} (is {s:?})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn run_exit_statuses_and_stdio() {
+    on_both("run", run_exit_statuses_and_stdio_on);
+}
+
+fn run_exit_statuses_and_stdio_on(c: &dyn Daemon, img: &str, tag: &str) {
+    let img = img.to_owned();
+    let [c1, c2, c3, c4, c5, r1] = ["c1", "c2", "c3", "c4", "c5", "r1"].map(|n| cid(tag, n));
+    let out = c.bctr(&["run", "--rm", &img, &c1, "/bin/true"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    let out = c.bctr(&["run", "--rm", &img, &c2, "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "an exit status prints nothing: {out:?}"
+    );
+
+    let out = c.bctr(&[
+        "run",
+        "--rm",
+        &img,
+        &c3,
+        "sh",
+        "-c",
+        "echo to-stdout; echo to-stderr >&2",
+    ]);
+    assert_eq!(ok(&out), "to-stdout\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "to-stderr\n");
+
+    let out = bctr_with_stdin(
+        c,
+        &[
+            "run",
+            "--rm",
+            &img,
+            &c4,
+            "sh",
+            "-c",
+            "read line; echo got:$line",
+        ],
+        b"a line on stdin\n",
+    );
+    assert_eq!(ok(&out), "got:a line on stdin\n");
+
+    // The same with ctr, for the record: bctr's outputs are ctr's.
+    let ctr = c.ctr(&[
+        "run",
+        "--rm",
+        &img,
+        &r1,
+        "sh",
+        "-c",
+        "echo to-stdout; exit 3",
+    ]);
+    assert_eq!(ctr.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&ctr.stdout), "to-stdout\n");
+
+    // --env, --cwd, --read-only and the image's environment reach the process.
+    let out = c.bctr(&[
+        "run",
+        "--rm",
+        "--env",
+        "A=1",
+        "--cwd",
+        "/tmp",
+        "--read-only",
+        &img,
+        &c5,
+        "sh",
+        "-c",
+        "echo $A $PATH; pwd; touch /x 2>/dev/null || echo read-only",
+    ]);
+    assert_eq!(
+        ok(&out),
+        "1 /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n/tmp\nread-only\n"
+    );
+
+    // --rm leaves neither container nor snapshot behind.
+    assert_eq!(rows(&ok(&c.bctr(&["containers", "ls"]))).len(), 1);
+    let snaps = ok(&c.ctr(&["snapshots", "ls"]));
+    assert!(!snaps.contains(&c1) && !snaps.contains(&c4), "{snaps}");
+
+    // What bctr refuses, it refuses before making anything.
+    let err = fails(&c.bctr(&["run", "--rm", "-d", &img, "x", "true"]));
+    assert!(err.contains("--detach and --rm"), "{err}");
+    let err = fails(&c.bctr(&["run", "--seccomp", &img, "x", "true"]));
+    assert!(err.contains("seccomp"), "{err}");
+    assert!(rows(&ok(&c.bctr(&["containers", "ls", "-q"]))).is_empty());
+}
+
+#[test]
+fn detached_tasks_exec_and_kill() {
+    on_both("tasks", detached_tasks_exec_and_kill_on);
+}
+
+fn detached_tasks_exec_and_kill_on(c: &dyn Daemon, img: &str, tag: &str) {
+    let img = img.to_owned();
+    let [d1, d2] = ["d1", "d2"].map(|n| cid(tag, n));
+    // sh as the container's pid 1 ignores SIGTERM unless it traps it.
+    let script = "trap 'exit 143' TERM; sleep 1000 & wait";
+    let out = c.bctr(&["run", "-d", &img, &d1, "sh", "-c", script]);
+    assert_eq!(ok(&out), "", "-d prints nothing");
+    wait_for_status(c, &d1, "RUNNING");
+    ok(&c.ctr(&["run", "-d", &img, &d2, "sh", "-c", script]));
+
+    // tasks ls: ctr's header and shape; both daemons' rows are the same columns.
+    let b = rows(&ok(&c.bctr(&["tasks", "ls"])));
+    let r = rows(&ok(&c.ctr(&["tasks", "ls"])));
+    assert_eq!(b[0], ["TASK", "PID", "STATUS"]);
+    assert_eq!(b[0], r[0]);
+    let mut bids: Vec<_> = b[1..]
+        .iter()
+        .map(|r| (r[0].clone(), r[2].clone()))
+        .collect();
+    let mut rids: Vec<_> = r[1..]
+        .iter()
+        .map(|r| (r[0].clone(), r[2].clone()))
+        .collect();
+    bids.sort();
+    rids.sort();
+    assert_eq!(bids, rids);
+
+    // containers ls: the same table as ctr's, byte for byte.
+    assert_eq!(
+        ok(&c.bctr(&["containers", "ls"])),
+        ok(&c.ctr(&["containers", "ls"]))
+    );
+    // containers info of ctr's container: what ctr prints.
+    assert_eq!(
+        ok(&c.bctr(&["containers", "info", &d2])),
+        ok(&c.ctr(&["containers", "info", &d2]))
+    );
+
+    // exec: output, exit status, and the process is gone afterwards.
+    let out = c.bctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e1",
+        &d1,
+        "sh",
+        "-c",
+        "echo in-exec; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "in-exec\n");
+    let ps = rows(&ok(&c.bctr(&["tasks", "ps", &d1])));
+    assert_eq!(ps[0], ["PID", "INFO"]);
+
+    // pause / resume.
+    ok(&c.bctr(&["tasks", "pause", &d1]));
+    wait_for_status(c, &d1, "PAUSED");
+    ok(&c.bctr(&["tasks", "resume", &d1]));
+    wait_for_status(c, &d1, "RUNNING");
+
+    // metrics: ctr's table.
+    let m = ok(&c.bctr(&["tasks", "metrics", &d1]));
+    assert_eq!(rows(&m)[0], ["ID", "TIMESTAMP"], "{m}");
+    assert_eq!(rows(&m)[1][0], d1, "{m}");
+    assert!(m.contains("\nMETRIC"), "{m}");
+    assert!(m.contains("pids.current"), "{m}");
+
+    // A running task is not deleted without --force, nor its container.
+    fails(&c.bctr(&["tasks", "rm", &d1]));
+    fails(&c.bctr(&["containers", "rm", &d1]));
+
+    // kill with the default signal (the image's stop signal, SIGTERM): a waiting attach sees 143.
+    let attach = Command::new(bin("bctr"))
+        .arg("--address")
+        .arg(c.socket())
+        .args(["tasks", "attach", &d1])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bctr tasks attach");
+    std::thread::sleep(Duration::from_millis(500));
+    ok(&c.bctr(&["tasks", "kill", &d1]));
+    let out = attach.wait_with_output().expect("attach output");
+    assert_eq!(out.status.code(), Some(143), "{out:?}");
+
+    // d2 (ctr's) killed by number, then removed with its task by bctr.
+    ok(&c.bctr(&["tasks", "kill", "--signal", "9", &d2]));
+    wait_for_status(c, &d2, "STOPPED");
+    ok(&c.bctr(&["tasks", "rm", &d2]));
+    ok(&c.bctr(&["containers", "rm", &d1, &d2]));
+    assert!(rows(&ok(&c.bctr(&["containers", "ls", "-q"]))).is_empty());
+    assert!(rows(&ok(&c.bctr(&["tasks", "ls", "-q"]))).is_empty());
+}
