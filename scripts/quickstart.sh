@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Berth's main job on a fresh machine (as root): build, start berthd on a private root and socket,
-# import an image built offline from Debian's busybox-static, unpack it into overlayfs snapshots
-# and mount its root file system. Leaves berthd running and prints how to use and stop it.
+# import an image built offline from Debian's busybox-static (unpacked into overlayfs snapshots)
+# and run a container from it that says hello. Leaves berthd running and prints how to use and
+# stop it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v busybox >/dev/null || {
+install() {
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q busybox-static >/dev/null 2>&1 \
-        || { apt-get update -q >/dev/null && apt-get install -y -q busybox-static >/dev/null; }
+    apt-get install -y -q "$@" >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }
 }
+# busybox-static for the offline image; containerd's package for the shim that runs containers
+# (containerd-shim-runc-v2, with runc) until Berth's own shim lands.
+command -v busybox >/dev/null || install busybox-static
+{ command -v containerd-shim-runc-v2 && command -v runc; } >/dev/null || install containerd
 
 DIR=${BERTH_QUICKSTART_DIR:-/tmp/berth-quickstart}
 SOCK=$DIR/berthd.sock
@@ -31,14 +36,16 @@ $B plugins ls
 $B images import "$DIR/busybox.tar"
 $B images ls
 $B snapshots tree
-mkdir -p "$DIR/rootfs"
-mountpoint -q "$DIR/rootfs" && $B images unmount --rm "$DIR/rootfs" >/dev/null
-$B images mount docker.io/library/busybox:berth "$DIR/rootfs"
-ls "$DIR/rootfs" "$DIR/rootfs/bin" | head -20
+# A container left by an interrupted earlier run would block the name.
+$B tasks rm --force hello >/dev/null 2>&1 || true
+$B containers rm hello >/dev/null 2>&1 || true
+$B run --rm docker.io/library/busybox:berth hello \
+    sh -c 'echo "Hello from a Berth container: $(hostname), pid $$, $(uname -sr)"'
 cat <<TXT
 
-berthd is serving $SOCK (log: $DIR/berthd.log); the image is mounted read-only on $DIR/rootfs.
-  bctr --address $SOCK images unmount --rm $DIR/rootfs
+berthd is serving $SOCK (log: $DIR/berthd.log).
+  bctr --address $SOCK run -d docker.io/library/busybox:berth c1 sleep 1000
+  bctr --address $SOCK tasks ls
   ctr  --address $SOCK images ls        # containerd's own client works too
-  kill \$(cat $DIR/berthd.pid)           # stop berthd
+  kill \$(cat $DIR/berthd.pid)           # stop berthd (containers keep running; a new berthd finds them)
 TXT
