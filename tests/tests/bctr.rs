@@ -192,3 +192,25 @@ fn content_fetch_blob_from_a_file_verifies_the_digest() {
     let err = fails(&berthd.bctr(&["content", "fetch-blob", "--file", p, &wrong]));
     assert!(err.contains("unexpected commit"), "{err}");
 }
+
+#[test]
+fn image_archive_with_an_oversized_tar_header_is_refused() {
+    // Issue 15, defect 5, on bctr's client-side import: a PAX header declaring 64 MiB in a
+    // stream of a few blocks fails at once, before anything is buffered or written.
+    require_root("starting berthd");
+    let berthd = Berthd::start();
+    let mut header = tar::Header::new_ustar();
+    header.set_path("PaxHeaders/huge").unwrap();
+    header.set_entry_type(tar::EntryType::XHeader);
+    header.set_size(64 << 20);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut archive = header.as_bytes().to_vec();
+    archive.extend_from_slice(&[b'9'; 4096]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostile.tar");
+    std::fs::write(&path, &archive).unwrap();
+    let err = fails(&berthd.bctr(&["images", "import", path.to_str().unwrap()]));
+    assert!(err.contains("extension header"), "{err}");
+    assert_eq!(ok(&berthd.bctr(&["images", "ls", "-q"])).trim(), "");
+}

@@ -309,7 +309,8 @@ async fn import_index(
     } else {
         Box::new(buffered)
     };
-    let mut tar = tar::Archive::new(reader);
+    // Image archives come from anywhere: extension headers are bounded as in layers.
+    let mut tar = tar::Archive::new(berth_archive::HeaderGuard::new(reader));
     let entries = tar.entries().map_err(tar_error)?;
 
     let mut layout: Option<OciLayout> = None;

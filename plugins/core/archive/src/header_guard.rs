@@ -44,8 +44,9 @@ enum Phase {
 
 /// A reader that fails when the tar stream it carries reaches an extension header declaring more
 /// than [`MAX_EXTENSION_HEADER`] bytes. It must be read by the `tar` crate directly (nothing
-/// buffering in between), so that the failing read is the crate's read of that header.
-pub(crate) struct HeaderGuard<R> {
+/// buffering in between), so that the failing read is the crate's read of that header. Every
+/// reader of untrusted tar streams uses it: layer apply here, image archive import in bctr.
+pub struct HeaderGuard<R> {
     inner: R,
     phase: Phase,
     block: tar::Header,
@@ -56,7 +57,7 @@ pub(crate) struct HeaderGuard<R> {
 }
 
 impl<R: Read> HeaderGuard<R> {
-    pub(crate) fn new(inner: R) -> Self {
+    pub fn new(inner: R) -> Self {
         HeaderGuard {
             inner,
             phase: Phase::Header,
@@ -67,7 +68,7 @@ impl<R: Read> HeaderGuard<R> {
         }
     }
 
-    pub(crate) fn into_inner(self) -> R {
+    pub fn into_inner(self) -> R {
         self.inner
     }
 

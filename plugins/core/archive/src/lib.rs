@@ -28,7 +28,7 @@ pub use compression::{
 pub use diff::{write_diff, write_diff_gzip, DiffOptions, DiffStats};
 pub use digest::{parse_sha256, DigestingReader, DigestingWriter};
 pub use error::ArchiveError;
-pub use header_guard::MAX_EXTENSION_HEADER;
+pub use header_guard::{HeaderGuard, MAX_EXTENSION_HEADER};
 pub use inherit::inherit_dir_metadata;
 
 #[cfg(test)]
