@@ -1,7 +1,7 @@
 //! bctr's library half: connecting to a daemon over its unix socket, printing tables, and the
 //! pure logic of images (documents, platforms, references, archives) and of containers (runtime
-//! specs, signals, Go-shaped JSON) that the commands share. The integration tests use the same
-//! connection code to talk to berthd directly.
+//! specs and their seccomp profiles, signals, Go-shaped JSON) that the commands share. The
+//! integration tests use the same connection code to talk to berthd directly.
 
 pub mod archive;
 pub mod client;
@@ -9,6 +9,7 @@ pub mod gojson;
 pub mod oci;
 pub mod protojson;
 pub mod reference;
+pub mod seccomp;
 pub mod signals;
 pub mod spec;
 pub mod table;

@@ -11,8 +11,10 @@ use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{
     Capability, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespaceType, LinuxPids,
-    LinuxResources, Mount, Process, Spec,
+    LinuxResources, LinuxSeccomp, Mount, Process, Spec,
 };
+
+use crate::seccomp;
 
 /// `typeurl` of a runtime spec, as containerd's client registers it.
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -526,6 +528,40 @@ pub fn capabilities_from_mask(mask: u64) -> Vec<String> {
         .collect()
 }
 
+/// The spec's bounding capabilities by name, in the order [`to_json`] writes them (containerd's
+/// default order, then by number), which is the order containerd walks them in.
+fn bounding_capabilities(spec: &Spec) -> Vec<String> {
+    let mut names: Vec<String> = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| match serde_json::to_value(c) {
+            Ok(serde_json::Value::String(name)) => Some(name),
+            _ => None,
+        })
+        .collect();
+    names.sort_by_key(|c| cap_rank(c));
+    names
+}
+
+/// containerd's `seccomp.WithDefaultProfile`: its default profile for the spec's bounding
+/// capabilities on `host`. It reads the capabilities, so it comes after `--privileged`, as in ctr
+/// (which is why `--privileged --seccomp` still gets a profile, with every capability's calls).
+pub fn with_default_seccomp(spec: &mut Spec, host: &seccomp::Host) {
+    let profile = seccomp::default_profile(&bounding_capabilities(spec), host);
+    with_seccomp(spec, profile);
+}
+
+/// containerd's `seccomp.WithProfile` once the file is read: `profile` as the spec's seccomp.
+pub fn with_seccomp(spec: &mut Spec, profile: LinuxSeccomp) {
+    spec.linux_mut()
+        .get_or_insert_with(Default::default)
+        .set_seccomp(Some(profile));
+}
+
 /// `oci.WithCPUShares`.
 pub fn with_cpu_shares(spec: &mut Spec, shares: u64) {
     cpu_mut(spec).set_shares(Some(shares));
@@ -917,6 +953,43 @@ mod tests {
         ));
         let q = parse_mount_flag("\"src=/a,b\",dst=/c").unwrap();
         assert_eq!(q.source().as_deref(), Some(Path::new("/a,b")));
+    }
+
+    #[test]
+    fn seccomp_follows_the_bounding_set() {
+        let host = seccomp::Host {
+            arch: "amd64".into(),
+            kernel: Some((6, 1)),
+        };
+        let mut s = default_spec("ns", "id");
+        with_default_seccomp(&mut s, &host);
+        let v: serde_json::Value = serde_json::from_slice(&to_json(&s).unwrap()).unwrap();
+        let rules = v["linux"]["seccomp"]["syscalls"].as_array().unwrap();
+        let allows = |call: &str| {
+            rules.iter().any(|r| {
+                r["action"] == "SCMP_ACT_ALLOW"
+                    && r.get("args").is_none()
+                    && r["names"].as_array().unwrap().contains(&call.into())
+            })
+        };
+        assert!(allows("chroot") && !allows("mount"));
+
+        // --privileged then --seccomp: the profile of every capability the caller has.
+        with_privileged(
+            &mut s,
+            &["CAP_SYS_ADMIN".to_owned(), "CAP_SYS_BOOT".to_owned()],
+            Vec::new(),
+        );
+        assert!(s.linux().as_ref().unwrap().seccomp().is_none());
+        with_default_seccomp(&mut s, &host);
+        let v: serde_json::Value = serde_json::from_slice(&to_json(&s).unwrap()).unwrap();
+        let rules = v["linux"]["seccomp"]["syscalls"].as_array().unwrap();
+        let firsts: Vec<&str> = rules
+            .iter()
+            .map(|r| r["names"][0].as_str().unwrap())
+            .collect();
+        assert_eq!(firsts[firsts.len() - 2..], ["bpf", "reboot"]);
+        assert!(!firsts.contains(&"chroot"));
     }
 
     #[test]

@@ -201,8 +201,8 @@ fn run_exit_statuses_and_stdio_on(c: &dyn Daemon, img: &str, tag: &str) {
     // What bctr refuses, it refuses before making anything.
     let err = fails(&c.bctr(&["run", "--rm", "-d", &img, "x", "true"]));
     assert!(err.contains("--detach and --rm"), "{err}");
-    let err = fails(&c.bctr(&["run", "--seccomp", &img, "x", "true"]));
-    assert!(err.contains("seccomp"), "{err}");
+    let err = fails(&c.bctr(&["run", "--seccomp-profile", "/p.json", &img, "x", "true"]));
+    assert!(err.contains("seccomp must be set to true"), "{err}");
     assert!(rows(&ok(&c.bctr(&["containers", "ls", "-q"]))).is_empty());
 }
 
@@ -304,4 +304,188 @@ fn detached_tasks_exec_and_kill_on(c: &dyn Daemon, img: &str, tag: &str) {
     ok(&c.bctr(&["containers", "rm", &d1, &d2]));
     assert!(rows(&ok(&c.bctr(&["containers", "ls", "-q"]))).is_empty());
     assert!(rows(&ok(&c.bctr(&["tasks", "ls", "-q"]))).is_empty());
+}
+
+/// The `Seccomp:` field of /proc/self/status inside a new container run with `flags` (0: no
+/// seccomp, 2: a filter).
+fn seccomp_mode(c: &dyn Daemon, img: &str, id: &str, flags: &[&str]) -> String {
+    let script = "while read k v; do case $k in Seccomp:) echo $v;; esac; done </proc/self/status";
+    let mut args = vec!["run", "--rm"];
+    args.extend(flags);
+    args.extend([img, id, "sh", "-c", script]);
+    ok(&c.bctr(&args)).trim().to_owned()
+}
+
+/// The `linux.seccomp` section of a container's spec, as real ctr's `containers info` shows it:
+/// its fields other than `syscalls`, and every syscall's rule flattened to one line per name
+/// (name, action, errno, conditions), sorted. Two profiles that allow and refuse the same calls
+/// under the same conditions give the same lines, however their rules are grouped or ordered.
+fn seccomp_of(c: &dyn Daemon, id: &str) -> (serde_json::Value, Vec<String>) {
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&c.ctr(&["containers", "info", id]))).expect("info is JSON");
+    let mut section = info["Spec"]["linux"]["seccomp"].clone();
+    assert!(section.is_object(), "{id} has no linux.seccomp: {info}");
+    let rules = section
+        .as_object_mut()
+        .and_then(|o| o.remove("syscalls"))
+        .unwrap_or_default();
+    let mut lines = Vec::new();
+    for rule in rules.as_array().into_iter().flatten() {
+        let mut args: Vec<serde_json::Value> = rule["args"].as_array().cloned().unwrap_or_default();
+        for a in &mut args {
+            // Go omits a zero valueTwo; an explicit 0 means the same.
+            if a.get("valueTwo") == Some(&serde_json::json!(0)) {
+                a.as_object_mut().map(|o| o.remove("valueTwo"));
+            }
+        }
+        for name in rule["names"].as_array().into_iter().flatten() {
+            lines.push(format!(
+                "{name} {} errno={} args={}",
+                rule["action"],
+                rule.get("errnoRet").unwrap_or(&serde_json::Value::Null),
+                serde_json::Value::Array(args.clone())
+            ));
+        }
+    }
+    lines.sort();
+    (section, lines)
+}
+
+/// `containers create <flags> <img> <id> true`.
+fn create_args<'a>(flags: &[&'a str], img: &'a str, id: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["containers", "create"];
+    args.extend(flags);
+    args.extend([img, id, "true"]);
+    args
+}
+
+/// Creates a container with ctr and one with bctr, both with `flags`, and asserts that their
+/// seccomp sections are the same.
+fn same_seccomp_as_ctr(c: &dyn Daemon, img: &str, tag: &str, name: &str, flags: &[&str]) {
+    let (r, b) = (
+        cid(tag, &format!("{name}-ctr")),
+        cid(tag, &format!("{name}-bctr")),
+    );
+    ok(&c.ctr(&create_args(flags, img, &r)));
+    ok(&c.bctr(&create_args(flags, img, &b)));
+    let (ctr_section, ctr_rules) = seccomp_of(c, &r);
+    let (bctr_section, bctr_rules) = seccomp_of(c, &b);
+    ok(&c.ctr(&["containers", "rm", &r, &b]));
+    assert_eq!(bctr_section, ctr_section, "{flags:?}");
+    let missing: Vec<_> = ctr_rules
+        .iter()
+        .filter(|l| !bctr_rules.contains(l))
+        .collect();
+    let extra: Vec<_> = bctr_rules
+        .iter()
+        .filter(|l| !ctr_rules.contains(l))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{flags:?}: bctr lacks {missing:?}, has more {extra:?}"
+    );
+    assert_eq!(bctr_rules, ctr_rules, "{flags:?}: the same rules as often");
+}
+
+#[test]
+fn run_with_default_seccomp() {
+    on_both("seccomp", run_with_default_seccomp_on);
+}
+
+fn run_with_default_seccomp_on(c: &dyn Daemon, img: &str, tag: &str) {
+    let [s1, s2, s3, s4, s5, s6] = ["s1", "s2", "s3", "s4", "s5", "s6"].map(|n| cid(tag, n));
+    let out = c.bctr(&["run", "--rm", "--seccomp", img, &s1, "sh", "-c", "echo ok"]);
+    assert_eq!(ok(&out), "ok\n");
+    // Ordinary programs run under the default profile.
+    let script = "ls / >/dev/null && cat /etc/hostname >/dev/null && sleep 0.1 && mkdir /tmp/d \
+                  && touch /tmp/d/f && rm -r /tmp/d && id -u && echo fine";
+    let out = c.bctr(&["run", "--rm", "--seccomp", img, &s2, "sh", "-c", script]);
+    assert_eq!(ok(&out), "0\nfine\n");
+
+    // The process is under a filter with --seccomp, and under none without.
+    assert_eq!(seccomp_mode(c, img, &s3, &["--seccomp"]), "2");
+    assert_eq!(seccomp_mode(c, img, &s4, &[]), "0");
+
+    // A new user namespace needs no capability, so only the profile stops it (unshare is
+    // CAP_SYS_ADMIN's, and clone without namespace flags): allowed without --seccomp, refused
+    // with it.
+    let script = "/bin/busybox unshare -U true 2>/dev/null && echo allowed || echo refused";
+    let out = c.bctr(&["run", "--rm", img, &s5, "sh", "-c", script]);
+    assert_eq!(ok(&out), "allowed\n");
+    let out = c.bctr(&["run", "--rm", "--seccomp", img, &s6, "sh", "-c", script]);
+    assert_eq!(ok(&out), "refused\n");
+
+    // The profile in the spec is ctr's: the default one, and the one of a privileged container
+    // (ctr applies --privileged first, so the profile allows what all the capabilities allow).
+    same_seccomp_as_ctr(c, img, tag, "default", &["--seccomp"]);
+    same_seccomp_as_ctr(c, img, tag, "priv", &["--privileged", "--seccomp"]);
+    assert!(rows(&ok(&c.bctr(&["containers", "ls", "-q"]))).is_empty());
+}
+
+#[test]
+fn run_with_seccomp_profile_file() {
+    on_both("seccomp-file", run_with_seccomp_profile_file_on);
+}
+
+fn run_with_seccomp_profile_file_on(c: &dyn Daemon, img: &str, tag: &str) {
+    let [p1, p2] = ["p1", "p2"].map(|n| cid(tag, n));
+    let dir = tempfile::tempdir().unwrap();
+    // A Docker-style profile: allow everything but making directories. `comment` is not a spec
+    // field; ctr ignores it, and so does bctr.
+    let profile = dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                          "comment": "no new directories"}]}"#,
+    )
+    .unwrap();
+    let profile = profile.to_str().unwrap();
+    let script =
+        "mkdir /tmp/x 2>/dev/null && echo made || echo refused; touch /tmp/y && echo touched";
+    let flags = ["--seccomp", "--seccomp-profile", profile];
+    let mut args = vec!["run", "--rm"];
+    args.extend(flags);
+    args.extend([img, p1.as_str(), "sh", "-c", script]);
+    assert_eq!(ok(&c.bctr(&args)), "refused\ntouched\n");
+    // ctr, for the record, does the same.
+    let i = args.len() - 4;
+    args[i] = &p2;
+    assert_eq!(ok(&c.ctr(&args)), "refused\ntouched\n");
+    same_seccomp_as_ctr(c, img, tag, "file", &flags);
+
+    // A file that is not a profile: a clear error, and nothing made.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"defaultAction\": ").unwrap();
+    let bad = bad.to_str().unwrap();
+    let err = fails(&c.bctr(&[
+        "run",
+        "--rm",
+        "--seccomp",
+        "--seccomp-profile",
+        bad,
+        img,
+        &p1,
+        "true",
+    ]));
+    assert!(
+        err.contains("decoding seccomp profile failed") && err.contains(bad),
+        "{err}"
+    );
+    let missing = dir.path().join("missing.json");
+    let missing = missing.to_str().unwrap();
+    let err = fails(&c.bctr(&[
+        "run",
+        "--rm",
+        "--seccomp",
+        "--seccomp-profile",
+        missing,
+        img,
+        &p1,
+        "true",
+    ]));
+    assert!(err.contains("cannot load seccomp profile"), "{err}");
+    assert!(rows(&ok(&c.bctr(&["containers", "ls", "-q"]))).is_empty());
+    let snaps = ok(&c.ctr(&["snapshots", "ls"]));
+    assert!(!snaps.contains(&p1), "{snaps}");
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bctr::oci;
+use bctr::seccomp;
 use bctr::spec::{self, ImageRunConfig};
 use berth_api::containers::{
     container::Runtime, containers_client::ContainersClient, Container, CreateContainerRequest,
@@ -24,7 +25,7 @@ use berth_api::tasks::{
 use berth_mount::{Mount, TempMount};
 use berth_oci::{platform, Matcher};
 use clap::Args;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxSeccomp, Spec};
 use tonic::Code;
 
 use super::stdio::{self, Fifos, Io, RawTerminal};
@@ -116,12 +117,13 @@ pub struct ContainerFlags {
     /// Cgroup path (empty to not use one); default /<namespace>/<id>.
     #[arg(long)]
     pub cgroup: Option<String>,
-    /// Enable the default seccomp profile (not supported by bctr yet).
+    /// Enable the default seccomp profile (containerd's, for the container's capabilities).
     #[arg(long)]
     pub seccomp: bool,
-    /// A custom seccomp profile (not supported by bctr yet).
+    /// A seccomp profile file (JSON, the spec's linux.seccomp) instead of the default; needs
+    /// --seccomp.
     #[arg(long = "seccomp-profile")]
-    pub seccomp_profile: Option<String>,
+    pub seccomp_profile: Option<PathBuf>,
     /// Run the image for this platform.
     #[arg(long)]
     pub platform: Option<String>,
@@ -141,14 +143,9 @@ fn usage(msg: impl Into<String>) -> CmdError {
 
 /// Refuses what bctr cannot do, before anything is made.
 fn check_flags(f: &ContainerFlags) -> Result<(), CmdError> {
-    if !f.seccomp && f.seccomp_profile.is_some() {
+    if !f.seccomp && seccomp_profile(f).is_some() {
         return Err(usage(
             "seccomp must be set to true, if using a custom seccomp-profile",
-        ));
-    }
-    if f.seccomp {
-        return Err(usage(
-            "--seccomp is not supported by bctr yet (it has no seccomp profile to apply); run without it",
         ));
     }
     if (f.cpu_quota != -1 || f.cpu_period != 0) && f.cpus > 0.0 {
@@ -160,6 +157,13 @@ fn check_flags(f: &ContainerFlags) -> Result<(), CmdError> {
         }
     }
     Ok(())
+}
+
+/// The `--seccomp-profile` file; an empty value is no file, as for ctr.
+fn seccomp_profile(f: &ContainerFlags) -> Option<&Path> {
+    f.seccomp_profile
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty())
 }
 
 /// containerd's `tryReadonlyMounts`: the snapshot's mounts made read-only, for reading the
@@ -324,6 +328,13 @@ fn build_spec(
             .collect();
         spec::with_annotations(&mut s, &annotations);
     }
+    // After --privileged, as in ctr: the default profile depends on the capabilities.
+    if f.seccomp {
+        match &new.seccomp_profile {
+            Some(profile) => spec::with_seccomp(&mut s, profile.clone()),
+            None => spec::with_default_seccomp(&mut s, &seccomp::Host::current()),
+        }
+    }
     if f.cpus > 0.0 {
         spec::with_cpu_cfs(&mut s, (f.cpus * 100_000.0) as i64, 100_000);
     }
@@ -357,11 +368,28 @@ struct NewContainerOwned {
     id: String,
     args: Vec<String>,
     flags: ContainerFlags,
+    /// The `--seccomp-profile` file's profile, read before anything was made.
+    seccomp_profile: Option<LinuxSeccomp>,
+}
+
+/// Reads the `--seccomp-profile` file (if any) on a blocking thread. ctr reads it while building
+/// the spec, after the snapshot is prepared; bctr reads it first, so a bad file leaves nothing
+/// behind — the error is the same.
+async fn read_seccomp_profile(f: &ContainerFlags) -> Result<Option<LinuxSeccomp>, CmdError> {
+    let Some(path) = seccomp_profile(f).map(Path::to_owned) else {
+        return Ok(None);
+    };
+    tokio::task::spawn_blocking(move || seccomp::load_profile(&path))
+        .await
+        .map_err(|e| CmdError::Failed(format!("reading the seccomp profile failed: {e}")))?
+        .map(Some)
+        .map_err(|e| CmdError::Failed(e.to_string()))
 }
 
 /// Creates the container (and its snapshot) as `ctr run` / `ctr containers create` do.
 pub async fn new_container(ctx: &Ctx, new: NewContainer<'_>) -> Result<Container, CmdError> {
     check_flags(new.flags)?;
+    let seccomp_profile = read_seccomp_profile(new.flags).await?;
     let img = ImagesClient::new(ctx.channel.clone())
         .get(ctx.request(GetImageRequest {
             name: new.image.to_owned(),
@@ -382,7 +410,16 @@ pub async fn new_container(ctx: &Ctx, new: NewContainer<'_>) -> Result<Container
     // before the record that holds it exists.
     let lease = leases::create_temporary(ctx).await?;
     let leased = ctx.with_lease(&lease);
-    let result = create_leased(&leased, &new, &img, &target, &matcher, &snapshotter).await;
+    let result = create_leased(
+        &leased,
+        &new,
+        seccomp_profile,
+        &img,
+        &target,
+        &matcher,
+        &snapshotter,
+    )
+    .await;
     let cleanup = leases::delete_temporary(ctx, &lease).await;
     let container = result?;
     cleanup?;
@@ -392,6 +429,7 @@ pub async fn new_container(ctx: &Ctx, new: NewContainer<'_>) -> Result<Container
 async fn create_leased(
     ctx: &Ctx,
     new: &NewContainer<'_>,
+    seccomp_profile: Option<LinuxSeccomp>,
     img: &berth_api::images::Image,
     target: &oci::Descriptor,
     matcher: &Matcher,
@@ -437,6 +475,7 @@ async fn create_leased(
         id: new.id.to_owned(),
         args: new.args.clone(),
         flags: new.flags.clone(),
+        seccomp_profile,
     };
     let namespace = ctx.namespace.clone();
     let rootfs: Vec<Mount> = mounts.into_iter().map(to_mount).collect();
