@@ -493,6 +493,9 @@ fn tasks_survive_a_berthd_sigkill() {
         "-c",
         "sleep 1; exit 7",
     ]));
+    let r2_socket = std::fs::read_to_string(f.bundle("rst-r2").join("address")).unwrap();
+    let r2_socket = PathBuf::from(r2_socket.trim().trim_start_matches("unix://"));
+    assert!(r2_socket.exists(), "{}", r2_socket.display());
     let mut child = f.berthd.child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();

@@ -374,6 +374,7 @@ impl Inner {
             }
         };
         task.stop();
+        remove_dead_socket(bundle);
         if let Err(e) = bundle.delete() {
             tracing::warn!(id = %bundle.id, error = %e, "remove bundle of dead shim");
         }
@@ -468,6 +469,28 @@ impl Inner {
             }
         }
         Ok(())
+    }
+}
+
+/// A shim that was killed leaves its socket (`/run/containerd/s/<hash>` for runc's); once
+/// nothing answers on it, it goes with the task.
+fn remove_dead_socket(bundle: &Bundle) {
+    let Ok(Some(address)) = bundle.read(bundle::ADDRESS) else {
+        return;
+    };
+    let Some(path) = address.strip_prefix("unix://") else {
+        return;
+    };
+    // Abstract sockets (`unix://@…`) have no file.
+    if path.starts_with('@') {
+        return;
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(%path, error = %e, "remove dead shim's socket");
+        }
     }
 }
 
