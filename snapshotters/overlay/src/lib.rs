@@ -240,17 +240,42 @@ impl Snapshotter for OverlaySnapshotter {
             )));
         }
         let upper = self.upper(&s.id);
-        // The fresh upper must be empty: rmdir refuses otherwise, and nothing is lost.
-        fs::remove_dir(&upper).map_err(|e| {
-            if e.raw_os_error() == Some(nix::libc::ENOTEMPTY) {
-                SnapshotError::FailedPrecondition(format!(
-                    "snapshot {key:?} has already been written to"
-                ))
-            } else {
-                SnapshotError::io("remove empty upper", &upper)(e)
+        // The fresh upper must be empty: nothing written to the snapshot may be lost.
+        let written = fs::read_dir(&upper)
+            .map_err(SnapshotError::io("read upper", &upper))?
+            .next()
+            .is_some();
+        if written {
+            return Err(SnapshotError::FailedPrecondition(format!(
+                "snapshot {key:?} has already been written to"
+            )));
+        }
+        // One atomic exchange: at every instant the snapshot has an upper directory, so a crash
+        // here leaves either the empty upper or the extracted layer, never none (removing the
+        // empty upper first and renaming after did, and left an active snapshot without `fs`).
+        // What the exchange moved into staging is removed now, or with staging at start-up.
+        match nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            staged,
+            nix::fcntl::AT_FDCWD,
+            &upper,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        ) {
+            Ok(()) => {
+                if let Err(e) = fs::remove_dir(staged) {
+                    tracing::warn!(path = %staged.display(), error = %e, "remove the replaced empty upper");
+                }
+                Ok(())
             }
-        })?;
-        fs::rename(staged, &upper).map_err(SnapshotError::io("adopt layer", &upper))
+            // A file system without RENAME_EXCHANGE: the two steps, as before.
+            Err(nix::errno::Errno::EINVAL) => {
+                fs::remove_dir(&upper).map_err(SnapshotError::io("remove empty upper", &upper))?;
+                fs::rename(staged, &upper).map_err(SnapshotError::io("adopt layer", &upper))
+            }
+            Err(e) => Err(SnapshotError::io("adopt layer", &upper)(
+                std::io::Error::from(e),
+            )),
+        }
     }
 }
 
