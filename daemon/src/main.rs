@@ -4,6 +4,7 @@
 //! the plugins (see `plugins.rs` for the list) and serves until SIGTERM or SIGINT, then closes the
 //! plugins in reverse initialisation order.
 
+mod check;
 mod config;
 mod plugins;
 mod rootdir;
@@ -33,16 +34,16 @@ struct Cli {
     #[arg(long, short = 'c', global = true)]
     config: Option<PathBuf>,
     /// Root directory for persistent data (overrides the config).
-    #[arg(long)]
+    #[arg(long, global = true)]
     root: Option<PathBuf>,
     /// State directory for runtime data (overrides the config).
-    #[arg(long)]
+    #[arg(long, global = true)]
     state: Option<PathBuf>,
     /// Unix socket to serve on (overrides [grpc] address).
     #[arg(long, short = 'a')]
     address: Option<String>,
     /// Log level: trace, debug, info, warn, error (overrides [debug] level).
-    #[arg(long, short = 'l')]
+    #[arg(long, short = 'l', global = true)]
     log_level: Option<String>,
     /// Log format: text or json (overrides [debug] format).
     #[arg(long)]
@@ -62,6 +63,31 @@ enum Command {
     Snapshotter {
         #[command(subcommand)]
         command: SnapshotterCommand,
+    },
+    /// Check a stopped berthd's root, as fsck checks a file system (--repair to fix it).
+    ///
+    /// Runs offline: it claims the root (--root, --state, --config as berthd takes them) and
+    /// refuses while a berthd uses it. It opens the metadata store, the content store and the
+    /// snapshotter drivers as berthd does (so what start-up repairs is repaired here too), then
+    /// checks that every blob file hashes to its name, every blob record has its file, every
+    /// snapshot record has its driver snapshot (with its directories) and a sound parent, and
+    /// that no driver snapshot, blob file or leased ingest is left without an owner.
+    ///
+    /// Prints one line per finding (`corrupt blob sha256:…`, `missing blob sha256:… (namespace
+    /// default)`, `missing snapshot …`, `unreferenced …`), per repair and per note (ingests in
+    /// progress and their age, images left incomplete), then a summary line.
+    ///
+    /// With --repair: corrupt blob files are removed (their records then count as missing),
+    /// records of missing blobs and snapshots are deleted (children first), then one full
+    /// collection runs (what `bctr gc` runs), which removes what nothing references.
+    ///
+    /// Exit status: 0 when the root is clean (or everything found was repaired), 1 when
+    /// problems remain (a report-only run that found any), 2 on a usage or I/O error (the root
+    /// in use, a store that cannot be opened or read).
+    Check {
+        /// Repair what is found.
+        #[arg(long)]
+        repair: bool,
     },
 }
 
@@ -109,7 +135,12 @@ fn main() -> ExitCode {
             print!("{}", cfg.to_toml());
             return ExitCode::SUCCESS;
         }
-        Some(Command::Snapshotter { .. }) | None => {}
+        Some(Command::Snapshotter { .. } | Command::Check { .. }) | None => {}
+    }
+    let mut cfg = cfg;
+    if matches!(cli.command, Some(Command::Check { .. })) && cli.log_level.is_none() {
+        // The check's report goes to stdout; plugin start-up chatter would drown it on stderr.
+        cfg.debug.level = "warn".into();
     }
     if let Err(e) = init_logging(&cfg) {
         eprintln!("berthd: {e}");
@@ -122,9 +153,29 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berthd: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            // `berthd check` promises 2 for an error that stopped it from checking.
+            return match cli.command {
+                Some(Command::Check { .. }) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            };
         }
     };
+    if let Some(Command::Check { repair }) = cli.command {
+        return match check::run(&cfg, repair, &runtime) {
+            Ok(report) => {
+                println!("{report}");
+                if report.clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("berthd check: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = match cli.command {
         Some(Command::Snapshotter {
             command: SnapshotterCommand::Serve { name, address },

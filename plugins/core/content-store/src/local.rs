@@ -62,6 +62,8 @@ pub struct LocalStore {
     pins: Mutex<HashMap<String, usize>>,
     /// Makes the names of temporary directories unique within this process.
     temp_seq: AtomicU64,
+    /// What [`LocalStore::open`] removed from `ingest/` (see [`LocalStore::repaired_at_open`]).
+    repaired: Vec<PathBuf>,
     /// Runs while a new ingest is half built (tests put a collection there).
     #[cfg(any(test, feature = "test-hooks"))]
     building_hook: Mutex<Option<Hook>>,
@@ -134,24 +136,33 @@ impl LocalStore {
         for dir in [root.join("blobs/sha256"), root.join("ingest")] {
             fs::create_dir_all(&dir).map_err(ContentError::io(&dir))?;
         }
-        let store = LocalStore {
+        let mut store = LocalStore {
             root: root.to_owned(),
             locks: Mutex::new(HashMap::new()),
             pins: Mutex::new(HashMap::new()),
             temp_seq: AtomicU64::new(0),
+            repaired: Vec::new(),
             #[cfg(any(test, feature = "test-hooks"))]
             building_hook: Mutex::new(None),
         };
-        store.repair()?;
+        store.repaired = store.repair()?;
         Ok(store)
+    }
+
+    /// The entries of `ingest/` that opening the store removed as a crash left them (half-built
+    /// or half-removed `.tmp-*` directories, ingests without `key` or `data`), so that an offline
+    /// check (`berthd check`) can report what start-up repaired; the daemon only logs them.
+    pub fn repaired_at_open(&self) -> &[PathBuf] {
+        &self.repaired
     }
 
     /// Removes half-built or half-removed directories (`.tmp-*`) and invalid ingests: without
     /// `key` or without `data`, as a crash inside a commit (data already moved to `blobs/`) or
     /// inside a removal leaves them. Only at start-up: while the daemon runs a `.tmp-*` directory
     /// may be a writer's ingest under construction.
-    fn repair(&self) -> Result<(), ContentError> {
+    fn repair(&self) -> Result<Vec<PathBuf>, ContentError> {
         let dir = self.root.join("ingest");
+        let mut repaired = Vec::new();
         for entry in fs::read_dir(&dir).map_err(ContentError::io(&dir))? {
             let entry = entry.map_err(ContentError::io(&dir))?;
             let path = entry.path();
@@ -166,7 +177,8 @@ impl LocalStore {
             };
             match removed {
                 Ok(()) => {
-                    tracing::info!(path = %path.display(), "removed an ingest left invalid by a crash")
+                    tracing::info!(path = %path.display(), "removed an ingest left invalid by a crash");
+                    repaired.push(path);
                 }
                 // Start-up goes on: the entry is invisible (never listed) and a writer for its
                 // ref builds a new ingest in its place.
@@ -175,7 +187,7 @@ impl LocalStore {
                 }
             }
         }
-        Ok(())
+        Ok(repaired)
     }
 
     pub fn root(&self) -> &Path {
@@ -881,6 +893,11 @@ mod tests {
         assert!(!half_built.exists());
         assert!(!empty.exists());
         assert_eq!(s.status("ns/kept").unwrap().offset, 9, "valid ingests stay");
+        let mut repaired = s.repaired_at_open().to_vec();
+        repaired.sort();
+        let mut want = vec![invalid, half_built, empty];
+        want.sort();
+        assert_eq!(repaired, want, "what open removed is reported");
     }
 
     #[test]

@@ -145,6 +145,23 @@ impl MetadataDb {
         Ok(out)
     }
 
+    /// Every snapshot record of every namespace and snapshotter, as `(namespace, snapshotter,
+    /// record)` in key order, read in one transaction: what an offline check (`berthd check`)
+    /// compares with the drivers, without knowing beforehand which snapshotters the records name.
+    pub fn all_snapshot_records(&self) -> Result<Vec<(String, String, SnapshotRecord)>, MetaError> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(SNAPSHOTS)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            let (ns, sn, key) = k.value();
+            let mut r: SnapshotRecord = decode(&table_key(ns, sn, key), v.value())?;
+            r.key = key.to_owned();
+            out.push((ns.to_owned(), sn.to_owned(), r));
+        }
+        Ok(out)
+    }
+
     /// Replaces the record of active `key` with one for committed `name`; returns the new
     /// record and the old one (to restore if the driver then fails).
     pub fn commit_snapshot_record(
@@ -325,5 +342,32 @@ mod tests {
         db.remove_snapshot_record("n1", "native", "A").unwrap();
         assert_eq!(db.list_snapshot_records("n1", "native").unwrap().len(), 0);
         assert_eq!(db.list_snapshot_records("n2", "native").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn all_records_span_namespaces_and_snapshotters() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetadataDb::open(dir.path()).unwrap();
+        for (ns, sn, key) in [
+            ("b", "native", "x"),
+            ("a", "overlayfs", "y"),
+            ("a", "native", "z"),
+        ] {
+            db.create_snapshot_record(ns, sn, key, "", BTreeMap::new(), None)
+                .unwrap();
+        }
+        let all: Vec<(String, String, String)> = db
+            .all_snapshot_records()
+            .unwrap()
+            .into_iter()
+            .map(|(ns, sn, r)| (ns, sn, r.key))
+            .collect();
+        let want = [
+            ("a", "native", "z"),
+            ("a", "overlayfs", "y"),
+            ("b", "native", "x"),
+        ]
+        .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+        assert_eq!(all, want);
     }
 }
