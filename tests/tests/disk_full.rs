@@ -1,4 +1,5 @@
-//! Issue 15, defect 1: a full disk. berthd's root on a small tmpfs is filled up; writes fail
+//! Issue 15, defect 1: a full disk. berthd's root on a small loop-mounted ext4 is filled up
+//! (ext4's delayed allocation can report the lack of space as late as fsync); writes fail
 //! with ResourceExhausted while it is full, and as soon as space is freed the same daemon serves
 //! every write again (redb refuses all writes after one I/O error until the database is
 //! reopened; berthd reopens it in place). Nothing half-written is left.
@@ -9,29 +10,45 @@ use std::path::{Path, PathBuf};
 use berth_api::namespaces::{
     namespaces_client::NamespacesClient, CreateNamespaceRequest, ListNamespacesRequest, Namespace,
 };
-use berth_tests::{fixtures, ok, require_root, Berthd};
+use std::process::Command;
 
-/// A tmpfs of `size` mounted on `path`, unmounted on drop.
-struct Tmpfs(PathBuf);
+use berth_tests::{fixtures, ok, require_program, require_root, Berthd};
 
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
+/// An ext4 file system of `mib` MiB in a file, loop-mounted on `path`; unmounted (and its loop
+/// device released) on drop.
+struct LoopFs(PathBuf);
+
+impl LoopFs {
+    fn mount(image: &Path, path: &Path, mib: u64) -> LoopFs {
+        let mkfs = require_program("mkfs.ext4", "e2fsprogs");
+        std::fs::File::create(image)
+            .and_then(|f| f.set_len(mib << 20))
+            .expect("file for the loop file system");
+        let made = Command::new(mkfs)
+            .args(["-q", "-F"])
+            .arg(image)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfs.ext4 failed");
         std::fs::create_dir_all(path).unwrap();
-        nix::mount::mount(
-            Some("tmpfs"),
-            path,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some(format!("size={size},mode=0700").as_str()),
-        )
-        .expect("mount a tmpfs (needs root)");
-        Tmpfs(path.to_owned())
+        let mounted = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(
+            mounted.success(),
+            "mount -o loop failed (needs root and loop devices)"
+        );
+        LoopFs(path.to_owned())
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for LoopFs {
     fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        // umount releases a loop device that mount -o loop set up.
+        let _ = Command::new("umount").arg(&self.0).status();
     }
 }
 
@@ -68,9 +85,16 @@ fn namespace(name: &str, label_bytes: usize) -> tonic::Request<CreateNamespaceRe
 
 #[test]
 fn a_full_disk_gives_clear_errors_and_service_comes_back_when_space_is_freed() {
-    require_root("mounting a small tmpfs for berthd's root");
+    require_root("loop-mounting a small file system for berthd's root");
+    let images = tempfile::tempdir().unwrap();
     let mut mounts = Vec::new();
-    let berthd = Berthd::start_after(|dir| mounts.push(Tmpfs::mount(&dir.join("root"), "8m")));
+    let berthd = Berthd::start_after(|dir| {
+        mounts.push(LoopFs::mount(
+            &images.path().join("root.ext4"),
+            &dir.join("root"),
+            16,
+        ))
+    });
     let rt = tokio::runtime::Runtime::new().unwrap();
     let channel = rt.block_on(berthd.channel());
     let mut client = NamespacesClient::new(channel);
