@@ -34,3 +34,7 @@ export BERTH_TEST_PYTHON="$PWD/$venv/bin/python"
 
 cargo build --workspace --bins
 cargo test --workspace "$@"
+# With no filter: the tests that need a pure cgroup v2 host, in one VM boot.
+if [ $# -eq 0 ]; then
+    ./scripts/vm-tests.sh
+fi

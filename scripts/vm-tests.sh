@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The tests that need what this host lacks, in one boot of a QEMU/TCG VM with Debian's kernel and
+# a pure cgroup v2 hierarchy (most real hosts; this one is hybrid): containers run through
+# berthd with runc's shim — exit codes, cgroups, exec, pause, v2 metrics, OOM, the Go client's
+# Update, restart recovery. Builds the VM kit under target/vm the first time (scripts/vm-kit.sh).
+# Run as root, after `cargo build --workspace --bins`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+kit=target/vm
+if [ ! -x "$kit/bin/vm-run" ]; then
+    command -v depmod >/dev/null || {
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q kmod >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && apt-get install -y -q kmod >/dev/null; }
+    }
+    echo "building the VM kit in $kit"
+    rm -rf "$kit"
+    # The kit downloads Debian packages: with stale package lists, refresh them once and retry.
+    ./scripts/vm-kit.sh "$kit" >"target/vm-kit.log" 2>&1 || {
+        apt-get update -q >/dev/null
+        rm -rf "$kit"
+        ./scripts/vm-kit.sh "$kit" >"target/vm-kit.log" 2>&1
+    } || {
+        tail -20 target/vm-kit.log
+        echo "vm-tests: building the VM kit failed (log: target/vm-kit.log)" >&2
+        exit 1
+    }
+fi
+
+tasks=$(cargo test -p berth-tests --test tasks --no-run 2>&1 | sed -n 's/.*Executable.*(\(.*\))$/\1/p' | tail -1)
+[ -x "$tasks" ] || { echo "vm-tests: no tasks test binary" >&2; exit 1; }
+# The guest's root is an overlay, on which overlayfs snapshots cannot stack: /tmp gets a tmpfs.
+cmd="mount -t tmpfs tmpfs /tmp && grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts && cd $PWD/tests && $PWD/$tasks --test-threads=1 --color never ctr_run_exit detached memory_hog go_client survive"
+echo "vm-tests: tasks on cgroup v2, Debian kernel $(ls "$kit"/root/lib/modules)"
+log=target/vm-tests.log
+VM_MEM=3G "$kit/bin/vm-run" "$cmd" >"$log" 2>&1 && rc=0 || rc=$?
+grep -E '^test |test result|panicked|left:|right:|assert' "$log" || true
+if [ $rc -ne 0 ] || ! grep -q 'test result: ok\. 5 passed' "$log"; then
+    tail -40 "$log"
+    echo "vm-tests: FAILED (exit $rc; log: $log)" >&2
+    exit 1
+fi
