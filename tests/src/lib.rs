@@ -454,3 +454,41 @@ impl Drop for SnapshotterServer {
         }
     }
 }
+
+/// Builds the Go program in `tests/go/<dir>` offline, in GOPATH mode, against Debian's packaged
+/// sources (containerd's Go client and its dependencies), into `target/go/<out>`.
+pub fn go_build(dir: &str, out: &str) -> PathBuf {
+    let go = require_program("go", "golang-go");
+    assert!(
+        Path::new("/usr/share/gocode/src/github.com/containerd/containerd").is_dir(),
+        "containerd's Go sources are missing: apt-get install golang-github-containerd-containerd-dev \
+         (the README's test command does this)"
+    );
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = manifest.join("../target/go");
+    let gopath = target.join("gopath");
+    let src = gopath.join("src");
+    std::fs::create_dir_all(&src).expect("gopath");
+    let link = src.join(format!("berth{dir}"));
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink(manifest.join("go").join(dir), &link).expect("link sources");
+    }
+    let out = target.join(out);
+    let build = Command::new(go)
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(&link)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", format!("{}:/usr/share/gocode", gopath.display()))
+        .env("GOCACHE", target.join("cache"))
+        .env("GOFLAGS", "")
+        .output()
+        .expect("run go build");
+    assert!(
+        build.status.success(),
+        "go build of tests/go/{dir} failed:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    out
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use berth_tests::h2raw::{RawClient, CONTINUATION, END_HEADERS, HEADERS};
-use berth_tests::{require_program, require_root, Berthd, Containerd};
+use berth_tests::{require_root, Berthd, Containerd};
 
 const VERSION: &str = "/containerd.services.version.v1.Version/Version";
 const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
@@ -207,49 +207,10 @@ fn hostile_http2_input_closes_only_that_connection() {
     );
 }
 
-/// Builds tests/go/clients (containerd's Go client and a raw-path grpc-go dialer) offline, in
-/// GOPATH mode, against Debian's packaged sources.
-fn go_clients() -> PathBuf {
-    let go = require_program("go", "golang-go");
-    let gocode = PathBuf::from("/usr/share/gocode/src/github.com/containerd/containerd");
-    assert!(
-        gocode.is_dir(),
-        "containerd's Go sources are missing: apt-get install golang-github-containerd-containerd-dev \
-         (the README's test command does this)"
-    );
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = manifest.join("../target/go");
-    let gopath = target.join("gopath");
-    let src = gopath.join("src");
-    std::fs::create_dir_all(&src).expect("gopath");
-    let link = src.join("berthclients");
-    if std::fs::symlink_metadata(&link).is_err() {
-        std::os::unix::fs::symlink(manifest.join("go/clients"), &link).expect("link sources");
-    }
-    let out = target.join("berth-go-clients");
-    let build = Command::new(go)
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(&link)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", format!("{}:/usr/share/gocode", gopath.display()))
-        .env("GOCACHE", target.join("cache"))
-        .env("GOFLAGS", "")
-        .output()
-        .expect("run go build");
-    assert!(
-        build.status.success(),
-        "go build of tests/go/clients failed:\n{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
-    out
-}
-
 #[test]
 fn containerds_go_client_and_a_raw_path_go_dialer_are_served() {
     require_root("starting berthd");
-    let prog = go_clients();
+    let prog = berth_tests::go_build("clients", "berth-go-clients");
     let berthd = Berthd::start();
     let out = Command::new(&prog)
         .arg(berthd.socket())

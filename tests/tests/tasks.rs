@@ -596,50 +596,10 @@ fn runtimes_table_maps_runtime_names_to_shims() {
     f.assert_clean("tbl-none");
 }
 
-/// Builds tests/go/tasks (containerd's Go client running a container) offline, in GOPATH mode,
-/// against Debian's packaged sources.
-fn go_tasks_program() -> PathBuf {
-    let go = require_program("go", "golang-go");
-    assert!(
-        Path::new("/usr/share/gocode/src/github.com/containerd/containerd").is_dir(),
-        "containerd's Go sources are missing: apt-get install golang-github-containerd-containerd-dev \
-         (the README's test command does this)"
-    );
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = manifest.join("../target/go");
-    let src = target.join("gopath/src");
-    std::fs::create_dir_all(&src).expect("gopath");
-    let link = src.join("berthtasks");
-    if std::fs::symlink_metadata(&link).is_err() {
-        std::os::unix::fs::symlink(manifest.join("go/tasks"), &link).expect("link sources");
-    }
-    let out = target.join("berth-go-tasks");
-    let build = Command::new(go)
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(&link)
-        .env("GO111MODULE", "off")
-        .env(
-            "GOPATH",
-            format!("{}:/usr/share/gocode", target.join("gopath").display()),
-        )
-        .env("GOCACHE", target.join("cache"))
-        .env("GOFLAGS", "")
-        .output()
-        .expect("run go build");
-    assert!(
-        build.status.success(),
-        "go build of tests/go/tasks failed:\n{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
-    out
-}
-
 #[test]
 fn containerds_go_client_runs_updates_and_deletes_a_task() {
     let f = Fixture::new("goclient");
-    let prog = go_tasks_program();
+    let prog = berth_tests::go_build("tasks", "berth-go-tasks");
     let out = Command::new(&prog)
         .arg(f.berthd.socket())
         .arg(&f.image)

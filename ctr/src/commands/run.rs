@@ -684,18 +684,7 @@ async fn run_task(ctx: &Ctx, c: &Container, opts: &TaskIo, fifos: &Fifos) -> Res
     }
     io.release();
     io.close_stdin_on_eof(ctx, &c.id, "");
-    let helpers = if opts.terminal {
-        stdio::handle_resize(ctx, &c.id, "")
-            .await
-            .into_iter()
-            .collect()
-    } else {
-        stdio::forward_signals(ctx, &c.id, "")
-    };
-    let status = waiter.await;
-    for h in helpers {
-        h.abort();
-    }
+    let status = stdio::wait_attached(ctx, &c.id, "", opts.terminal, waiter).await;
     let status = match status {
         Ok(Ok(r)) => r.into_inner(),
         Ok(Err(s)) => {

@@ -357,6 +357,28 @@ impl Drop for RawTerminal {
     }
 }
 
+/// Awaits `waiter` (the process's Wait) while keeping the process attached as ctr does: with a
+/// terminal, its pty follows our window size; without, our signals are forwarded to it. The
+/// helpers stop when the wait ends.
+pub async fn wait_attached<T>(
+    ctx: &Ctx,
+    id: &str,
+    exec_id: &str,
+    terminal: bool,
+    waiter: tokio::task::JoinHandle<T>,
+) -> Result<T, tokio::task::JoinError> {
+    let helpers: Vec<tokio::task::JoinHandle<()>> = if terminal {
+        handle_resize(ctx, id, exec_id).await.into_iter().collect()
+    } else {
+        forward_signals(ctx, id, exec_id)
+    };
+    let status = waiter.await;
+    for h in helpers {
+        h.abort();
+    }
+    status
+}
+
 /// ctr's `HandleConsoleResize`: the terminal's size now, and again on every SIGWINCH.
 pub async fn handle_resize(
     ctx: &Ctx,

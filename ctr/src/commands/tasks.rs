@@ -562,18 +562,7 @@ async fn exec_io(
     }
     io.release();
     io.close_stdin_on_eof(ctx, &c.id, &a.exec_id);
-    let helpers = if a.tty {
-        stdio::handle_resize(ctx, &c.id, &a.exec_id)
-            .await
-            .into_iter()
-            .collect()
-    } else {
-        stdio::forward_signals(ctx, &c.id, &a.exec_id)
-    };
-    let status = waiter.await;
-    for h in helpers {
-        h.abort();
-    }
+    let status = stdio::wait_attached(ctx, &c.id, &a.exec_id, a.tty, waiter).await;
     io.wait().await;
     delete(ctx.clone(), c.id.clone(), a.exec_id.clone()).await;
     match status {
@@ -654,18 +643,7 @@ async fn attach(ctx: &Ctx, container: &str) -> Result<(), CmdError> {
         })
     };
     // ctr's attach copies stdin but never closes the task's: another attach may follow.
-    let helpers = if terminal {
-        stdio::handle_resize(ctx, &c.id, "")
-            .await
-            .into_iter()
-            .collect()
-    } else {
-        stdio::forward_signals(ctx, &c.id, "")
-    };
-    let status = waiter.await;
-    for h in helpers {
-        h.abort();
-    }
+    let status = stdio::wait_attached(ctx, &c.id, "", terminal, waiter).await;
     io.wait().await;
     let _ = TasksClient::new(ctx.channel.clone())
         .delete(ctx.request(DeleteTaskRequest {
