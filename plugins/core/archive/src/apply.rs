@@ -943,20 +943,32 @@ impl State<'_> {
         }
     }
 
-    /// Delete-mode opaque marker: removes every child not written by this layer, recursing into
-    /// directories this layer wrote or wrote below.
+    /// Delete-mode opaque marker: removes every child not written by this layer, descending into
+    /// directories this layer wrote or wrote below. With its own stack rather than recursion,
+    /// as [`fsutil::remove_all_at`]: the kept tree is as deep as the layer chose to make it.
     fn opaque_delete(&mut self, dir: BorrowedFd<'_>, dir_path: &[u8]) -> io::Result<()> {
-        for child in fsutil::read_dir_names(dir)? {
-            let real = join_path(dir_path, &child);
+        let names = |fd: BorrowedFd<'_>| -> io::Result<Vec<Vec<u8>>> {
+            let mut n = fsutil::read_dir_names(fd)?;
+            n.reverse(); // popped from the end: sorted order
+            Ok(n)
+        };
+        let mut stack = vec![(dir.try_clone_to_owned()?, dir_path.to_vec(), names(dir)?)];
+        while let Some((fd, path, todo)) = stack.last_mut() {
+            let Some(child) = todo.pop() else {
+                stack.pop();
+                continue;
+            };
+            let real = join_path(path, &child);
             let cchild = cstr(&child)?;
             if !self.keep.contains(&real) {
-                fsutil::remove_all_at(dir, &cchild)?;
+                fsutil::remove_all_at(fd.as_fd(), &cchild)?;
                 continue;
             }
-            let st = fsutil::lstatat(dir, &cchild)?;
+            let st = fsutil::lstatat(fd.as_fd(), &cchild)?;
             if is_dir(&st) {
-                let sub = fsutil::openat(dir, &cchild, O_DIR_PATH, 0)?;
-                self.opaque_delete(sub.as_fd(), &real)?;
+                let sub = fsutil::openat(fd.as_fd(), &cchild, O_DIR_PATH, 0)?;
+                let todo = names(sub.as_fd())?;
+                stack.push((sub, real, todo));
             }
         }
         Ok(())

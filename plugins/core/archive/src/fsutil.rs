@@ -460,25 +460,59 @@ pub(crate) fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
 
 /// Removes `name` in `dir` and, if it is a directory, everything below it, never following a
 /// symlink. A missing name is not an error (like `os.RemoveAll`).
+///
+/// The walk keeps its own stack instead of recursing: a layer can nest directories thousands
+/// deep (symlinks let one member continue where another stopped, past `PATH_MAX`), and a
+/// recursive walk then overflows the thread's stack, which aborts the whole daemon. Depth is
+/// bounded by open descriptors instead (one per level), which fails with `EMFILE`.
 pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    let ok_if_gone = |r: io::Result<()>| match r {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    };
     let st = match lstatat_opt(dir, name)? {
         Some(st) => st,
         None => return Ok(()),
     };
     if !is_dir(&st) {
-        return match unlinkat(dir, name, 0) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            other => other,
+        return ok_if_gone(unlinkat(dir, name, 0));
+    }
+    /// A directory being emptied: its descriptor, the children still to remove (popped from
+    /// the end) and its own name in the level above.
+    struct Level {
+        fd: OwnedFd,
+        todo: Vec<Vec<u8>>,
+        name: CString,
+    }
+    let open = |parent: BorrowedFd<'_>, name: &CStr| -> io::Result<Level> {
+        let fd = openat(parent, name, O_DIR_PATH, 0)?;
+        let mut todo = read_dir_names(fd.as_fd())?;
+        todo.reverse();
+        Ok(Level {
+            fd,
+            todo,
+            name: name.to_owned(),
+        })
+    };
+    let mut stack = vec![open(dir, name)?];
+    while let Some(top) = stack.last_mut() {
+        let Some(child) = top.todo.pop() else {
+            let Some(done) = stack.pop() else { break };
+            let parent = stack.last().map_or(dir, |l| l.fd.as_fd());
+            ok_if_gone(unlinkat(parent, &done.name, libc::AT_REMOVEDIR))?;
+            continue;
         };
+        let child = cstr(&child)?;
+        match lstatat_opt(top.fd.as_fd(), &child)? {
+            None => {}
+            Some(st) if is_dir(&st) => {
+                let level = open(top.fd.as_fd(), &child)?;
+                stack.push(level);
+            }
+            Some(_) => ok_if_gone(unlinkat(top.fd.as_fd(), &child, 0))?,
+        }
     }
-    let sub = openat(dir, name, O_DIR_PATH, 0)?;
-    for child in read_dir_names(sub.as_fd())? {
-        remove_all_at(sub.as_fd(), &cstr(&child)?)?;
-    }
-    match unlinkat(dir, name, libc::AT_REMOVEDIR) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        other => other,
-    }
+    Ok(())
 }
 
 /// Bytes of a path as an `OsStr`, for messages and `Path` joins.

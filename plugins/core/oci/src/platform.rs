@@ -451,6 +451,12 @@ impl Matcher {
     }
 }
 
+/// Lower variant levels are listed from at most this one down. containerd lists every level
+/// below the platform's, so `linux/amd64/v4000000000` (a valid specifier, from a client) made
+/// it — and Berth, before this bound — build four billion platforms and run out of memory. Real
+/// levels stop at amd64 v4 and arm v8; below this bound the vector is containerd's.
+const MAX_VARIANT_LEVEL: u32 = 16;
+
 /// containerd's `platformVector`: `k` and the platforms it can also run, most preferred first.
 fn platform_vector(k: Key) -> Vec<Key> {
     let mut v = vec![k.clone()];
@@ -458,6 +464,7 @@ fn platform_vector(k: Key) -> Vec<Key> {
         variant
             .strip_prefix('v')
             .and_then(|n| n.parse::<u32>().ok())
+            .map(|n| n.min(MAX_VARIANT_LEVEL + 1))
     };
     match k.arch.as_str() {
         "amd64" => {
@@ -652,6 +659,20 @@ mod tests {
         assert!(Matcher::host().matches(&h));
         assert!(Matcher::host_strict().matches(&h));
         assert!(Matcher::host().matches(&new(host_os(), host_arch(), "")) || host_arch() == "arm");
+    }
+
+    #[test]
+    fn absurd_variant_levels_stay_small() {
+        // Found by fuzzing (the reference target): this spec used to build 4e9 platforms.
+        let m = Matcher::only(&parse("linux/amd64/v4000000000").unwrap());
+        let ps = m.platforms();
+        assert_eq!(ps.len(), 1 + MAX_VARIANT_LEVEL as usize + 1);
+        assert_eq!(variant(&ps[1]), "v16");
+        assert!(m.matches(&new("linux", "amd64", "v2")));
+        assert!(m.matches(&new("linux", "386", "")));
+        let arm = Matcher::only(&parse("linux/arm/v99999999").unwrap());
+        assert!(arm.platforms().len() <= MAX_VARIANT_LEVEL as usize);
+        assert!(arm.matches(&new("linux", "arm", "v7")));
     }
 
     #[test]
