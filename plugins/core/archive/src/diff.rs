@@ -194,6 +194,22 @@ fn compute(lower: &Path, upper: &Path) -> Result<(Vec<Change>, OwnedFd), Archive
     Ok((changes, upper_root))
 }
 
+/// A directory pair being walked: upper's, lower's when there is one, and its path.
+struct Dir {
+    lower: Option<OwnedFd>,
+    upper: OwnedFd,
+    rel: Vec<u8>,
+}
+
+/// A directory on the walk's stack, with how far through its names the walk is.
+struct Frame {
+    dir: Dir,
+    unames: Vec<Vec<u8>>,
+    lnames: Vec<Vec<u8>>,
+    i: usize,
+    j: usize,
+}
+
 impl Walker<'_> {
     fn uerr(&self, rel: &[u8], op: &'static str) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
         let p = self.upper.join(os(rel));
@@ -205,6 +221,10 @@ impl Walker<'_> {
         move |e| ArchiveError::io(p, op, e)
     }
 
+    /// Walks both trees in step, depth first, names in order, with its own stack of open
+    /// directories rather than recursion: a container can nest directories thousands deep, and a
+    /// recursive walk would overflow the thread's stack and abort the daemon. Depth costs one or
+    /// two open descriptors per level instead (an error, `EMFILE`, when there are too many).
     fn walk(
         &mut self,
         lower: Option<BorrowedFd<'_>>,
@@ -212,69 +232,106 @@ impl Walker<'_> {
         rel: &[u8],
         out: &mut Vec<Change>,
     ) -> Result<(), ArchiveError> {
-        let unames = fsutil::read_dir_names(upper).map_err(self.uerr(rel, "reading directory"))?;
-        let lnames = match lower {
-            Some(l) => fsutil::read_dir_names(l).map_err(self.lerr(rel, "reading directory"))?,
-            None => Vec::new(),
+        let root = Dir {
+            lower: lower
+                .map(|l| l.try_clone_to_owned())
+                .transpose()
+                .map_err(self.lerr(rel, "dup"))?,
+            upper: upper.try_clone_to_owned().map_err(self.uerr(rel, "dup"))?,
+            rel: rel.to_vec(),
         };
-        let (mut i, mut j) = (0, 0);
-        loop {
-            let ord = match (unames.get(i), lnames.get(j)) {
-                (None, None) => break,
+        let mut stack = vec![self.frame(root)?];
+        while let Some(top) = stack.last_mut() {
+            let ord = match (top.unames.get(top.i), top.lnames.get(top.j)) {
+                (None, None) => {
+                    stack.pop();
+                    continue;
+                }
                 (Some(u), Some(l)) => u.cmp(l),
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
             };
-            match (ord, lower) {
+            let dir = &top.dir;
+            let descend = match (ord, dir.lower.as_ref()) {
                 (Ordering::Less, _) | (Ordering::Equal, None) => {
-                    self.added(upper, &unames[i], rel, out)?;
-                    i += 1;
+                    top.i += 1;
+                    let name = &top.unames[top.i - 1];
+                    self.added(dir.upper.as_fd(), name, &dir.rel, out)?
                 }
                 (Ordering::Equal, Some(lower)) => {
-                    self.both(lower, upper, &unames[i], rel, out)?;
-                    i += 1;
-                    j += 1;
+                    top.i += 1;
+                    top.j += 1;
+                    let name = &top.unames[top.i - 1];
+                    self.both(lower.as_fd(), dir.upper.as_fd(), name, &dir.rel, out)?
                 }
                 (Ordering::Greater, _) => {
                     out.push(Change {
-                        path: join(rel, &lnames[j]),
+                        path: join(&dir.rel, &top.lnames[top.j]),
                         kind: ChangeKind::Delete,
                         st: None,
                     });
-                    j += 1;
+                    top.j += 1;
+                    None
                 }
+            };
+            if let Some(sub) = descend {
+                let frame = self.frame(sub)?;
+                stack.push(frame);
             }
         }
         Ok(())
     }
 
-    /// A name only in upper: it and everything below it are added.
+    /// A directory to walk, with the sorted names of both sides.
+    fn frame(&self, dir: Dir) -> Result<Frame, ArchiveError> {
+        let unames = fsutil::read_dir_names(dir.upper.as_fd())
+            .map_err(self.uerr(&dir.rel, "reading directory"))?;
+        let lnames = match &dir.lower {
+            Some(l) => fsutil::read_dir_names(l.as_fd())
+                .map_err(self.lerr(&dir.rel, "reading directory"))?,
+            None => Vec::new(),
+        };
+        Ok(Frame {
+            dir,
+            unames,
+            lnames,
+            i: 0,
+            j: 0,
+        })
+    }
+
+    /// A name only in upper: it and everything below it are added. Returns the directory to
+    /// descend into, if it is one.
     fn added(
         &mut self,
         upper: BorrowedFd<'_>,
         name: &[u8],
         rel: &[u8],
         out: &mut Vec<Change>,
-    ) -> Result<(), ArchiveError> {
+    ) -> Result<Option<Dir>, ArchiveError> {
         let path = join(rel, name);
         let cname = cstr(name).map_err(self.uerr(&path, "name"))?;
         let st = fsutil::lstatat(upper, &cname).map_err(self.uerr(&path, "lstat"))?;
         if ftype(&st) == libc::S_IFSOCK {
-            return Ok(()); // sockets do not travel in layers
+            return Ok(None); // sockets do not travel in layers
         }
         out.push(Change {
             path: path.clone(),
             kind: ChangeKind::Add,
             st: Some(st),
         });
-        if is_dir(&st) {
-            let sub =
-                fsutil::openat(upper, &cname, O_DIR_PATH, 0).map_err(self.uerr(&path, "open"))?;
-            self.walk(None, sub.as_fd(), &path, out)?;
+        if !is_dir(&st) {
+            return Ok(None);
         }
-        Ok(())
+        let sub = fsutil::openat(upper, &cname, O_DIR_PATH, 0).map_err(self.uerr(&path, "open"))?;
+        Ok(Some(Dir {
+            lower: None,
+            upper: sub,
+            rel: path,
+        }))
     }
 
+    /// A name in both trees. Returns the directory to descend into, if upper's is one.
     fn both(
         &mut self,
         lower: BorrowedFd<'_>,
@@ -282,7 +339,7 @@ impl Walker<'_> {
         name: &[u8],
         rel: &[u8],
         out: &mut Vec<Change>,
-    ) -> Result<(), ArchiveError> {
+    ) -> Result<Option<Dir>, ArchiveError> {
         let path = join(rel, name);
         let cname = cstr(name).map_err(self.uerr(&path, "name"))?;
         let ust = fsutil::lstatat(upper, &cname).map_err(self.uerr(&path, "lstat"))?;
@@ -296,7 +353,7 @@ impl Walker<'_> {
                     st: None,
                 });
             }
-            return Ok(());
+            return Ok(None);
         }
         if is_dir(&ust) {
             let kind = if !is_dir(&lst) {
@@ -313,28 +370,33 @@ impl Walker<'_> {
             });
             let usub =
                 fsutil::openat(upper, &cname, O_DIR_PATH, 0).map_err(self.uerr(&path, "open"))?;
-            if is_dir(&lst) {
-                let lsub = fsutil::openat(lower, &cname, O_DIR_PATH, 0)
-                    .map_err(self.lerr(&path, "open"))?;
-                self.walk(Some(lsub.as_fd()), usub.as_fd(), &path, out)?;
+            let lsub = if is_dir(&lst) {
+                Some(
+                    fsutil::openat(lower, &cname, O_DIR_PATH, 0)
+                        .map_err(self.lerr(&path, "open"))?,
+                )
             } else {
-                self.walk(None, usub.as_fd(), &path, out)?;
-            }
-            return Ok(());
+                None
+            };
+            return Ok(Some(Dir {
+                lower: lsub,
+                upper: usub,
+                rel: path,
+            }));
         }
         let kind = if self.changed(lower, upper, &cname, &path, &lst, &ust)? {
             ChangeKind::Modify
         } else if ust.st_nlink > 1 {
             ChangeKind::UnchangedLinked
         } else {
-            return Ok(());
+            return Ok(None);
         };
         out.push(Change {
             path,
             kind,
             st: Some(ust),
         });
-        Ok(())
+        Ok(None)
     }
 
     /// Whether a name present in both trees differs (see the module docs for the rules).

@@ -414,3 +414,48 @@ fn diff_does_not_follow_symlinks_in_upper() {
     assert_eq!(members.len(), 1, "{members:?}");
     assert_eq!(members[0].1, tar::EntryType::Symlink);
 }
+
+#[test]
+fn a_deep_tree_is_diffed_on_a_small_stack() {
+    // A container can nest directories thousands deep; the walk used to recurse per level and
+    // overflowed the thread's stack (an abort of the whole daemon). 400 levels on a 128 KiB
+    // stack: far beyond what the recursive walk fitted, nothing for the walk's own stack.
+    let lower = tempfile::tempdir().unwrap();
+    let upper = tempfile::tempdir().unwrap();
+    let deep = |root: &std::path::Path, levels: usize| {
+        let mut p = root.to_path_buf();
+        for _ in 0..levels {
+            p.push("d");
+        }
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    };
+    // The first 300 levels exist on both sides (walked together), the rest only in upper.
+    deep(lower.path(), 300);
+    let bottom = deep(upper.path(), 400);
+    std::fs::write(bottom.join("leaf.txt"), b"at the bottom").unwrap();
+    let (l, u) = (lower.path().to_owned(), upper.path().to_owned());
+    let tar = std::thread::Builder::new()
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            let mut buf = Vec::new();
+            write_diff(&l, &u, &mut buf, &DiffOptions::default()).map(|_| buf)
+        })
+        .unwrap()
+        .join()
+        .expect("the walk fits a small stack")
+        .unwrap();
+    let leaf = format!("{}leaf.txt", "d/".repeat(400));
+    let mut archive = tar::Archive::new(tar.as_slice());
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.contains(&leaf), "{} entries, no {leaf}", names.len());
+    // Every entry once, in walk order (a parent before what is below it).
+    let unique: std::collections::HashSet<&String> = names.iter().collect();
+    assert_eq!(unique.len(), names.len());
+    let depth = |n: &String| n.trim_end_matches('/').matches('/').count();
+    assert!(names.windows(2).all(|w| depth(&w[1]) <= depth(&w[0]) + 1));
+}
