@@ -530,3 +530,39 @@ fn abort_removes_an_ingest_a_writer_still_holds() {
         });
     }
 }
+
+/// #12, through containerd's own Go client (tests/go/content), on berthd and on a private
+/// containerd: Status.UpdatedAt lies inside the Write call, the ingest keeps its offset after the
+/// writer closes, Abort
+/// removes an ingest a writer still holds and a new writer starts at 0, and SetLabel on a
+/// namespace that does not exist creates it.
+#[test]
+fn containerds_go_client_sees_containerds_content_semantics() {
+    require_root("starting berthd and containerd");
+    let prog = berth_tests::go_build("content", "berth-go-content");
+    let want = [
+        "namespace go-fresh made-by=setlabel",
+        "updated_at within write true",
+        "status after close offset 10",
+        "status after abort: gone",
+        "new writer starts at 0",
+    ];
+    let berthd = Berthd::start();
+    let containerd = Containerd::start();
+    for (name, sock) in [
+        ("berthd", berthd.socket()),
+        ("containerd", containerd.socket()),
+    ] {
+        let out = std::process::Command::new(&prog)
+            .arg(&sock)
+            .output()
+            .expect("run the Go program");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: Go program failed:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout.lines().collect::<Vec<_>>(), want, "{name}");
+    }
+}
