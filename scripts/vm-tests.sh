@@ -30,8 +30,9 @@ fi
 
 tasks=$(cargo test -p berth-tests --test tasks --no-run 2>&1 | sed -n 's/.*Executable.*(\(.*\))$/\1/p' | tail -1)
 [ -x "$tasks" ] || { echo "vm-tests: no tasks test binary" >&2; exit 1; }
-# The guest's root is an overlay, on which overlayfs snapshots cannot stack: /tmp gets a tmpfs.
-cmd="mount -t tmpfs tmpfs /tmp && grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts && cd $PWD/tests && $PWD/$tasks --test-threads=1 --color never ctr_run_exit detached memory_hog go_client survive"
+# The guest's root is an overlay, on which overlayfs snapshots cannot stack: temporary files go to
+# the guest's /run, a tmpfs (not a tmpfs over /tmp: the checkout may live there).
+cmd="mkdir -p /run/vm-tmp && export TMPDIR=/run/vm-tmp && grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts && cd $PWD/tests && $PWD/$tasks --test-threads=1 --color never ctr_run_exit detached memory_hog go_client survive"
 echo "vm-tests: tasks on cgroup v2, Debian kernel $(ls "$kit"/root/lib/modules)"
 log=target/vm-tests.log
 VM_MEM=3G "$kit/bin/vm-run" "$cmd" >"$log" 2>&1 && rc=0 || rc=$?
