@@ -150,7 +150,9 @@ fn a_full_disk_gives_clear_errors_and_service_comes_back_when_space_is_freed() {
     ok(&berthd.ctr(&["images", "import", archive.to_str().unwrap()]));
     assert!(ok(&berthd.ctr(&["images", "ls", "-q"])).contains(&img.name));
     assert!(
-        berthd.log().contains("reopened the metadata store"),
+        berthd
+            .log()
+            .contains("reopened the database after an I/O error"),
         "no reopen logged"
     );
     drop(berthd);

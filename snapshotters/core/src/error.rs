@@ -54,6 +54,10 @@ pub enum SnapshotError {
     },
     #[error("snapshot metadata: {0}")]
     Transaction(#[from] redb::TransactionError),
+    /// Reopening the database after an I/O error failed (the disk may still be full); the next
+    /// call tries again.
+    #[error("snapshot metadata: reopen after an I/O error: {0}")]
+    Reopen(#[source] redb::DatabaseError),
     #[error("snapshot metadata: {0}")]
     Table(#[from] redb::TableError),
     #[error("snapshot metadata: {0}")]
@@ -119,8 +123,41 @@ impl SnapshotError {
     }
 }
 
+impl From<berth_redb::BeginError> for SnapshotError {
+    fn from(e: berth_redb::BeginError) -> Self {
+        match e {
+            // A storage failure (a closed database, an I/O error) is reported as one.
+            berth_redb::BeginError::Transaction(redb::TransactionError::Storage(s)) => {
+                SnapshotError::Storage(s)
+            }
+            berth_redb::BeginError::Transaction(e) => SnapshotError::Transaction(e),
+            berth_redb::BeginError::Reopen(e) => SnapshotError::Reopen(e),
+        }
+    }
+}
+
+impl SnapshotError {
+    /// True when the disk (or the quota) is full: the same request may succeed once there is
+    /// room.
+    pub fn is_disk_full(&self) -> bool {
+        let storage = match self {
+            SnapshotError::Io { source, .. } => return berth_redb::io_is_disk_full(source),
+            SnapshotError::Storage(s)
+            | SnapshotError::Transaction(redb::TransactionError::Storage(s))
+            | SnapshotError::Table(redb::TableError::Storage(s))
+            | SnapshotError::Commit(redb::CommitError::Storage(s))
+            | SnapshotError::Reopen(redb::DatabaseError::Storage(s)) => s,
+            _ => return false,
+        };
+        berth_redb::is_disk_full(storage)
+    }
+}
+
 impl Classify for SnapshotError {
     fn kind(&self) -> ErrorKind {
+        if self.is_disk_full() {
+            return ErrorKind::ResourceExhausted;
+        }
         match self {
             SnapshotError::NotFound(_) => ErrorKind::NotFound,
             SnapshotError::AlreadyExists(_) => ErrorKind::AlreadyExists,
@@ -133,6 +170,7 @@ impl Classify for SnapshotError {
             | SnapshotError::Close { .. }
             | SnapshotError::SchemaTooNew { .. }
             | SnapshotError::Transaction(_)
+            | SnapshotError::Reopen(_)
             | SnapshotError::Table(_)
             | SnapshotError::Storage(_)
             | SnapshotError::Commit(_)

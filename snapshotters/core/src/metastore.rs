@@ -7,9 +7,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::{Info, Kind, SnapshotError, Usage};
@@ -90,8 +89,9 @@ fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), SnapshotErro
 }
 
 pub struct MetaStore {
-    /// `None` once [`MetaStore::close`]d: every later call fails with redb's `DatabaseClosed`.
-    db: RwLock<Option<redb::Database>>,
+    /// Reopens itself after an I/O error (a full disk): the driver serves again as soon as
+    /// there is room. Once closed, every call fails with redb's `DatabaseClosed`.
+    db: berth_redb::Db,
     path: PathBuf,
 }
 
@@ -130,7 +130,7 @@ impl MetaStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(SnapshotError::io("create", dir))?;
         }
-        let db = redb::Database::create(path).map_err(SnapshotError::open(path))?;
+        let db = berth_redb::Db::create(path).map_err(SnapshotError::open(path))?;
         let wtx = db.begin_write()?;
         {
             wtx.open_table(SNAPSHOTS)?;
@@ -153,39 +153,27 @@ impl MetaStore {
         }
         wtx.commit()?;
         Ok(MetaStore {
-            db: RwLock::new(Some(db)),
+            db,
             path: path.to_owned(),
         })
     }
 
     fn begin_read(&self) -> Result<redb::ReadTransaction, SnapshotError> {
-        let db = self.db.read().unwrap_or_else(|p| p.into_inner());
-        let db = db.as_ref().ok_or(redb::StorageError::DatabaseClosed)?;
-        Ok(db.begin_read()?)
+        Ok(self.db.begin_read()?)
     }
 
     fn begin_write(&self) -> Result<redb::WriteTransaction, SnapshotError> {
-        let db = self.db.read().unwrap_or_else(|p| p.into_inner());
-        let db = db.as_ref().ok_or(redb::StorageError::DatabaseClosed)?;
-        Ok(db.begin_write()?)
+        Ok(self.db.begin_write()?)
     }
 
     /// Closes the file as redb shuts down cleanly (so the next open needs no repair) and
     /// releases its lock. Every later call fails with `DatabaseClosed`; closing again does
     /// nothing. A write transaction still running keeps the file open until it ends.
     pub fn close(&self) -> Result<(), SnapshotError> {
-        let db = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
-        match db.map(redb::Database::close) {
-            None | Some(Ok(())) => Ok(()),
-            Some(Err(redb::DatabaseError::TransactionInProgress)) => {
-                tracing::info!(path = %self.path.display(), "snapshot metadata closes when its last write ends");
-                Ok(())
-            }
-            Some(Err(source)) => Err(SnapshotError::Close {
-                path: self.path.clone(),
-                source,
-            }),
-        }
+        self.db.close().map_err(|source| SnapshotError::Close {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Runs `f` in a write transaction; commits only if it returns Ok.

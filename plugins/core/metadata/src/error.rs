@@ -42,6 +42,10 @@ pub enum MetaError {
     },
     #[error("metadata store: {0}")]
     Transaction(#[from] redb::TransactionError),
+    /// Reopening the database after an I/O error failed (the disk may still be full); the next
+    /// call tries again.
+    #[error("metadata store: reopen after an I/O error: {0}")]
+    Reopen(#[source] redb::DatabaseError),
     #[error("metadata store: {0}")]
     Table(#[from] redb::TableError),
     #[error("metadata store: {0}")]
@@ -76,9 +80,22 @@ impl MetaError {
     }
 }
 
+impl From<berth_redb::BeginError> for MetaError {
+    fn from(e: berth_redb::BeginError) -> Self {
+        match e {
+            // A storage failure (a closed database, an I/O error) is reported as one.
+            berth_redb::BeginError::Transaction(redb::TransactionError::Storage(s)) => {
+                MetaError::Storage(s)
+            }
+            berth_redb::BeginError::Transaction(e) => MetaError::Transaction(e),
+            berth_redb::BeginError::Reopen(e) => MetaError::Reopen(e),
+        }
+    }
+}
+
 impl MetaError {
-    /// The I/O error under a storage failure, if that is what it is.
-    fn storage_io(&self) -> Option<&std::io::Error> {
+    /// True when the disk (or the quota) is full: the write may succeed once there is room.
+    pub fn is_disk_full(&self) -> bool {
         let storage = match self {
             MetaError::Storage(s)
             | MetaError::Transaction(redb::TransactionError::Storage(s))
@@ -87,27 +104,13 @@ impl MetaError {
             | MetaError::Open {
                 source: redb::DatabaseError::Storage(s),
                 ..
-            } => s,
-            _ => return None,
+            }
+            | MetaError::Reopen(redb::DatabaseError::Storage(s)) => s,
+            _ => return false,
         };
-        match storage {
-            redb::StorageError::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-
-    /// True when the disk (or the quota) is full: the write may succeed once there is room.
-    pub fn is_disk_full(&self) -> bool {
-        self.storage_io()
-            .and_then(std::io::Error::raw_os_error)
-            .is_some_and(|e| e == ENOSPC || e == EDQUOT)
+        berth_redb::is_disk_full(storage)
     }
 }
-
-/// Linux's errno for "no space left on device".
-const ENOSPC: i32 = 28;
-/// Linux's errno for "disk quota exceeded".
-const EDQUOT: i32 = 122;
 
 impl Classify for MetaError {
     fn kind(&self) -> ErrorKind {
@@ -124,6 +127,7 @@ impl Classify for MetaError {
             | MetaError::Open { .. }
             | MetaError::Close { .. }
             | MetaError::Transaction(_)
+            | MetaError::Reopen(_)
             | MetaError::Table(_)
             | MetaError::Storage(_)
             | MetaError::Commit(_)

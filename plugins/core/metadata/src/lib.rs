@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use berth_plugin::{types, InitError, Instance, Registration};
-use redb::ReadableDatabase;
 
 pub use containers::{AnyValue, Container, Runtime as ContainerRuntime};
 pub use content::BlobInfo;
@@ -37,19 +36,11 @@ pub use snapshots::SnapshotRecord;
 /// Name of the database file inside the plugin's root.
 pub const DB_FILE: &str = "meta.redb";
 
-/// The open database file, and which opening of it this is.
-struct Slot {
-    /// `None` once closed, or while a reopen after an I/O error has not succeeded yet.
-    db: Option<redb::Database>,
-    /// Counts reopenings, so that callers that saw the same failure reopen once, not each.
-    generation: u64,
-    /// Set by [`MetadataDb::close`]: no reopening after that.
-    closed: bool,
-}
-
 /// The metadata database. Cheap to share: wrap it in an `Arc`.
 pub struct MetadataDb {
-    db: std::sync::RwLock<Slot>,
+    /// Reopens itself after an I/O error (a full disk), so the store serves again as soon as
+    /// there is room.
+    db: berth_redb::Db,
     path: PathBuf,
     /// Held shared by every change that puts data on disk before its record (a blob renamed into
     /// place, then recorded), and exclusively by the collector's disk sweep, so the collector never
@@ -73,14 +64,10 @@ impl MetadataDb {
             source,
         })?;
         let path = dir.join(DB_FILE);
-        let db = redb::Database::create(&path).map_err(MetaError::open(&path))?;
+        let db = berth_redb::Db::create(&path).map_err(MetaError::open(&path))?;
         schema::migrate(&db)?;
         Ok(MetadataDb {
-            db: std::sync::RwLock::new(Slot {
-                db: Some(db),
-                generation: 0,
-                closed: false,
-            }),
+            db,
             path,
             gc_lock: std::sync::RwLock::new(()),
             on_dereference: std::sync::RwLock::new(Vec::new()),
@@ -93,22 +80,10 @@ impl MetadataDb {
     /// redb's `DatabaseClosed`; closing again does nothing. A write transaction still running
     /// keeps the file open until it ends.
     pub fn close(&self) -> Result<(), MetaError> {
-        let db = {
-            let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
-            slot.closed = true;
-            slot.db.take()
-        };
-        match db.map(redb::Database::close) {
-            None | Some(Ok(())) => Ok(()),
-            Some(Err(redb::DatabaseError::TransactionInProgress)) => {
-                tracing::info!(path = %self.path.display(), "metadata store closes when its last write ends");
-                Ok(())
-            }
-            Some(Err(source)) => Err(MetaError::Close {
-                path: self.path.clone(),
-                source,
-            }),
-        }
+        self.db.close().map_err(|source| MetaError::Close {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -165,70 +140,13 @@ impl MetadataDb {
     }
 
     pub(crate) fn read(&self) -> Result<redb::ReadTransaction, MetaError> {
-        self.begin(redb::Database::begin_read)
+        Ok(self.db.begin_read()?)
     }
 
+    /// A write transaction. After an I/O error (a full disk) the database reopens itself and
+    /// serves again as soon as there is room (`berth_redb`).
     pub(crate) fn write(&self) -> Result<redb::WriteTransaction, MetaError> {
-        self.begin(redb::Database::begin_write)
-    }
-
-    /// Begins a transaction. After an I/O error (the disk was full while a transaction wrote),
-    /// redb refuses every later transaction until the database is reopened: this reopens it in
-    /// place and tries once more, so the store serves again as soon as the disk has room, as
-    /// containerd's does, instead of waiting for a restart.
-    fn begin<T>(
-        &self,
-        begin: impl Fn(&redb::Database) -> Result<T, redb::TransactionError>,
-    ) -> Result<T, MetaError> {
-        let mut reopened = false;
-        loop {
-            let (result, generation) = {
-                let slot = self.db.read().unwrap_or_else(|p| p.into_inner());
-                match (&slot.db, slot.closed) {
-                    (Some(db), _) => (begin(db), slot.generation),
-                    (None, true) => return Err(redb::StorageError::DatabaseClosed.into()),
-                    // An earlier reopen failed (the disk was still full): try again.
-                    (None, false) => (
-                        Err(redb::TransactionError::Storage(
-                            redb::StorageError::PreviousIo,
-                        )),
-                        slot.generation,
-                    ),
-                }
-            };
-            match result {
-                Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo))
-                    if !reopened =>
-                {
-                    self.reopen(generation)?;
-                    reopened = true;
-                }
-                other => return Ok(other?),
-            }
-        }
-    }
-
-    /// Closes and reopens the database file unless someone already did since `generation`.
-    fn reopen(&self, generation: u64) -> Result<(), MetaError> {
-        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
-        if slot.closed {
-            return Err(redb::StorageError::DatabaseClosed.into());
-        }
-        if slot.generation != generation {
-            return Ok(());
-        }
-        if let Some(old) = slot.db.take() {
-            // A write still running keeps the old file open (and locked) until it ends; the
-            // open below then fails and a later call tries again.
-            if let Err(e) = old.close() {
-                tracing::warn!(path = %self.path.display(), error = %e, "closing the metadata store after an I/O error");
-            }
-        }
-        slot.generation += 1;
-        let db = redb::Database::create(&self.path).map_err(MetaError::open(&self.path))?;
-        tracing::warn!(path = %self.path.display(), "reopened the metadata store after an I/O error");
-        slot.db = Some(db);
-        Ok(())
+        Ok(self.db.begin_write()?)
     }
 }
 

@@ -4,7 +4,7 @@
 //! namespace empty?" is one range probe per table and a namespace's objects are contiguous.
 //! Later issues fill the object tables; they are created now so the namespace rules already hold.
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::TableDefinition;
 
 use crate::MetaError;
 
@@ -31,7 +31,7 @@ pub(crate) const SNAPSHOTS: TableDefinition<(&str, &str, &str), &[u8]> =
     TableDefinition::new("snapshots");
 
 /// Creates missing tables and records the schema version; refuses a database from a newer berthd.
-pub(crate) fn migrate(db: &redb::Database) -> Result<(), MetaError> {
+pub(crate) fn migrate(db: &berth_redb::Db) -> Result<(), MetaError> {
     {
         let rtx = db.begin_read()?;
         match rtx.open_table(META) {
