@@ -13,6 +13,8 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'
 # client tests.
 command -v go >/dev/null || need_apt+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/containerd/containerd ] || need_apt+=(golang-github-containerd-containerd-dev)
+# Berth's shim links the system libseccomp (berth-seccomp, through the libseccomp crate).
+dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'ok installed' || need_apt+=(libseccomp-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

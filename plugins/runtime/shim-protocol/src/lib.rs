@@ -29,6 +29,9 @@ pub mod proto {
                 include!(concat!(env!("OUT_DIR"), "/containerd.v1.types.rs"));
             }
         }
+        pub mod events {
+            include!(concat!(env!("OUT_DIR"), "/containerd.events.rs"));
+        }
         pub mod task {
             pub mod v2 {
                 include!(concat!(env!("OUT_DIR"), "/containerd.task.v2.rs"));
@@ -47,6 +50,7 @@ pub mod proto {
             }
         }
     }
+    pub use containerd::events;
     pub use containerd::task::v2 as task;
     pub use containerd::types::Mount;
     pub use containerd::v1::types::{ProcessInfo, Status};

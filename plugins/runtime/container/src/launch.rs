@@ -1,0 +1,586 @@
+//! Making a process of a container, in three stages joined by a socket pair (`sync`):
+//!
+//! 1. **the shim** (caller of [`create`]) forks an *intermediate* process; it writes the user
+//!    namespace's id maps and places the intermediate in the container's cgroup
+//!    ([`Parent::joined`]) before the intermediate goes on;
+//! 2. **the intermediate** joins the namespaces given by path, unshares the new ones (the pid
+//!    namespace applies to its children only), forks the container's process, reports that pid
+//!    and exits; the shim, a child subreaper, inherits the process;
+//! 3. **the container process** sets up the root filesystem (init only), its stdio or console,
+//!    hostname, sysctls, rlimits, user, capabilities and cwd, resolves the executable, reports
+//!    Ready and waits for Start, then runs the last hook (seccomp) and execs.
+//!
+//! The forks happen in a single-threaded shim, so the children may allocate; they never return
+//! into the caller: every path ends in `_exit`.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::unistd::{ForkResult, Pid};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use crate::error::{sys, Error, Result};
+use crate::process;
+use crate::rootfs::{self, CgroupMounts, RootfsOptions};
+use crate::sync::{self, Channel, Kind};
+use crate::syscall::Linux;
+
+/// What kind of process is made.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode<'a> {
+    /// The container's first process: new namespaces, the root filesystem.
+    Init {
+        /// The root filesystem, absolute, already mounted.
+        rootfs: &'a Path,
+        cgroups: &'a CgroupMounts,
+    },
+    /// Another process in a running container: joins the namespaces of `init_pid`.
+    Exec { init_pid: i32 },
+}
+
+/// Everything [`create`] needs.
+pub struct Request<'a> {
+    pub spec: &'a Spec,
+    /// For init, the spec's process; for an exec, its own.
+    pub process: &'a Process,
+    pub mode: Mode<'a>,
+    /// Descriptors that become fds 0, 1 and 2 (when there is no terminal).
+    pub stdio: [RawFd; 3],
+    /// Give the process a pty; its master side comes back in [`Created::console`].
+    pub terminal: bool,
+    /// Run in the process right before `execve` (seccomp is loaded here).
+    pub before_exec: Option<&'a dyn Fn() -> std::result::Result<(), String>>,
+}
+
+/// The shim's part while the container is made.
+pub trait Parent {
+    /// The intermediate process exists (the container's process will be its child): place it in
+    /// the cgroup, set its OOM score.
+    fn joined(&mut self, pid: i32) -> std::result::Result<(), String>;
+    /// The container process asks for the hooks that run before `pivot_root` (`prestart`,
+    /// `createRuntime`), in the runtime's namespaces.
+    fn hooks(&mut self, pid: i32) -> std::result::Result<(), String>;
+}
+
+/// A created process, waiting for Start.
+#[derive(Debug)]
+pub struct Created {
+    pub pid: i32,
+    /// The console's master side when a terminal was asked for.
+    pub console: Option<OwnedFd>,
+    channel: Channel,
+}
+
+impl Created {
+    /// Lets the process exec. Errors from exec itself come back here (a missing shared library,
+    /// a denied execve).
+    pub fn start(self) -> Result<()> {
+        self.channel.send(Kind::Start, b"")?;
+        match self.channel.recv()? {
+            None => Ok(()),
+            Some(m) if m.kind == Kind::Error => Err(Error::Child(
+                String::from_utf8_lossy(&m.payload).into_owned(),
+            )),
+            Some(m) => Err(Error::Handshake(format!(
+                "unexpected {:?} after start",
+                m.kind
+            ))),
+        }
+    }
+}
+
+/// The namespaces of the spec (or of the container an exec joins): what to join, what to make.
+#[derive(Debug)]
+struct Namespaces {
+    /// Opened before the fork (paths such as `/proc/<pid>/ns/net` are the shim's view).
+    join: Vec<(CloneFlags, File)>,
+    new: CloneFlags,
+}
+
+fn clone_flag(t: LinuxNamespaceType) -> CloneFlags {
+    match t {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    }
+}
+
+/// `/proc/<pid>/ns/<name>` names, in the order they are joined: the user namespace first (it
+/// owns the others), the mount namespace last (it changes the root the others' paths are in).
+const NS_ORDER: [(&str, CloneFlags); 7] = [
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+fn open_ns(path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| Error::Io {
+        action: "open namespace",
+        source: std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+    })
+}
+
+fn order_of(flag: CloneFlags) -> usize {
+    NS_ORDER
+        .iter()
+        .position(|(_, f)| *f == flag)
+        .unwrap_or(NS_ORDER.len())
+}
+
+impl Default for Namespaces {
+    fn default() -> Self {
+        Namespaces {
+            join: Vec::new(),
+            new: CloneFlags::empty(),
+        }
+    }
+}
+
+impl Namespaces {
+    fn of_spec(spec: &Spec) -> Result<Namespaces> {
+        let mut ns = Namespaces::default();
+        for n in spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_deref())
+            .unwrap_or_default()
+        {
+            let flag = clone_flag(n.typ());
+            match n.path() {
+                Some(p) if !p.as_os_str().is_empty() => ns.join.push((flag, open_ns(p)?)),
+                _ => ns.new.insert(flag),
+            }
+        }
+        ns.join.sort_by_key(|(f, _)| order_of(*f));
+        Ok(ns)
+    }
+
+    /// Every namespace of `pid` that is not already ours.
+    fn of_process(pid: i32) -> Result<Namespaces> {
+        let mut ns = Namespaces::default();
+        for (name, flag) in NS_ORDER {
+            let theirs = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
+            let ours = PathBuf::from(format!("/proc/self/ns/{name}"));
+            let (Ok(t), Ok(o)) = (std::fs::metadata(&theirs), std::fs::metadata(&ours)) else {
+                continue;
+            };
+            if t.ino() != o.ino() || t.dev() != o.dev() {
+                ns.join.push((flag, open_ns(&theirs)?));
+            }
+        }
+        Ok(ns)
+    }
+
+    fn has(&self, flag: CloneFlags) -> bool {
+        self.new.contains(flag) || self.join.iter().any(|(f, _)| *f == flag)
+    }
+}
+
+/// Makes the process and leaves it waiting for [`Created::start`].
+pub fn create(req: &Request<'_>, parent: &mut dyn Parent) -> Result<Created> {
+    let ns = match req.mode {
+        Mode::Init { .. } => Namespaces::of_spec(req.spec)?,
+        Mode::Exec { init_pid } => Namespaces::of_process(init_pid)?,
+    };
+    // Resolved now, in the shim, where errors are easy to report; the maps are written by the
+    // shim for the intermediate once it has its user namespace.
+    let (ours, theirs) = sync::pair()?;
+    // SAFETY: the shim is single-threaded when it creates containers (its runtime has one
+    // thread and no blocking pool), so the child may allocate; the child never returns: it ends
+    // in `_exit`.
+    match unsafe { nix::unistd::fork() }.map_err(sys("fork"))? {
+        ForkResult::Child => {
+            drop(ours);
+            let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                intermediate(req, &ns, &theirs)
+            })) {
+                Ok(Ok(())) => 0,
+                Ok(Err(e)) => {
+                    let _ = theirs.send(Kind::Error, e.to_string().as_bytes());
+                    1
+                }
+                Err(_) => {
+                    let _ = theirs.send(Kind::Error, b"container set-up panicked");
+                    2
+                }
+            };
+            // SAFETY: _exit ends the forked process without running the shim's destructors or
+            // atexit handlers, which belong to the parent.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            drop(ns);
+            let created = drive(req, parent, &ours, child);
+            // The intermediate exits right after reporting the pid (or on an error): reap it
+            // here, not in the shim's reaper, which would take it for a container process.
+            let _ = nix::sys::wait::waitpid(child, None);
+            let (pid, console) = created?;
+            Ok(Created {
+                pid,
+                console,
+                channel: ours,
+            })
+        }
+    }
+}
+
+/// The shim's side of the handshake, up to Ready.
+fn drive(
+    req: &Request<'_>,
+    parent: &mut dyn Parent,
+    ch: &Channel,
+    intermediate: Pid,
+) -> Result<(i32, Option<OwnedFd>)> {
+    let first = ch.recv()?.ok_or_else(|| {
+        Error::Handshake("the intermediate process exited before it reported".into())
+    })?;
+    match first.kind {
+        Kind::UserNs => write_id_maps(req.spec, intermediate.as_raw())?,
+        Kind::NoUserNs => {}
+        Kind::Error => {
+            return Err(Error::Child(
+                String::from_utf8_lossy(&first.payload).into_owned(),
+            ))
+        }
+        k => return Err(Error::Handshake(format!("unexpected {k:?}"))),
+    }
+    if let Err(e) = parent.joined(intermediate.as_raw()) {
+        let _ = ch.send(Kind::Error, e.as_bytes());
+        return Err(Error::Child(e));
+    }
+    ch.send(Kind::Go, b"")?;
+    let m = ch.expect(Kind::Pid)?;
+    let pid = i32::from_le_bytes(
+        m.payload
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Handshake("bad pid message".into()))?,
+    );
+    let mut console = None;
+    loop {
+        let m = ch
+            .recv()?
+            .ok_or_else(|| Error::Handshake("the container process exited during set-up".into()))?;
+        match m.kind {
+            Kind::Console => console = m.fd,
+            Kind::Hooks => match parent.hooks(pid) {
+                Ok(()) => ch.send(Kind::Go, b"")?,
+                Err(e) => {
+                    let _ = ch.send(Kind::Error, e.as_bytes());
+                    return Err(Error::Child(e));
+                }
+            },
+            Kind::Ready => return Ok((pid, console)),
+            Kind::Error => {
+                return Err(Error::Child(
+                    String::from_utf8_lossy(&m.payload).into_owned(),
+                ))
+            }
+            k => return Err(Error::Handshake(format!("unexpected {k:?}"))),
+        }
+    }
+}
+
+fn write_id_maps(spec: &Spec, pid: i32) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    for (file, maps) in [
+        ("uid_map", linux.and_then(|l| l.uid_mappings().as_ref())),
+        ("gid_map", linux.and_then(|l| l.gid_mappings().as_ref())),
+    ] {
+        let Some(maps) = maps.filter(|m| !m.is_empty()) else {
+            return Err(Error::Spec(
+                "a new user namespace needs uidMappings and gidMappings".into(),
+            ));
+        };
+        let text: String = maps
+            .iter()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect();
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, text).map_err(|e| Error::Io {
+            action: "write id map",
+            source: std::io::Error::new(e.kind(), format!("{path}: {e}")),
+        })?;
+    }
+    Ok(())
+}
+
+/// Stage 2, in the forked intermediate.
+fn intermediate(req: &Request<'_>, ns: &Namespaces, ch: &Channel) -> Result<()> {
+    for (flag, file) in &ns.join {
+        nix::sched::setns(file, *flag).map_err(sys("join a namespace"))?;
+    }
+    let user_ns = ns.new.contains(CloneFlags::CLONE_NEWUSER);
+    if user_ns {
+        nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
+            .map_err(sys("unshare the user namespace"))?;
+        ch.send(Kind::UserNs, b"")?;
+    } else {
+        ch.send(Kind::NoUserNs, b"")?;
+    }
+    ch.expect(Kind::Go)?;
+    if user_ns || ns.join.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUSER) {
+        // Become the namespace's root (uid 0 is mapped by now) so the set-up is privileged in it.
+        let root_u = nix::unistd::Uid::from_raw(0);
+        let root_g = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(root_g, root_g, root_g)
+            .map_err(sys("setgid 0 in the user namespace"))?;
+        nix::unistd::setresuid(root_u, root_u, root_u)
+            .map_err(sys("setuid 0 in the user namespace"))?;
+    }
+    let rest = ns.new - CloneFlags::CLONE_NEWUSER;
+    if !rest.is_empty() {
+        nix::sched::unshare(rest).map_err(sys("unshare namespaces"))?;
+    }
+    // SAFETY: single-threaded (this process was forked from a single-threaded shim); the child
+    // ends in `_exit` or `execve`.
+    match unsafe { nix::unistd::fork() }.map_err(sys("fork the container process"))? {
+        ForkResult::Parent { child } => {
+            ch.send(Kind::Pid, &child.as_raw().to_le_bytes())?;
+            Ok(())
+        }
+        ForkResult::Child => {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                container_process(req, ns, ch)
+            }));
+            let msg = match result {
+                Ok(Ok(never)) => match never {},
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "container set-up panicked".to_owned(),
+            };
+            let _ = ch.send(Kind::Error, msg.as_bytes());
+            // SAFETY: see `create`.
+            unsafe { libc::_exit(1) }
+        }
+    }
+}
+
+/// Stage 3, in the container's process. Returns only on error.
+fn container_process(
+    req: &Request<'_>,
+    ns: &Namespaces,
+    ch: &Channel,
+) -> Result<std::convert::Infallible> {
+    let sys = Linux;
+    let user_ns = ns.has(CloneFlags::CLONE_NEWUSER);
+    let mut pty_slave: Option<PathBuf> = None;
+    match req.mode {
+        Mode::Init { rootfs, cgroups } => {
+            if !ns.new.contains(CloneFlags::CLONE_NEWNS) {
+                return Err(Error::Spec(
+                    "the container needs its own mount namespace".into(),
+                ));
+            }
+            let opts = RootfsOptions {
+                rootfs,
+                cgroups,
+                cgroup_ns: ns.new.contains(CloneFlags::CLONE_NEWCGROUP),
+                user_ns,
+            };
+            rootfs::prepare(&sys, req.spec, &opts)?;
+            if req.terminal {
+                let (master, slave) = open_pty(&rootfs.join("dev/ptmx"))?;
+                // `/dev/console` is the terminal too, as in runc.
+                let console = rootfs.join("dev/console");
+                if rootfs.join("dev").is_dir() {
+                    crate::syscall::Syscall::create_file(&sys, &console)?;
+                    crate::syscall::Syscall::mount(
+                        &sys,
+                        Some(&rootfs.join(slave.strip_prefix("/").unwrap_or(&slave))),
+                        &console,
+                        None,
+                        nix::mount::MsFlags::MS_BIND,
+                        None,
+                    )?;
+                }
+                ch.send_with_fd(Kind::Console, b"", Some(master.as_raw_fd()))?;
+                pty_slave = Some(slave);
+            }
+            if has_pre_pivot_hooks(req.spec) {
+                ch.send(Kind::Hooks, b"")?;
+                ch.expect(Kind::Go)?;
+            }
+            rootfs::pivot(&sys, rootfs)?;
+            rootfs::finish(&sys, req.spec)?;
+            if ns.new.contains(CloneFlags::CLONE_NEWUTS) {
+                if let Some(h) = req.spec.hostname().as_deref() {
+                    crate::syscall::Syscall::sethostname(&sys, h)?;
+                }
+                if let Some(d) = req.spec.domainname().as_deref() {
+                    crate::syscall::Syscall::setdomainname(&sys, d)?;
+                }
+            }
+            for (key, value) in req
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.sysctl().as_ref())
+                .into_iter()
+                .flatten()
+            {
+                let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+                crate::syscall::Syscall::write_file(&sys, &path, value)?;
+            }
+        }
+        Mode::Exec { .. } => {
+            if req.terminal {
+                let (master, slave) = open_pty(Path::new("/dev/ptmx"))?;
+                ch.send_with_fd(Kind::Console, b"", Some(master.as_raw_fd()))?;
+                pty_slave = Some(slave);
+            }
+        }
+    }
+    setup_stdio(req, pty_slave.as_deref())?;
+    process::set_rlimits(req.process)?;
+    process::drop_bounding(req.process)?;
+    process::set_user(req.process, user_ns)?;
+    process::set_capabilities(req.process)?;
+    process::chdir_cwd(req.process)?;
+    let exe = process::resolve_executable(req.process)?;
+    process::set_no_new_privileges(req.process)?;
+    ch.send(Kind::Ready, b"")?;
+    match ch.recv()? {
+        Some(m) if m.kind == Kind::Start => {}
+        // The shim went away or gave up on this container: do not run it.
+        _ => {
+            // SAFETY: see `create`.
+            unsafe { libc::_exit(1) }
+        }
+    }
+    if let Some(hook) = req.before_exec {
+        hook().map_err(Error::Child)?;
+    }
+    close_other_fds(ch.as_raw_fd());
+    reset_signals();
+    let err = nix::unistd::execve(&exe.path, &exe.argv, &exe.envp).unwrap_err();
+    let name = req
+        .process
+        .args()
+        .as_ref()
+        .and_then(|a| a.first().cloned())
+        .unwrap_or_default();
+    Err(Error::Exec {
+        name,
+        reason: sync::lower_first(err.desc()),
+    })
+}
+
+fn has_pre_pivot_hooks(spec: &Spec) -> bool {
+    spec.hooks().as_ref().is_some_and(|h| {
+        h.prestart().as_ref().is_some_and(|v| !v.is_empty())
+            || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
+    })
+}
+
+/// Opens a new pty through `ptmx` (the container's devpts instance) and returns its master and
+/// the slave's path as the container will see it (`/dev/pts/N`).
+fn open_pty(ptmx: &Path) -> Result<(OwnedFd, PathBuf)> {
+    use nix::fcntl::{open, OFlag};
+    let fd = open(
+        ptmx,
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(crate::error::at("open", ptmx))?;
+    // SAFETY: fd is an open pty master we own.
+    let rc = unsafe { libc::unlockpt(fd.as_raw_fd()) };
+    nix::errno::Errno::result(rc).map_err(sys("unlock the pty"))?;
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCGPTN writes one int through the pointer, which is valid for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGPTN, &mut n) };
+    nix::errno::Errno::result(rc).map_err(sys("read the pty number"))?;
+    Ok((fd, PathBuf::from(format!("/dev/pts/{n}"))))
+}
+
+fn setup_stdio(req: &Request<'_>, pty_slave: Option<&Path>) -> Result<()> {
+    nix::unistd::setsid().map_err(sys("setsid"))?;
+    let fds: [RawFd; 3] = if let Some(slave) = pty_slave {
+        let fd = nix::fcntl::open(
+            slave,
+            nix::fcntl::OFlag::O_RDWR,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(crate::error::at("open", slave))?;
+        // SAFETY: TIOCSCTTY takes an int argument; fd is the open slave.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+        nix::errno::Errno::result(rc).map_err(sys("make the pty the controlling terminal"))?;
+        let raw = fd.as_raw_fd();
+        std::mem::forget(fd);
+        [raw; 3]
+    } else {
+        req.stdio
+    };
+    // Move every source out of 0..=2 first so that a dup2 never overwrites a later source.
+    let mut high = [0; 3];
+    for (i, fd) in fds.iter().enumerate() {
+        // SAFETY: F_DUPFD_CLOEXEC only duplicates a descriptor this process holds.
+        let rc = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10) };
+        high[i] = nix::errno::Errno::result(rc).map_err(sys("duplicate stdio"))?;
+    }
+    for (target, fd) in high.iter().enumerate() {
+        // SAFETY: dup2 between descriptors this process holds; fds 0-2 are meant to be replaced.
+        let rc = unsafe { libc::dup2(*fd, target as RawFd) };
+        nix::errno::Errno::result(rc).map_err(sys("dup2 stdio"))?;
+    }
+    Ok(())
+}
+
+/// Marks every descriptor above 2 close-on-exec, so that nothing of the shim leaks into the
+/// container (the start channel is already close-on-exec and tells the shim exec happened).
+fn close_other_fds(_keep: RawFd) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors we own.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc != 0 {
+        // Older kernels: walk /proc/self/fd.
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            let fds: Vec<RawFd> = dir
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .filter(|fd| *fd > 2)
+                .collect();
+            for fd in fds {
+                // SAFETY: setting FD_CLOEXEC on a descriptor number; a stale number fails harmlessly.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+        }
+    }
+}
+
+/// The process starts with every signal at its default action and none blocked: the shim's
+/// own dispositions (Rust ignores SIGPIPE, the runtime catches SIGCHLD) must not leak in, as an
+/// ignored SIGPIPE would survive execve.
+fn reset_signals() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL is always sound; invalid numbers fail harmlessly.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty set, initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}

@@ -1,0 +1,361 @@
+//! A process's stdio. Output goes **straight** into the FIFOs the client made (or a `file://`
+//! log): the container holds the write end itself, so no copy loop runs in the shim for it.
+//! The shim keeps a read end of each output FIFO open (never read) so the container does not get
+//! SIGPIPE when the client goes away and comes back, as containerd's shim does. Input goes through
+//! a pipe fed by a small task, because only the FIFO's first writer tells a real end-of-input from
+//! "no client yet". With a terminal, both directions are copied to and from the pty master.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+
+/// The client's stdio as it sent it: paths (FIFOs), `file://` or `binary://` URIs, or empty.
+#[derive(Debug, Clone, Default)]
+pub struct StdioPaths {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// What the container process gets, and what the shim keeps.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Become fds 0, 1 and 2 of the process (when there is no terminal).
+    pub child: [OwnedFd; 3],
+    /// Held by the shim while the process lives.
+    pub keep: Keep,
+}
+
+/// The shim's side of a process's stdio.
+#[derive(Debug, Default)]
+pub struct Keep {
+    /// Read ends of the output FIFOs, never read: they keep a writer from getting EPIPE.
+    _holders: Vec<File>,
+    /// The stdin FIFO, copied into the process's pipe (or the pty) by a task.
+    stdin_fifo: Option<File>,
+    /// The write end of the process's stdin pipe (no terminal).
+    stdin_pipe: Option<OwnedFd>,
+    /// Output FIFO writers for the console copy (terminal only).
+    console_out: Option<File>,
+    /// Set once the console's output copy has finished (the last byte is in the FIFO).
+    pub copied: Option<watch::Receiver<bool>>,
+    stdin_task: Option<tokio::task::JoinHandle<()>>,
+    /// The pty master (terminal only), for resizes and the copies.
+    console: Option<std::sync::Arc<AsyncFd<OwnedFd>>>,
+}
+
+fn io_err(action: &'static str, path: &str) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Registers an owned descriptor with the runtime's reactor.
+pub fn watch<T: AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
+    // SAFETY: `inner` owns its descriptor and is moved into the AsyncFd, so the descriptor stays
+    // open and the same for the AsyncFd's whole life, and `as_raw_fd` keeps returning it.
+    unsafe { AsyncFd::register(inner) }.map_err(|e| e.into_parts().1)
+}
+
+fn devnull(write: bool) -> Result<OwnedFd> {
+    OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(io_err("open", "/dev/null"))
+}
+
+/// Opens an output: a FIFO (a held reader first, then the writer the process gets) or a
+/// `file://` log.
+fn open_output(spec: &str, holders: &mut Vec<File>) -> Result<OwnedFd> {
+    if spec.is_empty() {
+        return devnull(true);
+    }
+    if let Some(path) = spec.strip_prefix("file://") {
+        if let Some(dir) = Path::new(path).parent() {
+            std::fs::create_dir_all(dir).map_err(io_err("create directory for", path))?;
+        }
+        return OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(OwnedFd::from)
+            .map_err(io_err("open log file", path));
+    }
+    if spec.starts_with("binary://") {
+        return Err(Error::Unsupported(format!(
+            "log URI {spec:?}: binary:// loggers are not supported yet"
+        )));
+    }
+    let path = spec.strip_prefix("fifo://").unwrap_or(spec);
+    let holder = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err("open", path))?;
+    let writer = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err("open", path))?;
+    set_blocking(writer.as_raw_fd())?;
+    holders.push(holder);
+    Ok(writer.into())
+}
+
+fn set_blocking(fd: RawFd) -> Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(Error::Io {
+            action: "make blocking",
+            path: format!("fd {fd}"),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+fn set_nonblocking(fd: RawFd) -> Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(Error::Io {
+            action: "make non-blocking",
+            path: format!("fd {fd}"),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+fn open_stdin_fifo(spec: &str) -> Result<File> {
+    let path = spec.strip_prefix("fifo://").unwrap_or(spec);
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err("open", path))
+}
+
+impl StdioPaths {
+    /// Opens everything before the process is made.
+    pub fn prepare(&self) -> Result<Prepared> {
+        let mut keep = Keep::default();
+        if self.terminal {
+            // The process gets the pty; the FIFOs are the shim's, for the copy.
+            if !self.stdin.is_empty() {
+                keep.stdin_fifo = Some(open_stdin_fifo(&self.stdin)?);
+            }
+            if !self.stdout.is_empty() {
+                let w = open_output(&self.stdout, &mut keep._holders)?;
+                keep.console_out = Some(File::from(w));
+            }
+            return Ok(Prepared {
+                child: [devnull(false)?, devnull(true)?, devnull(true)?],
+                keep,
+            });
+        }
+        let stdin = if self.stdin.is_empty() {
+            devnull(false)?
+        } else {
+            keep.stdin_fifo = Some(open_stdin_fifo(&self.stdin)?);
+            let (r, w) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Io {
+                    action: "create stdin pipe",
+                    path: String::new(),
+                    source: e.into(),
+                })?;
+            keep.stdin_pipe = Some(w);
+            r
+        };
+        let stdout = open_output(&self.stdout, &mut keep._holders)?;
+        let stderr = open_output(&self.stderr, &mut keep._holders)?;
+        Ok(Prepared {
+            child: [stdin, stdout, stderr],
+            keep,
+        })
+    }
+}
+
+impl Keep {
+    /// Starts the copies once the process exists: stdin FIFO → pipe (or pty), pty → stdout.
+    pub fn start(&mut self, console: Option<OwnedFd>) -> Result<()> {
+        let console = match console {
+            Some(master) => {
+                set_nonblocking(master.as_raw_fd())?;
+                Some(std::sync::Arc::new(watch(master).map_err(|e| {
+                    Error::Io {
+                        action: "watch the console",
+                        path: String::new(),
+                        source: e,
+                    }
+                })?))
+            }
+            None => None,
+        };
+        let stdin_target: Option<StdinTarget> = match (&console, self.stdin_pipe.take()) {
+            (Some(c), _) => Some(StdinTarget::Console(std::sync::Arc::clone(c))),
+            (None, Some(pipe)) => Some(StdinTarget::Pipe(pipe)),
+            (None, None) => None,
+        };
+        if let (Some(fifo), Some(target)) = (self.stdin_fifo.take(), stdin_target) {
+            let fifo = watch(fifo).map_err(|e| Error::Io {
+                action: "watch stdin",
+                path: String::new(),
+                source: e,
+            })?;
+            self.stdin_task = Some(tokio::spawn(copy_stdin(fifo, target)));
+        }
+        if let Some(c) = console {
+            let (tx, rx) = watch::channel(false);
+            self.copied = Some(rx);
+            let out = self.console_out.take();
+            let reader = std::sync::Arc::clone(&c);
+            tokio::spawn(async move {
+                copy_console(&reader, out).await;
+                let _ = tx.send(true);
+            });
+            self.console = Some(c);
+        }
+        Ok(())
+    }
+
+    /// The client closed its stdin: the process sees end-of-input.
+    pub fn close_stdin(&mut self) {
+        if let Some(t) = self.stdin_task.take() {
+            t.abort();
+        }
+        self.stdin_pipe = None;
+        self.stdin_fifo = None;
+    }
+
+    pub fn resize(&self, width: u32, height: u32) -> Result<()> {
+        let Some(c) = &self.console else {
+            return Ok(());
+        };
+        let ws = libc::winsize {
+            ws_row: height as u16,
+            ws_col: width as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize through the pointer, valid for the call.
+        let rc = unsafe { libc::ioctl(c.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        if rc < 0 {
+            return Err(Error::Io {
+                action: "resize the console",
+                path: String::new(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) until the console's output is all in the FIFO.
+    pub async fn drained(&self) {
+        if let Some(mut rx) = self.copied.clone() {
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), rx.wait_for(|d| *d)).await;
+        }
+    }
+}
+
+enum StdinTarget {
+    Pipe(OwnedFd),
+    Console(std::sync::Arc<AsyncFd<OwnedFd>>),
+}
+
+async fn copy_stdin(fifo: AsyncFd<File>, target: StdinTarget) {
+    let mut buf = vec![0u8; 32 * 1024];
+    let pipe = match &target {
+        StdinTarget::Pipe(p) => {
+            let _ = set_nonblocking(p.as_raw_fd());
+            // SAFETY: dup of a descriptor we own gives a new descriptor we own.
+            let dup = unsafe { libc::dup(p.as_raw_fd()) };
+            if dup < 0 {
+                return;
+            }
+            // SAFETY: `dup` is a fresh descriptor owned by nobody else.
+            watch(unsafe { OwnedFd::from_raw_fd(dup) }).ok()
+        }
+        StdinTarget::Console(_) => None,
+    };
+    loop {
+        let n = match read_async(&fifo, &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let dest: &AsyncFd<OwnedFd> = match (&target, &pipe) {
+            (StdinTarget::Console(c), _) => c,
+            (StdinTarget::Pipe(_), Some(p)) => p,
+            _ => break,
+        };
+        if write_all_async(dest, &buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    // End of input: the pipe's write ends close here (the task owns them); a console gets ^D.
+    if let StdinTarget::Console(c) = &target {
+        let _ = write_all_async(c, &[4]).await;
+    }
+}
+
+async fn copy_console(console: &AsyncFd<OwnedFd>, out: Option<File>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // EIO: every slave descriptor is closed — the process and its children are gone.
+        let n = match read_async(console, &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(f) = &out {
+            if std::io::Write::write_all(&mut &*f, &buf[..n]).is_err() {
+                // Nobody reads any more; keep draining the console so the process never blocks.
+                continue;
+            }
+        }
+    }
+}
+
+async fn read_async<T: AsFd + AsRawFd>(fd: &AsyncFd<T>, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        let mut guard = fd.readable().await?;
+        match guard.try_io(|inner| {
+            nix::unistd::read(inner.get_ref().as_fd(), buf).map_err(std::io::Error::from)
+        }) {
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+async fn write_all_async<T: AsFd + AsRawFd>(
+    fd: &AsyncFd<T>,
+    mut data: &[u8],
+) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let mut guard = fd.writable().await?;
+        match guard.try_io(|inner| {
+            nix::unistd::write(inner.get_ref().as_fd(), data).map_err(std::io::Error::from)
+        }) {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! The three ways the binary runs: `start` (make the server, print its address), the server
+//! itself, and `delete` (clean up after a server that is gone).
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::args::Args;
+use crate::error::{Error, Result};
+use crate::log::{debug, warning};
+use crate::publish::{now, Publisher};
+use crate::task::Shim;
+
+/// Where sockets of shims live, as for containerd's own shims.
+const SOCKET_DIR: &str = "/run/containerd/s";
+
+fn io(action: &'static str, path: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// containerd's rule: `unix:///run/containerd/s/<sha256 of address/namespace/id>`.
+fn socket_path(args: &Args) -> PathBuf {
+    let key = Path::new(&args.address)
+        .join(&args.namespace)
+        .join(&args.id);
+    let digest = Sha256::digest(key.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Path::new(SOCKET_DIR).join(hex)
+}
+
+pub fn start(args: &Args) -> Result<()> {
+    // The daemon writes the runtime options to stdin; they carry nothing this shim uses yet,
+    // but they are read so the writer never sees a closed pipe.
+    let mut options = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut options);
+    let cwd = std::env::current_dir().map_err(io("read", "the current directory"))?;
+    let path = socket_path(args);
+    std::fs::create_dir_all(SOCKET_DIR).map_err(io("create", SOCKET_DIR))?;
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(Error::AlreadyExists(format!(
+                "{}: a shim already serves {}",
+                args.id,
+                path.display()
+            )));
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    let listener =
+        UnixListener::bind(&path).map_err(io("listen on", path.display().to_string()))?;
+    let exe = std::env::current_exe().map_err(io("find", "the shim binary"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "-namespace",
+        &args.namespace,
+        "-id",
+        &args.id,
+        "-address",
+        &args.address,
+    ]);
+    if !args.publish_binary.is_empty() {
+        cmd.args(["-publish-binary", &args.publish_binary]);
+    }
+    if args.debug {
+        cmd.arg("-debug");
+    }
+    let fd = listener.as_raw_fd();
+    cmd.current_dir(&cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure only makes async-signal-safe calls (dup2, fcntl, setsid) between fork
+    // and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Its own session: signals to the caller's process group do not reach the shim.
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(io("start", "the shim server"))?;
+    let address = format!("unix://{}", path.display());
+    std::fs::write(cwd.join("address"), &address).map_err(io("write", "address"))?;
+    std::fs::write(cwd.join("shim.pid"), child.id().to_string())
+        .map_err(io("write", "shim.pid"))?;
+    let mut out = std::io::stdout();
+    out.write_all(address.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(io("print", "the address"))?;
+    Ok(())
+}
+
+pub fn serve(args: &Args) -> Result<()> {
+    crate::log::open_fifo(args.debug);
+    // Orphans of the container (its daemons, the children of exec'd processes) become ours to
+    // reap; so does the container process itself, whose parent exits while it is made.
+    // SAFETY: prctl with plain integers.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        warning!("not a child subreaper: {}", std::io::Error::last_os_error());
+    }
+    // One thread, no blocking pool: containers are forked from this process, which is only
+    // safe single-threaded — and a thread is memory the shim does not need.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(io("start", "the runtime"))?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: &Args) -> Result<()> {
+    let bundle = std::env::current_dir().map_err(io("read", "the current directory"))?;
+    let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+        .map_err(io("watch", "SIGCHLD"))?;
+    let publisher = Publisher::start(std::env::var("TTRPC_ADDRESS").ok(), args.namespace.clone());
+    let shim = Arc::new(Shim::new(
+        args.namespace.clone(),
+        args.id.clone(),
+        bundle.clone(),
+        publisher,
+    ));
+    let reaper = Arc::clone(&shim);
+    tokio::spawn(async move {
+        while sigchld.recv().await.is_some() {
+            reap(&reaper);
+        }
+    });
+    // SAFETY: fd 3 is the listening socket `start` handed over; nothing else in this process
+    // uses it.
+    let server = unsafe { ttrpc::r#async::Server::new().add_unix_listener(3) };
+    let mut server = server
+        .map_err(|e| Error::Io {
+            action: "serve",
+            path: "fd 3".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .register_service(crate::service::task_service(Arc::clone(&shim)));
+    server.start().await.map_err(|e| Error::Io {
+        action: "serve",
+        path: "fd 3".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    debug!("serving {}", args.id);
+    shim.exit.notified().await;
+    // Let the Shutdown answer go out before the connection closes.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let _ = server.shutdown().await;
+    if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
+        if let Some(path) = address.trim().strip_prefix("unix://") {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(())
+}
+
+/// Collects every exited child and reports it (128 + signal for a killed one, as a shell does).
+fn reap(shim: &Shim) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => shim.reaped(pid.as_raw(), code as u32),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => shim.reaped(pid.as_raw(), 128 + sig as u32),
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Cleans up after a shim server that is gone: the container's processes, cgroup and rootfs
+/// mount; prints the DeleteResponse containerd expects (SIGKILL's 137, now).
+pub fn delete(args: &Args) -> Result<()> {
+    let bundle = if args.bundle.is_empty() {
+        std::env::current_dir().map_err(io("read", "the current directory"))?
+    } else {
+        PathBuf::from(&args.bundle)
+    };
+    let pid = std::fs::read_to_string(bundle.join("init.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    if pid > 0 {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) {
+        let path = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("/{}/{}", args.namespace, args.id));
+        if let Ok(h) = berth_cgroups::Hierarchy::detect() {
+            if let Ok(cg) = berth_cgroups::Cgroup::open(&h, &path) {
+                let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL);
+                if let Err(e) = cg.delete() {
+                    eprintln!("remove cgroup {path}: {e}");
+                }
+            }
+        }
+    }
+    let rootfs = bundle.join("rootfs");
+    if rootfs.exists() {
+        if let Err(e) = berth_mount::unmount_recursive(&rootfs) {
+            eprintln!("unmount {}: {e}", rootfs.display());
+        }
+    }
+    let resp = berth_shim::proto::task::DeleteResponse {
+        pid: pid.max(0) as u32,
+        exit_status: 137,
+        exited_at: Some(now()),
+    };
+    let mut out = std::io::stdout();
+    out.write_all(&resp.encode_to_vec())
+        .and_then(|()| out.flush())
+        .map_err(io("print", "the delete response"))?;
+    Ok(())
+}
