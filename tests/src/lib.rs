@@ -343,9 +343,16 @@ impl Containerd {
             .expect("write containerd config");
         let log_path = d.join("containerd.log");
         let log = std::fs::File::create(&log_path).expect("log");
+        // Berth's shim (`containerd-shim-berth-v1`, beside the test binaries) is found on PATH,
+        // as containerd finds every shim.
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path =
+            std::env::join_paths(std::iter::once(bin_dir()).chain(std::env::split_paths(&path)))
+                .expect("PATH");
         let mut child = Command::new(bin)
             .arg("--config")
             .arg(d.join("config.toml"))
+            .env("PATH", path)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)

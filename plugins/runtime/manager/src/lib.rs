@@ -4,9 +4,10 @@
 //! cleans up after it (`<shim> delete`). Shims outlive berthd: at start-up every bundle left in
 //! the state directory is reconnected, or cleaned up if its shim died meanwhile.
 //!
-//! Which shim serves which runtime name is the `runtimes` table of this plugin's config; a name
-//! that is not in it resolves as containerd resolves it (`io.containerd.runc.v2` →
-//! `containerd-shim-runc-v2` on `PATH`; an absolute path as it is).
+//! Which shim serves which runtime name is the `runtimes` table of this plugin's config; by
+//! default `io.containerd.runc.v2` is served by Berth's own shim (`containerd-shim-berth-v1`); a
+//! name that is not in the table resolves as containerd resolves it (`io.containerd.x.v2` →
+//! `containerd-shim-x-v2` on `PATH` or beside berthd; an absolute path as it is).
 
 mod bundle;
 mod error;
@@ -42,6 +43,21 @@ pub struct RuntimeEntry {
     pub runtime_type: Option<String>,
     /// The shim binary itself, an absolute path; wins over `runtime_type`.
     pub runtime_path: Option<PathBuf>,
+}
+
+/// The runtime name `ctr run` and containerd's clients send by default.
+pub const RUNC_V2: &str = "io.containerd.runc.v2";
+/// Berth's own shim (`containerd-shim-berth-v1`).
+pub const BERTH_V1: &str = "io.containerd.berth.v1";
+
+/// Built-in rows of the runtimes table, used when the config has no row of that name: Berth's
+/// shim serves `io.containerd.runc.v2`, so what users get by default is Berth's runtime. A row
+/// in the config wins (e.g. `runtime_path = "/usr/bin/containerd-shim-runc-v2"` to use runc).
+fn default_runtime(name: &str) -> Option<RuntimeEntry> {
+    (name == RUNC_V2).then(|| RuntimeEntry {
+        runtime_type: Some(BERTH_V1.to_owned()),
+        runtime_path: None,
+    })
 }
 
 /// What a task is made from (the Tasks service gathers it from the container and the request).
@@ -219,7 +235,14 @@ impl TaskManager {
 
 impl Inner {
     fn resolve(&self, runtime: &str) -> berth_shim::Result<PathBuf> {
-        let entry = self.opts.config.runtimes.get(runtime);
+        let builtin;
+        let entry = match self.opts.config.runtimes.get(runtime) {
+            Some(e) => Some(e),
+            None => {
+                builtin = default_runtime(runtime);
+                builtin.as_ref()
+            }
+        };
         if let Some(path) = entry.and_then(|e| e.runtime_path.as_ref()) {
             return resolve_runtime_binary(&path.to_string_lossy(), None);
         }

@@ -21,6 +21,9 @@ pub enum Error {
     InvalidArgument(String),
     #[error("{0}")]
     Unsupported(String),
+    /// What containerd's shim reports with no particular code (gRPC Unknown).
+    #[error("{0}")]
+    Other(String),
     #[error("process already finished")]
     Finished,
     #[error("{0}")]

@@ -203,7 +203,7 @@ pub fn delete(args: &Args) -> Result<()> {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    if let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) {
+    if let Ok(spec) = crate::task::load_spec(&bundle.join("config.json")) {
         let path = spec
             .linux()
             .as_ref()

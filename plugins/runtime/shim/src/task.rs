@@ -179,7 +179,7 @@ impl Shim {
         } else {
             PathBuf::from(&req.bundle)
         };
-        let spec = Spec::load(bundle.join("config.json"))?;
+        let spec = load_spec(&bundle.join("config.json"))?;
         let root = spec
             .root()
             .as_ref()
@@ -268,9 +268,6 @@ impl Shim {
                 .unwrap_or_else(|| format!("/{}/{}", self.namespace, self.id));
             let cg = Cgroup::create(h, &path)?;
             c.cgroup = Some(cg.clone());
-            if let Some(r) = linux.resources() {
-                cg.apply(r)?;
-            }
             cgroup_mounts = cgroup_mounts_for(h, &cg);
         }
         if let Some(s) = linux.seccomp() {
@@ -314,6 +311,17 @@ impl Shim {
         let created = berth_container::create(&request, &mut parent)?;
         drop(prepared.child);
         c.init.pid = created.pid;
+        // Limits apply once the container's filesystem is made, as with runc: a device rule
+        // that denies mknod must not stop /dev from being populated.
+        if let (Some(cg), Some(r)) = (&c.cgroup, linux.resources()) {
+            if let Err(e) = cg.apply(r) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(created.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                return Err(e.into());
+            }
+        }
         c.init.keep = prepared.keep;
         let console = {
             let mut created = created;
@@ -410,10 +418,8 @@ impl Shim {
             .map_err(|e| Error::InvalidArgument(format!("exec process spec: {e}")))?;
         self.with(&req.id, |c| {
             if c.init.exited().is_some() {
-                return Err(Error::FailedPrecondition(format!(
-                    "container {} is stopped",
-                    req.id
-                )));
+                // containerd's shim answers this one with Unknown, in these words.
+                return Err(Error::Other("cannot exec in a stopped state".into()));
             }
             if c.execs.contains_key(&req.exec_id) {
                 return Err(Error::AlreadyExists(format!("exec {}", req.exec_id)));
@@ -882,6 +888,25 @@ fn cgroup_mounts_for(h: &Hierarchy, cg: &Cgroup) -> CgroupMounts {
             CgroupMounts::V1 { dirs }
         }
     }
+}
+
+/// Reads `config.json` as runc does: Go's decoder takes a missing `process.user` or
+/// `process.cwd` as their zero values, where oci-spec's types require them.
+pub fn load_spec(path: &Path) -> Result<Spec> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        action: "read",
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+    if let Some(p) = value.get_mut("process").and_then(|p| p.as_object_mut()) {
+        p.entry("user")
+            .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+        p.entry("cwd").or_insert_with(|| serde_json::json!("/"));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))
 }
 
 /// Undoes what Create did: the cgroup and the rootfs mount.

@@ -1,0 +1,358 @@
+//! Issue 12, Berth's own runtime: what `containerd-shim-berth-v1` does to a container, seen from
+//! inside it and from the host — limits (pids, CPU), seccomp, capabilities, masked and read-only
+//! paths, user namespaces, runc's kind of message for a missing executable — and the shim
+//! driven by a real containerd (`ctr run --runtime io.containerd.berth.v1`).
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::{bin, fails, fixtures, ok, require_program, require_root, Berthd, Containerd};
+
+/// A daemon (berthd or containerd) with the fixture image imported.
+struct Fixture<D> {
+    daemon: D,
+    image: String,
+    _dir: tempfile::TempDir,
+}
+
+trait Ctr {
+    fn ctr(&self, args: &[&str]) -> Output;
+    fn socket(&self) -> std::path::PathBuf;
+}
+
+impl Ctr for Berthd {
+    fn ctr(&self, args: &[&str]) -> Output {
+        Berthd::ctr(self, args)
+    }
+    fn socket(&self) -> std::path::PathBuf {
+        Berthd::socket(self)
+    }
+}
+
+impl Ctr for Containerd {
+    fn ctr(&self, args: &[&str]) -> Output {
+        Containerd::ctr(self, args)
+    }
+    fn socket(&self) -> std::path::PathBuf {
+        Containerd::socket(self)
+    }
+}
+
+fn requirements() {
+    require_root("running containers");
+    require_program("ctr", "containerd");
+    assert!(
+        bin("containerd-shim-berth-v1").exists(),
+        "containerd-shim-berth-v1 is not built: cargo build --bins"
+    );
+}
+
+impl<D: Ctr> Fixture<D> {
+    fn with(daemon: D, tag: &str) -> Fixture<D> {
+        let dir = tempfile::tempdir().unwrap();
+        let (img, archive) =
+            fixtures::busybox_oci_archive(dir.path(), &format!("docker.io/library/busybox:{tag}"));
+        ok(&daemon.ctr(&["images", "import", archive.to_str().unwrap()]));
+        Fixture {
+            daemon,
+            image: img.name,
+            _dir: dir,
+        }
+    }
+
+    /// `ctr run --rm FLAGS IMAGE id ARGS…`
+    fn run(&self, flags: &[&str], id: &str, args: &[&str]) -> Output {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(flags);
+        all.push(&self.image);
+        all.push(id);
+        all.extend_from_slice(args);
+        self.daemon.ctr(&all)
+    }
+}
+
+fn berthd(tag: &str) -> Fixture<Berthd> {
+    requirements();
+    Fixture::with(Berthd::start(), tag)
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn isolation_capabilities_masked_and_read_only_paths() {
+    let f = berthd("iso");
+    let out = ok(&f.run(
+        &["--cap-drop", "CAP_NET_RAW", "--cap-drop", "CAP_CHOWN"],
+        "rt-iso",
+        &[
+            "sh",
+            "-c",
+            "grep -E '^Cap(Eff|Bnd|Prm|Inh|Amb)' /proc/self/status; \
+             echo kcore=$(wc -c < /proc/kcore); echo keys=$(wc -c < /proc/keys); \
+             echo acpi=$(ls /proc/acpi | wc -l); \
+             echo 1 > /proc/sys/kernel/sysrq 2>/dev/null && echo sysrq-writable || echo sysrq-ro; \
+             echo pid=$$; hostname; mount | grep -c ' / ' ",
+        ],
+    ));
+    let field = |name: &str| -> u64 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing: {out}"));
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    let eff = field("CapEff:");
+    // containerd's default set (0xa80425fb) without CAP_CHOWN (0) and CAP_NET_RAW (13).
+    assert_eq!(eff, 0xa80425fb & !(1 << 0) & !(1 << 13), "{out}");
+    assert_eq!(field("CapBnd:"), eff, "{out}");
+    assert_eq!(field("CapPrm:"), eff, "{out}");
+    assert_eq!(field("CapInh:"), 0, "{out}");
+    assert_eq!(field("CapAmb:"), 0, "{out}");
+    // Masked: /proc/kcore and /proc/keys read as /dev/null, /proc/acpi is an empty tmpfs.
+    assert!(out.contains("kcore=0"), "{out}");
+    assert!(out.contains("keys=0"), "{out}");
+    assert!(out.contains("acpi=0"), "{out}");
+    // Read-only: /proc/sys.
+    assert!(out.contains("sysrq-ro"), "{out}");
+    assert!(out.contains("pid=1"), "{out}");
+}
+
+#[test]
+fn seccomp_profile_denies_mkdir_with_eperm() {
+    let f = berthd("sec");
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("deny-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_X32"],
+           "syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .unwrap();
+    let out = ok(&f.run(
+        &["--seccomp", "--seccomp-profile", profile.to_str().unwrap()],
+        "rt-sec",
+        &[
+            "sh",
+            "-c",
+            "mkdir /made 2>&1; echo rc=$?; touch /file && echo touched",
+        ],
+    ));
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(out.contains("rc=1"), "{out}");
+    assert!(out.contains("touched"), "{out}");
+    // containerd's default profile: an ordinary program still runs.
+    assert_eq!(
+        ok(&f.run(
+            &["--seccomp"],
+            "rt-sec2",
+            &["sh", "-c", "mkdir /d && echo fine"]
+        ))
+        .trim(),
+        "fine"
+    );
+}
+
+#[test]
+fn missing_executable_is_named_as_runc_names_it() {
+    let f = berthd("exe");
+    let err = fails(&f.run(&[], "rt-exe", &["/no/such/program"]));
+    assert!(
+        err.contains(
+            r#"exec: "/no/such/program": stat /no/such/program: no such file or directory"#
+        ),
+        "{err}"
+    );
+    let err = fails(&f.run(&[], "rt-exe2", &["nosuchcommand"]));
+    assert!(
+        err.contains(r#"exec: "nosuchcommand": executable file not found in $PATH"#),
+        "{err}"
+    );
+}
+
+#[test]
+fn user_namespace_maps_ids() {
+    let f = berthd("userns");
+    let out = ok(&f.run(
+        &["--uidmap", "0:200000:65536", "--gidmap", "0:200000:65536"],
+        "rt-userns",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map /proc/self/gid_map; id -u; ls /dev/null",
+        ],
+    ));
+    let maps: Vec<Vec<&str>> = out
+        .lines()
+        .take(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(maps, vec![vec!["0", "200000", "65536"]; 2], "{out}");
+    assert!(out.contains("\n0\n"), "{out}");
+    assert!(out.contains("/dev/null"), "{out}");
+}
+
+/// The container's cgroup directory for `controller` on this host (v1 or v2), as ctr names it.
+fn cgroup_dir(controller_v1: &str, id: &str) -> std::path::PathBuf {
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v2 {
+        Path::new("/sys/fs/cgroup/default").join(id)
+    } else {
+        Path::new("/sys/fs/cgroup")
+            .join(controller_v1)
+            .join("default")
+            .join(id)
+    }
+}
+
+#[test]
+fn pids_limit_contains_a_fork_bomb() {
+    let f = berthd("pids");
+    let bctr = |args: &[&str]| {
+        let mut c = Command::new(bin("bctr"));
+        c.arg("--address").arg(f.daemon.socket()).args(args);
+        c.output().unwrap()
+    };
+    ok(&bctr(&[
+        "run",
+        "-d",
+        "--pids-limit",
+        "12",
+        &f.image,
+        "rt-pids",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do sleep 1000 & i=$((i+1)); done 2>/dev/null; sleep 1000",
+    ]));
+    let procs = cgroup_dir("pids", "rt-pids").join("cgroup.procs");
+    let mut n = 0;
+    wait_until("the bomb to hit the limit", || {
+        n = std::fs::read_to_string(&procs)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        n >= 12
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let n = std::fs::read_to_string(&procs).unwrap().lines().count();
+    assert_eq!(n, 12, "pids.max 12 not enforced");
+    let ps = ok(&f.daemon.ctr(&["tasks", "ps", "rt-pids"]));
+    assert_eq!(ps.lines().count() - 1, 12, "{ps}");
+    ok(&f
+        .daemon
+        .ctr(&["tasks", "kill", "-a", "-s", "SIGKILL", "rt-pids"]));
+    wait_until("the task to stop", || {
+        stdout(&f.daemon.ctr(&["tasks", "ls"])).contains("STOPPED")
+    });
+    ok(&f.daemon.ctr(&["tasks", "rm", "rt-pids"]));
+    ok(&f.daemon.ctr(&["containers", "rm", "rt-pids"]));
+    assert!(!procs.exists(), "the cgroup outlived its task");
+}
+
+/// CPU time used by the container's cgroup, in microseconds.
+fn cpu_usage_us(id: &str) -> u64 {
+    let v2 = cgroup_dir("cpu", id).join("cpu.stat");
+    if let Ok(s) = std::fs::read_to_string(&v2) {
+        if let Some(l) = s.lines().find(|l| l.starts_with("usage_usec")) {
+            return l.split_whitespace().nth(1).unwrap().parse().unwrap();
+        }
+    }
+    let ns: u64 = std::fs::read_to_string(cgroup_dir("cpuacct", id).join("cpuacct.usage"))
+        .expect("cpuacct.usage")
+        .trim()
+        .parse()
+        .unwrap();
+    ns / 1000
+}
+
+#[test]
+fn cpus_half_caps_cpu_time() {
+    let f = berthd("cpus");
+    ok(&f.daemon.ctr(&[
+        "run",
+        "-d",
+        "--cpus",
+        "0.5",
+        &f.image,
+        "rt-cpus",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    let (t0, u0) = (Instant::now(), cpu_usage_us("rt-cpus"));
+    std::thread::sleep(Duration::from_secs(2));
+    let (t1, u1) = (Instant::now(), cpu_usage_us("rt-cpus"));
+    let share = (u1 - u0) as f64 / (t1 - t0).as_micros() as f64;
+    ok(&f.daemon.ctr(&["tasks", "kill", "-s", "SIGKILL", "rt-cpus"]));
+    wait_until("the task to stop", || {
+        stdout(&f.daemon.ctr(&["tasks", "ls"])).contains("STOPPED")
+    });
+    ok(&f.daemon.ctr(&["tasks", "rm", "rt-cpus"]));
+    ok(&f.daemon.ctr(&["containers", "rm", "rt-cpus"]));
+    // A busy loop alone would take a whole CPU; the quota allows half (loosely: the machine is
+    // shared with other tests).
+    assert!(share < 0.65, "CPU share {share:.2} above the 0.5 quota");
+    assert!(share > 0.1, "CPU share {share:.2}: the loop hardly ran");
+}
+
+#[test]
+fn real_containerd_runs_berths_shim() {
+    requirements();
+    let f = Fixture::with(Containerd::start(), "cd");
+    let rt = ["--runtime", "io.containerd.berth.v1"];
+    assert_eq!(ok(&f.run(&rt, "rt-cd-true", &["/bin/true"])), "");
+    let out = f.run(
+        &rt,
+        "rt-cd-exit",
+        &["sh", "-c", "echo out; echo err >&2; exit 7"],
+    );
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_eq!(stdout(&out), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // stdin
+    let mut child = Command::new(require_program("ctr", "containerd"))
+        .arg("--address")
+        .arg(f.daemon.socket())
+        .args(["run", "--rm", "-i"])
+        .args(rt)
+        .args([&f.image, "rt-cd-stdin", "sh", "-c", "tr a-z A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello shim\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "HELLO SHIM\n", "{out:?}");
+    // a pty (`script` gives ctr a terminal of its own)
+    let script = require_program("script", "bsdutils");
+    let cmd = format!(
+        "{} --address {} run --rm -t --runtime io.containerd.berth.v1 {} rt-cd-tty sh -c 'test -t 0 && test -t 1 && echo on-a-tty; exit 5'",
+        require_program("ctr", "containerd").display(),
+        f.daemon.socket().display(),
+        f.image
+    );
+    let out = Command::new(script)
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("on-a-tty"), "{out:?}");
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+}
