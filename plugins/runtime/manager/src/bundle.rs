@@ -90,6 +90,21 @@ impl Bundle {
             let log = self.path.join(LOG);
             nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o700))
                 .map_err(|e| io("mkfifo", &log)(std::io::Error::from_raw_os_error(e as i32)))?;
+            if let Some((uid, gid)) = remapped_root(spec) {
+                // A container in a user namespace makes its root filesystem as its own root,
+                // an unprivileged uid on the host: it must be able to enter the bundle (as
+                // containerd 1.7 prepares it: owned by that uid, 0710).
+                nix::unistd::chown(
+                    &self.path,
+                    Some(nix::unistd::Uid::from_raw(uid)),
+                    Some(nix::unistd::Gid::from_raw(gid)),
+                )
+                .map_err(|e| {
+                    io("chown", &self.path)(std::io::Error::from_raw_os_error(e as i32))
+                })?;
+                std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o710))
+                    .map_err(io("chmod", &self.path))?;
+            }
             Ok(())
         })();
         if made.is_err() {
@@ -186,4 +201,29 @@ mod tests {
             assert!(Bundle::at(p, p, bad, "id").is_err(), "{bad:?}");
         }
     }
+}
+
+/// The host uid and gid of the container's root when the spec asks for a new user namespace
+/// with mappings for it.
+fn remapped_root(spec: &[u8]) -> Option<(u32, u32)> {
+    let v: serde_json::Value = serde_json::from_slice(spec).ok()?;
+    let linux = v.get("linux")?;
+    let new_userns = linux.get("namespaces")?.as_array()?.iter().any(|n| {
+        n.get("type").and_then(|t| t.as_str()) == Some("user")
+            && n.get("path")
+                .and_then(|p| p.as_str())
+                .is_none_or(str::is_empty)
+    });
+    if !new_userns {
+        return None;
+    }
+    let host_of_root = |key: &str| -> Option<u32> {
+        linux.get(key)?.as_array()?.iter().find_map(|m| {
+            let container = m.get("containerID")?.as_u64()?;
+            let host = m.get("hostID")?.as_u64()?;
+            let size = m.get("size")?.as_u64()?;
+            (container == 0 && size > 0).then_some(host as u32)
+        })
+    };
+    Some((host_of_root("uidMappings")?, host_of_root("gidMappings")?))
 }
