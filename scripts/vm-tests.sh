@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The tests that need what this host lacks, in one boot of a QEMU/TCG VM with Debian's kernel and
 # a pure cgroup v2 hierarchy (most real hosts; this one is hybrid): containers run through
-# berthd with runc's shim — exit codes, cgroups, exec, pause, v2 metrics, OOM, the Go client's
-# Update, restart recovery. Builds the VM kit under target/vm the first time (scripts/vm-kit.sh).
+# berthd with Berth's own shim — exit codes, cgroups, exec, pause, v2 metrics, OOM, the Go client's
+# Update, restart recovery — and the runtime tests (limits, seccomp, capabilities, masked paths,
+# user namespaces, real containerd with Berth's shim). Builds the VM kit under target/vm the first time (scripts/vm-kit.sh).
 # Run as root, after `cargo build --workspace --bins`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,14 +31,17 @@ fi
 
 tasks=$(cargo test -p berth-tests --test tasks --no-run 2>&1 | sed -n 's/.*Executable.*(\(.*\))$/\1/p' | tail -1)
 [ -x "$tasks" ] || { echo "vm-tests: no tasks test binary" >&2; exit 1; }
+runtime=$(cargo test -p berth-tests --test runtime --no-run 2>&1 | sed -n 's/.*Executable.*(\(.*\))$/\1/p' | tail -1)
+[ -x "$runtime" ] || { echo "vm-tests: no runtime test binary" >&2; exit 1; }
 # The guest's root is an overlay, on which overlayfs snapshots cannot stack: temporary files go to
 # the guest's /run, a tmpfs (not a tmpfs over /tmp: the checkout may live there).
-cmd="mkdir -p /run/vm-tmp && export TMPDIR=/run/vm-tmp && grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts && cd $PWD/tests && $PWD/$tasks --test-threads=1 --color never ctr_run_exit detached memory_hog go_client survive"
-echo "vm-tests: tasks on cgroup v2, Debian kernel $(ls "$kit"/root/lib/modules)"
+cmd="mkdir -p /run/vm-tmp && export TMPDIR=/run/vm-tmp && grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts && cd $PWD/tests && $PWD/$tasks --test-threads=1 --color never ctr_run_exit detached memory_hog go_client survive && $PWD/$runtime --test-threads=1 --color never"
+echo "vm-tests: tasks and runtime on cgroup v2, Debian kernel $(ls "$kit"/root/lib/modules)"
 log=target/vm-tests.log
 VM_MEM=3G "$kit/bin/vm-run" "$cmd" >"$log" 2>&1 && rc=0 || rc=$?
 grep -E '^test |test result|panicked|left:|right:|assert' "$log" || true
-if [ $rc -ne 0 ] || ! grep -q 'test result: ok\. 5 passed' "$log"; then
+if [ $rc -ne 0 ] || ! grep -q 'test result: ok\. 5 passed' "$log" \
+    || ! grep -q 'test result: ok\. 7 passed' "$log"; then
     tail -40 "$log"
     echo "vm-tests: FAILED (exit $rc; log: $log)" >&2
     exit 1
