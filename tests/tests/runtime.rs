@@ -18,24 +18,17 @@ struct Fixture<D> {
 
 trait Ctr {
     fn ctr(&self, args: &[&str]) -> Output;
-    fn socket(&self) -> std::path::PathBuf;
 }
 
 impl Ctr for Berthd {
     fn ctr(&self, args: &[&str]) -> Output {
         Berthd::ctr(self, args)
     }
-    fn socket(&self) -> std::path::PathBuf {
-        Berthd::socket(self)
-    }
 }
 
 impl Ctr for Containerd {
     fn ctr(&self, args: &[&str]) -> Output {
         Containerd::ctr(self, args)
-    }
-    fn socket(&self) -> std::path::PathBuf {
-        Containerd::socket(self)
     }
 }
 

@@ -158,6 +158,31 @@ impl Bundle {
     }
 }
 
+/// The host uid and gid of the container's root when the spec asks for a new user namespace
+/// with mappings for it.
+fn remapped_root(spec: &[u8]) -> Option<(u32, u32)> {
+    let v: serde_json::Value = serde_json::from_slice(spec).ok()?;
+    let linux = v.get("linux")?;
+    let new_userns = linux.get("namespaces")?.as_array()?.iter().any(|n| {
+        n.get("type").and_then(|t| t.as_str()) == Some("user")
+            && n.get("path")
+                .and_then(|p| p.as_str())
+                .is_none_or(str::is_empty)
+    });
+    if !new_userns {
+        return None;
+    }
+    let host_of_root = |key: &str| -> Option<u32> {
+        linux.get(key)?.as_array()?.iter().find_map(|m| {
+            let container = m.get("containerID")?.as_u64()?;
+            let host = m.get("hostID")?.as_u64()?;
+            let size = m.get("size")?.as_u64()?;
+            (container == 0 && size > 0).then_some(host as u32)
+        })
+    };
+    Some((host_of_root("uidMappings")?, host_of_root("gidMappings")?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,29 +226,4 @@ mod tests {
             assert!(Bundle::at(p, p, bad, "id").is_err(), "{bad:?}");
         }
     }
-}
-
-/// The host uid and gid of the container's root when the spec asks for a new user namespace
-/// with mappings for it.
-fn remapped_root(spec: &[u8]) -> Option<(u32, u32)> {
-    let v: serde_json::Value = serde_json::from_slice(spec).ok()?;
-    let linux = v.get("linux")?;
-    let new_userns = linux.get("namespaces")?.as_array()?.iter().any(|n| {
-        n.get("type").and_then(|t| t.as_str()) == Some("user")
-            && n.get("path")
-                .and_then(|p| p.as_str())
-                .is_none_or(str::is_empty)
-    });
-    if !new_userns {
-        return None;
-    }
-    let host_of_root = |key: &str| -> Option<u32> {
-        linux.get(key)?.as_array()?.iter().find_map(|m| {
-            let container = m.get("containerID")?.as_u64()?;
-            let host = m.get("hostID")?.as_u64()?;
-            let size = m.get("size")?.as_u64()?;
-            (container == 0 && size > 0).then_some(host as u32)
-        })
-    };
-    Some((host_of_root("uidMappings")?, host_of_root("gidMappings")?))
 }
