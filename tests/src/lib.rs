@@ -365,6 +365,11 @@ impl Containerd {
         }
     }
 
+    /// The daemon's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("containerd.sock")
     }

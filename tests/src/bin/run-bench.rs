@@ -1,8 +1,10 @@
-//! Container run benchmark: `ctr run --rm IMAGE id /bin/true` on berthd and on containerd, the
-//! same `ctr`, the same shim (Debian's containerd-shim-runc-v2 + runc), in alternating rounds.
-//! Each run is the whole path a user waits for: snapshot prepare, container create, task create
-//! (shim start, runc create), wait, start, exit, task delete (shim shutdown), container delete.
-//! Prints the median and p90 per daemon and berthd's median as a share of containerd's.
+//! Container run benchmark: `ctr run --rm IMAGE id /bin/true` on berthd (with its default
+//! runtime, Berth's own shim) and on containerd 1.6 (runc's shim and runc), the same `ctr`, in
+//! alternating rounds. Each run is the whole path a user waits for: snapshot prepare, container
+//! create, task create (shim start, container creation), wait, start, exit, task delete (shim
+//! shutdown), container delete. Prints, per daemon: the median and p90 of single runs, the
+//! median wall time of 10 concurrent runs, the daemon's RSS after all runs, and the RSS and PSS
+//! of one shim per running container — and berthd's figures as a share of containerd's.
 //!
 //! ```sh
 //! cargo build --release --bins && target/release/run-bench [rounds] [runs-per-round]
@@ -32,6 +34,56 @@ fn run(ctr: &Path, socket: &Path, image: &str, id: &str) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     took
+}
+
+/// `n` runs at once; the wall time until the last one is done.
+fn concurrent(ctr: &Path, socket: &Path, image: &str, tag: &str, n: usize) -> Duration {
+    let t = Instant::now();
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            Command::new(ctr)
+                .arg("--address")
+                .arg(socket)
+                .args(["run", "--rm", image, &format!("{tag}-{i}"), "/bin/true"])
+                .env_remove("CONTAINERD_NAMESPACE")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("run ctr")
+        })
+        .collect();
+    for mut c in children {
+        assert!(
+            c.wait().expect("wait ctr").success(),
+            "concurrent ctr run failed"
+        );
+    }
+    t.elapsed()
+}
+
+/// A `/proc/<pid>/status` or `smaps_rollup` field, in kB.
+fn kb(pid: u32, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The pid of the shim serving task `id` for the daemon at `socket`.
+fn shim_pid(socket: &Path, id: &str) -> Option<u32> {
+    let socket = socket.display().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let has = |k: &str, v: &str| args.windows(2).any(|w| w[0] == k && w[1] == v);
+        (args.first()?.contains("containerd-shim") && has("-id", id) && has("-address", &socket))
+            .then_some(pid)
+    })
 }
 
 fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
@@ -77,20 +129,108 @@ fn main() {
             }
         }
     }
+    // 10 at once, alternating.
+    let mut burst: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    for r in 0..rounds {
+        let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for &d in &order {
+            let (name, sock) = &sockets[d];
+            burst[d].push(concurrent(
+                &ctr,
+                sock,
+                &img.name,
+                &format!("rc-{name}-{r}"),
+                10,
+            ));
+        }
+    }
+    // Memory: each daemon after all those runs; one shim per running container.
+    let daemon_pids = [
+        berthd.child.as_ref().map(std::process::Child::id),
+        containerd.pid(),
+    ];
+    let mut daemon_rss = [0u64; 2];
+    let mut shim_mem = [(0u64, 0u64); 2];
+    for (d, (name, sock)) in sockets.iter().enumerate() {
+        daemon_rss[d] = daemon_pids[d].map_or(0, |p| kb(p, "status", "VmRSS:"));
+        let ids: Vec<String> = (0..3).map(|i| format!("rm-{name}-{i}")).collect();
+        for id in &ids {
+            let out = Command::new(&ctr)
+                .arg("--address")
+                .arg(sock)
+                .args(["run", "-d", &img.name, id, "sleep", "1000"])
+                .env_remove("CONTAINERD_NAMESPACE")
+                .output()
+                .expect("ctr run -d");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // Let the shims settle into their idle state.
+        std::thread::sleep(Duration::from_secs(2));
+        let mut rss = Vec::new();
+        let mut pss = Vec::new();
+        for id in &ids {
+            let pid = shim_pid(sock, id).expect("shim pid");
+            rss.push(kb(pid, "status", "VmRSS:"));
+            pss.push(kb(pid, "smaps_rollup", "Pss:"));
+        }
+        shim_mem[d] = (
+            rss.iter().sum::<u64>() / rss.len() as u64,
+            pss.iter().sum::<u64>() / pss.len() as u64,
+        );
+        for id in &ids {
+            let ctr_do = |args: &[&str]| {
+                Command::new(&ctr)
+                    .arg("--address")
+                    .arg(sock)
+                    .args(args)
+                    .env_remove("CONTAINERD_NAMESPACE")
+                    .output()
+                    .expect("ctr")
+            };
+            ctr_do(&["tasks", "kill", "-s", "SIGKILL", id]);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !ctr_do(&["tasks", "rm", id]).status.success() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ctr_do(&["containers", "rm", id]);
+        }
+    }
+
     println!(
-        "ctr run --rm {} /bin/true, {rounds} rounds x {runs} runs per daemon",
+        "ctr run --rm {} /bin/true, {rounds} rounds x {runs} runs per daemon (berthd: Berth's shim; containerd: runc's)",
         img.name
     );
-    println!("{:<12} {:>12} {:>12}", "daemon", "median", "p90");
+    println!(
+        "{:<12} {:>10} {:>10} {:>12} {:>12} {:>10} {:>10}",
+        "daemon", "median", "p90", "10 at once", "daemon RSS", "shim RSS", "shim PSS"
+    );
     let mut medians = Vec::new();
+    let mut bursts = Vec::new();
     for (d, (name, _)) in sockets.iter().enumerate() {
         let (median, p90) = stats(samples[d].clone());
+        let (burst_median, _) = stats(burst[d].clone());
         medians.push(median);
-        println!("{name:<12} {:>9.1} ms {:>9.1} ms", ms(median), ms(p90));
+        bursts.push(burst_median);
+        println!(
+            "{name:<12} {:>7.1} ms {:>7.1} ms {:>9.1} ms {:>9.1} MB {:>7.2} MB {:>7.2} MB",
+            ms(median),
+            ms(p90),
+            ms(burst_median),
+            daemon_rss[d] as f64 / 1024.0,
+            shim_mem[d].0 as f64 / 1024.0,
+            shim_mem[d].1 as f64 / 1024.0,
+        );
     }
     println!(
-        "berthd / containerd (median): {:.2}",
-        medians[0].as_secs_f64() / medians[1].as_secs_f64()
+        "berthd / containerd: single run {:.2}, 10 at once {:.2}, daemon RSS {:.2}, shim RSS {:.2}",
+        medians[0].as_secs_f64() / medians[1].as_secs_f64(),
+        bursts[0].as_secs_f64() / bursts[1].as_secs_f64(),
+        daemon_rss[0] as f64 / daemon_rss[1].max(1) as f64,
+        shim_mem[0].0 as f64 / shim_mem[1].0.max(1) as f64,
     );
 }
 
