@@ -13,6 +13,7 @@ mod manager;
 mod publish;
 mod service;
 mod task;
+mod trim;
 
 use std::process::ExitCode;
 

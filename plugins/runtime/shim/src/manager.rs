@@ -153,7 +153,10 @@ async fn run(args: &Args) -> Result<()> {
             path: "fd 3".into(),
             source: std::io::Error::other(e.to_string()),
         })?
-        .register_service(crate::service::task_service(Arc::clone(&shim)));
+        .register_service(crate::service::task_service(
+            Arc::clone(&shim),
+            crate::trim::Trimmer::start(),
+        ));
     server.start().await.map_err(|e| Error::Io {
         action: "serve",
         path: "fd 3".into(),

@@ -31,6 +31,7 @@ fn reply<M: Message>(r: Result<M, Error>) -> ttrpc::Response {
 struct Method {
     name: &'static str,
     shim: Arc<Shim>,
+    trimmer: crate::trim::Trimmer,
 }
 
 macro_rules! decode {
@@ -55,7 +56,8 @@ impl MethodHandler for Method {
         req: ttrpc::Request,
     ) -> ttrpc::Result<ttrpc::Response> {
         let s = &self.shim;
-        Ok(match self.name {
+        self.trimmer.touch();
+        let response = match self.name {
             "Create" => reply(s.create(decode!(pb::CreateTaskRequest, req))),
             "Start" => reply(s.start(decode!(pb::StartRequest, req))),
             "State" => reply(s.state(decode!(pb::StateRequest, req))),
@@ -99,12 +101,14 @@ impl MethodHandler for Method {
                 ttrpc::Code::UNIMPLEMENTED,
                 format!("{other} is not implemented"),
             ),
-        })
+        };
+        self.trimmer.touch();
+        Ok(response)
     }
 }
 
 /// The service, ready for `Server::register_service`.
-pub fn task_service(shim: Arc<Shim>) -> HashMap<String, Service> {
+pub fn task_service(shim: Arc<Shim>, trimmer: crate::trim::Trimmer) -> HashMap<String, Service> {
     let mut methods: HashMap<String, Box<dyn MethodHandler + Send + Sync>> = HashMap::new();
     for name in [
         "Create",
@@ -130,6 +134,7 @@ pub fn task_service(shim: Arc<Shim>) -> HashMap<String, Service> {
             Box::new(Method {
                 name,
                 shim: Arc::clone(&shim),
+                trimmer: trimmer.clone(),
             }),
         );
     }
