@@ -358,6 +358,10 @@ impl Cgroup {
     /// is one write; otherwise the cgroup is frozen while the processes are signalled, so that a
     /// process cannot fork a child that escapes the list, then thawed.
     pub fn kill_all(&self, sig: Signal) -> Result<()> {
+        // Nothing to signal: skip the freeze (a v1 freeze can take a scheduler tick or more).
+        if self.procs()?.is_empty() {
+            return Ok(());
+        }
         if let Layout::V2 { dir, .. } = &self.layout {
             let kill_file = dir.join("cgroup.kill");
             if sig == Signal::SIGKILL && kill_file.exists() {

@@ -4,9 +4,7 @@
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use prost::Message;
@@ -60,53 +58,73 @@ pub fn start(args: &Args) -> Result<()> {
     }
     let listener =
         UnixListener::bind(&path).map_err(io("listen on", path.display().to_string()))?;
-    let exe = std::env::current_exe().map_err(io("find", "the shim binary"))?;
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "-namespace",
-        &args.namespace,
-        "-id",
-        &args.id,
-        "-address",
-        &args.address,
-    ]);
-    if !args.publish_binary.is_empty() {
-        cmd.args(["-publish-binary", &args.publish_binary]);
-    }
-    if args.debug {
-        cmd.arg("-debug");
-    }
-    let fd = listener.as_raw_fd();
-    cmd.current_dir(&cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: the closure only makes async-signal-safe calls (dup2, fcntl, setsid) between fork
-    // and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == 3 {
-                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
+    // The server is this process forked, not a new exec of the binary: the start path is on
+    // every container's critical path, and the image is already loaded. This process is still
+    // single-threaded here (no runtime yet), so the child may run anything.
+    // SAFETY: single-threaded at this point; the child either serves and exits or exits.
+    let child = match unsafe { nix::unistd::fork() } {
+        Err(e) => {
+            return Err(Error::Io {
+                action: "fork",
+                path: "the shim server".into(),
+                source: e.into(),
+            })
+        }
+        Ok(nix::unistd::ForkResult::Child) => {
+            let code = match become_server(args, listener) {
+                Ok(()) => 0,
+                Err(e) => {
+                    crate::log::write("error", format_args!("shim server: {e}"));
+                    1
                 }
-            } else if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Its own session: signals to the caller's process group do not reach the shim.
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().map_err(io("start", "the shim server"))?;
+            };
+            std::process::exit(code);
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => child,
+    };
     let address = format!("unix://{}", path.display());
     std::fs::write(cwd.join("address"), &address).map_err(io("write", "address"))?;
-    std::fs::write(cwd.join("shim.pid"), child.id().to_string())
+    std::fs::write(cwd.join("shim.pid"), child.as_raw().to_string())
         .map_err(io("write", "shim.pid"))?;
     let mut out = std::io::stdout();
     out.write_all(address.as_bytes())
         .and_then(|()| out.flush())
         .map_err(io("print", "the address"))?;
     Ok(())
+}
+
+/// In the forked child of `start`: detach from the caller (own session, stdio to /dev/null so
+/// the caller's pipes see end-of-file when `start` exits), put the listener at fd 3, serve.
+fn become_server(args: &Args, listener: UnixListener) -> Result<()> {
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(io("open", "/dev/null"))?;
+    // SAFETY: dup2/setsid/fcntl on descriptors this process owns; the old ones are replaced.
+    unsafe {
+        for fd in 0..3 {
+            libc::dup2(devnull.as_raw_fd(), fd);
+        }
+        libc::setsid();
+        let fd = listener.as_raw_fd();
+        if fd != 3 {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(io("move", "the listener to fd 3")(
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        } else {
+            libc::fcntl(3, libc::F_SETFD, 0);
+        }
+    }
+    // fd 3 is the listener from here on (its original descriptor closes with `listener`).
+    if listener.as_raw_fd() != 3 {
+        drop(listener);
+    } else {
+        std::mem::forget(listener);
+    }
+    serve(args)
 }
 
 pub fn serve(args: &Args) -> Result<()> {
