@@ -389,3 +389,171 @@ fn real_containerd_runs_berths_shim() {
     assert!(stdout(&out).contains("on-a-tty"), "{out:?}");
     assert_eq!(out.status.code(), Some(5), "{out:?}");
 }
+
+/// `script` runs `cmd` with a terminal of its own (so ctr's `-t` has one to pass on).
+fn in_a_terminal(cmd: &str) -> Output {
+    Command::new(require_program("script", "bsdutils"))
+        .args(["-qec", cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn exec_with_a_pty_gets_the_clients_size() {
+    // ctr sends its terminal's size (ResizePty) once the process has started; the process
+    // looks a little later, as an interactive program would.
+    let f = berthd("execpty");
+    ok(&f
+        .daemon
+        .ctr(&["run", "-d", &f.image, "rt-execpty", "sleep", "1000"]));
+    let ctr = require_program("ctr", "containerd");
+    let out = in_a_terminal(&format!(
+        "stty cols 101 rows 37; {} --address {} tasks exec -t --exec-id e1 rt-execpty sh -c 'sleep 0.5; test -t 0 && stty size; exit 3'",
+        ctr.display(),
+        f.daemon.socket().display()
+    ));
+    assert!(stdout(&out).contains("37 101"), "{out:?}");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    ok(&f
+        .daemon
+        .ctr(&["tasks", "kill", "-s", "SIGKILL", "rt-execpty"]));
+    wait_until("the task to stop", || {
+        stdout(&f.daemon.ctr(&["tasks", "ls"])).contains("STOPPED")
+    });
+    ok(&f.daemon.ctr(&["tasks", "rm", "rt-execpty"]));
+}
+
+/// A root filesystem directory with busybox and the applets the tests call.
+fn busybox_rootfs(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
+    for applet in [
+        "sh", "cat", "hostname", "touch", "sleep", "readlink", "echo",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    root
+}
+
+#[test]
+fn spec_hooks_sysctls_rlimits_hostname_and_a_read_only_root() {
+    requirements();
+    let berthd = Berthd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = busybox_rootfs(dir.path());
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&ok(&berthd.ctr(&["oci", "spec"]))).unwrap();
+    spec["root"] = serde_json::json!({"path": rootfs, "readonly": true});
+    spec["hostname"] = "berth-box".into();
+    spec["process"]["args"] = serde_json::json!([
+        "sh",
+        "-c",
+        "hostname; echo nofile=$(ulimit -n)/$(ulimit -Hn); \
+         echo fwd=$(cat /proc/sys/net/ipv4/ip_forward); \
+         touch /probe 2>/dev/null && echo rw || echo ro"
+    ]);
+    spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
+    spec["process"]["rlimits"] =
+        serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}]);
+    // `ctr oci spec` names the namespace's cgroup (`/default`), shared by every container.
+    spec["linux"]["cgroupsPath"] = "/default/rt-spec".into();
+    spec["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
+    let hook = |name: &str| {
+        serde_json::json!([{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("cat > {}/{name}.json", marks.display())],
+        }])
+    };
+    spec["hooks"] = serde_json::json!({
+        "createRuntime": hook("createRuntime"),
+        "poststart": hook("poststart"),
+        "poststop": hook("poststop"),
+    });
+    let spec_path = dir.path().join("config.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let out = ok(&berthd.ctr(&[
+        "run",
+        "--rm",
+        "--config",
+        spec_path.to_str().unwrap(),
+        "rt-spec",
+    ]));
+    assert_eq!(out, "berth-box\nnofile=123/456\nfwd=1\nro\n");
+    for (name, status) in [
+        ("createRuntime", "creating"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ] {
+        let state: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(marks.join(format!("{name}.json")))
+                .unwrap_or_else(|e| panic!("the {name} hook did not run: {e}")),
+        )
+        .unwrap();
+        assert_eq!(state["id"], "rt-spec", "{name}: {state}");
+        assert_eq!(state["status"], status, "{name}: {state}");
+    }
+}
+
+#[test]
+fn binary_log_uri_feeds_a_logging_program() {
+    let f = berthd("logger");
+    let dir = tempfile::tempdir().unwrap();
+    let logger = dir.path().join("logger.sh");
+    // containerd's protocol: stdout on fd 3, stderr on fd 4, ready when fd 5 closes.
+    std::fs::write(
+        &logger,
+        format!(
+            "#!/bin/sh\nexec 5>&-\necho \"$CONTAINER_NAMESPACE/$CONTAINER_ID $1=$2\" > {d}/env\n\
+             cat <&3 > {d}/out & cat <&4 > {d}/err & wait\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&logger, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let uri = format!("binary://{}?tag=x1", logger.display());
+    ok(&f.run(
+        &["--log-uri", &uri],
+        "rt-logger",
+        &["sh", "-c", "echo to-out; echo to-err >&2"],
+    ));
+    let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap_or_default();
+    wait_until("the logger to write", || {
+        read("out") == "to-out\n" && read("err") == "to-err\n"
+    });
+    assert_eq!(read("env"), "default/rt-logger tag=x1\n");
+}
+
+#[test]
+fn a_container_joins_another_ones_namespace_by_path() {
+    let f = berthd("withns");
+    ok(&f
+        .daemon
+        .ctr(&["run", "-d", &f.image, "rt-ns-a", "sleep", "1000"]));
+    let ps = ok(&f.daemon.ctr(&["tasks", "ls"]));
+    let pid: u32 = ps
+        .lines()
+        .find(|l| l.starts_with("rt-ns-a "))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .expect("pid of rt-ns-a");
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    let ours = ok(&f.run(
+        &["--with-ns", &format!("network:/proc/{pid}/ns/net")],
+        "rt-ns-b",
+        &["readlink", "/proc/self/ns/net"],
+    ));
+    assert_eq!(ours.trim(), theirs.to_str().unwrap());
+    let own = ok(&f.run(&[], "rt-ns-c", &["readlink", "/proc/self/ns/net"]));
+    assert_ne!(own.trim(), theirs.to_str().unwrap());
+    ok(&f.daemon.ctr(&["tasks", "kill", "-s", "SIGKILL", "rt-ns-a"]));
+    wait_until("the task to stop", || {
+        stdout(&f.daemon.ctr(&["tasks", "ls"])).contains("STOPPED")
+    });
+    ok(&f.daemon.ctr(&["tasks", "rm", "rt-ns-a"]));
+}

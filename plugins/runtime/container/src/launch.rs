@@ -414,7 +414,6 @@ fn container_process(
                 ch.expect(Kind::Go)?;
             }
             rootfs::pivot(&sys, rootfs)?;
-            rootfs::finish(&sys, req.spec)?;
             if ns.new.contains(CloneFlags::CLONE_NEWUTS) {
                 if let Some(h) = req.spec.hostname().as_deref() {
                     crate::syscall::Syscall::sethostname(&sys, h)?;
@@ -434,6 +433,9 @@ fn container_process(
                 let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
                 crate::syscall::Syscall::write_file(&sys, &path, value)?;
             }
+            // Last, as runc: masked and read-only paths (/proc/sys among them) and a read-only
+            // root come after the sysctls were written.
+            rootfs::finish(&sys, req.spec)?;
         }
         Mode::Exec { .. } => {
             if req.terminal {

@@ -16,6 +16,9 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 
 /// The client's stdio as it sent it: paths (FIFOs), `file://` or `binary://` URIs, or empty.
+/// With `binary://`, the process's output goes to a logging program the shim starts (containerd's
+/// protocol: the program reads stdout on fd 3 and stderr on fd 4, and closes or writes fd 5 once
+/// it is ready; `CONTAINER_ID` and `CONTAINER_NAMESPACE` in its environment).
 #[derive(Debug, Clone, Default)]
 pub struct StdioPaths {
     pub stdin: String,
@@ -93,11 +96,6 @@ fn open_output(spec: &str, holders: &mut Vec<File>) -> Result<OwnedFd> {
             .map(OwnedFd::from)
             .map_err(io_err("open log file", path));
     }
-    if spec.starts_with("binary://") {
-        return Err(Error::Unsupported(format!(
-            "log URI {spec:?}: binary:// loggers are not supported yet"
-        )));
-    }
     let path = spec.strip_prefix("fifo://").unwrap_or(spec);
     let holder = OpenOptions::new()
         .read(true)
@@ -153,8 +151,16 @@ fn open_stdin_fifo(spec: &str) -> Result<File> {
 
 impl StdioPaths {
     /// Opens everything before the process is made.
-    pub fn prepare(&self) -> Result<Prepared> {
+    pub fn prepare(&self, id: &str, namespace: &str) -> Result<Prepared> {
         let mut keep = Keep::default();
+        if let Some(uri) = self.stdout.strip_prefix("binary://") {
+            let (out, err) = start_logger(uri, id, namespace)?;
+            let stdin = self.stdin_for_child(&mut keep)?;
+            return Ok(Prepared {
+                child: [stdin, out, err],
+                keep,
+            });
+        }
         if self.terminal {
             // The process gets the pty; the FIFOs are the shim's, for the copy.
             if !self.stdin.is_empty() {
@@ -169,19 +175,7 @@ impl StdioPaths {
                 keep,
             });
         }
-        let stdin = if self.stdin.is_empty() {
-            devnull(false)?
-        } else {
-            keep.stdin_fifo = Some(open_stdin_fifo(&self.stdin)?);
-            let (r, w) =
-                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Io {
-                    action: "create stdin pipe",
-                    path: String::new(),
-                    source: e.into(),
-                })?;
-            keep.stdin_pipe = Some(w);
-            r
-        };
+        let stdin = self.stdin_for_child(&mut keep)?;
         let stdout = open_output(&self.stdout, &mut keep._holders)?;
         let stderr = open_output(&self.stderr, &mut keep._holders)?;
         Ok(Prepared {
@@ -189,6 +183,98 @@ impl StdioPaths {
             keep,
         })
     }
+}
+
+impl StdioPaths {
+    /// The process's stdin: /dev/null, or a pipe the shim feeds from the client's FIFO.
+    fn stdin_for_child(&self, keep: &mut Keep) -> Result<OwnedFd> {
+        if self.stdin.is_empty() {
+            return devnull(false);
+        }
+        keep.stdin_fifo = Some(open_stdin_fifo(&self.stdin)?);
+        let (r, w) = pipe()?;
+        keep.stdin_pipe = Some(w);
+        Ok(r)
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Io {
+        action: "create a pipe",
+        path: String::new(),
+        source: e.into(),
+    })
+}
+
+/// How long a logging program may take to say it is ready.
+const LOGGER_READY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts the `binary://PATH?key=value&…` logging program (each query pair becomes two
+/// arguments, as containerd passes them) and returns the write ends of the process's stdout and
+/// stderr pipes once the program is ready.
+fn start_logger(uri: &str, id: &str, namespace: &str) -> Result<(OwnedFd, OwnedFd)> {
+    use std::os::unix::process::CommandExt;
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let mut cmd = std::process::Command::new(path);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        cmd.arg(k);
+        if !v.is_empty() {
+            cmd.arg(v);
+        }
+    }
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (ready_r, ready_w) = pipe()?;
+    let fds = [out_r.as_raw_fd(), err_r.as_raw_fd(), ready_w.as_raw_fd()];
+    cmd.env("CONTAINER_ID", id)
+        .env("CONTAINER_NAMESPACE", namespace)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: only fcntl and dup2 run between fork and exec, both async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Out of the way of 3..=5 first, then into place (dup2 clears close-on-exec).
+            let mut high = [0; 3];
+            for (i, fd) in fds.iter().enumerate() {
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in high.iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|source| Error::Io {
+        action: "start the logging program",
+        path: path.to_owned(),
+        source,
+    })?;
+    // The shim's reaper collects the program when it exits; only its readiness is awaited.
+    drop((out_r, err_r, ready_w));
+    let mut pfd = [nix::poll::PollFd::new(
+        ready_r.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ready = nix::poll::poll(
+        &mut pfd,
+        nix::poll::PollTimeout::try_from(LOGGER_READY.as_millis() as i32)
+            .unwrap_or(nix::poll::PollTimeout::MAX),
+    )
+    .unwrap_or(0);
+    if ready == 0 {
+        return Err(Error::Other(format!(
+            "logging program {path} did not get ready within {}s",
+            LOGGER_READY.as_secs()
+        )));
+    }
+    Ok((out_w, err_w))
 }
 
 impl Keep {

@@ -278,7 +278,21 @@ impl Shim {
             .process()
             .clone()
             .ok_or_else(|| Error::InvalidArgument("the spec has no process".into()))?;
-        let prepared = c.init.stdio.prepare()?;
+        // No LSM support yet: say so rather than pretend (runc applies these).
+        if let Some(p) = process
+            .apparmor_profile()
+            .as_deref()
+            .filter(|p| !p.is_empty())
+        {
+            warning!("apparmor profile {p:?} ignored: not supported by this shim");
+        }
+        if let Some(l) = process.selinux_label().as_deref().filter(|l| !l.is_empty()) {
+            warning!("selinux label {l:?} ignored: not supported by this shim");
+        }
+        if let Some(l) = linux.mount_label().as_deref().filter(|l| !l.is_empty()) {
+            warning!("selinux mount label {l:?} ignored: not supported by this shim");
+        }
+        let prepared = c.init.stdio.prepare(&self.id, &self.namespace)?;
         let seccomp = c.seccomp.clone();
         let load = move || -> std::result::Result<(), String> {
             match &seccomp {
@@ -330,6 +344,11 @@ impl Shim {
             console
         };
         c.init.keep.start(console)?;
+        if let Some(size) = process.console_size() {
+            c.init
+                .keep
+                .resize(size.width() as u32, size.height() as u32)?;
+        }
         Ok(())
     }
 
@@ -466,7 +485,7 @@ impl Shim {
             let process = p.exec_spec.take().ok_or_else(|| {
                 Error::FailedPrecondition(format!("exec {exec_id} was already started"))
             })?;
-            let prepared = p.stdio.prepare()?;
+            let prepared = p.stdio.prepare(&self.id, &self.namespace)?;
             let load = move || -> std::result::Result<(), String> {
                 match &seccomp {
                     Some(p) => p.load().map_err(|e| format!("load seccomp filter: {e}")),
@@ -498,6 +517,9 @@ impl Shim {
             p.keep = prepared.keep;
             let console = created.console.take();
             p.keep.start(console)?;
+            if let Some(size) = process.console_size() {
+                p.keep.resize(size.width() as u32, size.height() as u32)?;
+            }
             let pid = created.pid;
             created.start()?;
             p.started = true;
