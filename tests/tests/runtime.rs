@@ -456,8 +456,12 @@ fn spec_hooks_sysctls_rlimits_hostname_and_a_read_only_root() {
         "-c",
         "hostname; echo nofile=$(ulimit -n)/$(ulimit -Hn); \
          echo fwd=$(cat /proc/sys/net/ipv4/ip_forward); \
-         touch /probe 2>/dev/null && echo rw || echo ro"
+         touch /probe 2>/dev/null && echo rw || echo ro; \
+         echo user=$(id -u):$(id -g) groups=$(id -G) umask=$(umask) \
+         caps=$(grep CapEff /proc/self/status | cut -f2)"
     ]);
+    spec["process"]["user"] =
+        serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 63});
     spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
     spec["process"]["rlimits"] =
         serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}]);
@@ -484,7 +488,11 @@ fn spec_hooks_sysctls_rlimits_hostname_and_a_read_only_root() {
         spec_path.to_str().unwrap(),
         "rt-spec",
     ]));
-    assert_eq!(out, "berth-box\nnofile=123/456\nfwd=1\nro\n");
+    assert_eq!(
+        out,
+        "berth-box\nnofile=123/456\nfwd=1\nro\n\
+         user=1000:1000 groups=1000 10 20 umask=0077 caps=0000000000000000\n"
+    );
     for (name, status) in [
         ("createRuntime", "creating"),
         ("poststart", "running"),
