@@ -272,8 +272,13 @@ fn pids_limit_contains_a_fork_bomb() {
     });
     let n = count();
     assert!((10..=12).contains(&n), "{n} processes under pids.max 12");
+    // The bomb's own shell gives up and exits meanwhile: ps may see one fewer.
     let ps = ok(&f.daemon.ctr(&["tasks", "ps", "rt-pids"]));
-    assert_eq!(ps.lines().count() - 1, n, "{ps}");
+    let listed = ps.lines().count() - 1;
+    assert!(
+        (10..=n).contains(&listed),
+        "{listed} listed, {n} in the cgroup: {ps}"
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("pids.max"))
             .unwrap()

@@ -53,13 +53,17 @@ pub struct Request<'a> {
     pub terminal: bool,
     /// Run in the process right before `execve` (seccomp is loaded here).
     pub before_exec: Option<&'a dyn Fn() -> std::result::Result<(), String>>,
+    /// A cgroup v2 directory to start the processes in (`clone3` with `CLONE_INTO_CGROUP`):
+    /// no migration afterwards, whose write lock costs a RCU grace period (milliseconds) per
+    /// container. `None`, or a kernel without it, falls back to [`Parent::joined`] migrating.
+    pub cgroup_dir: Option<RawFd>,
 }
 
 /// The shim's part while the container is made.
 pub trait Parent {
     /// The intermediate process exists (the container's process will be its child): place it in
-    /// the cgroup, set its OOM score.
-    fn joined(&mut self, pid: i32) -> std::result::Result<(), String>;
+    /// the cgroup (unless `in_cgroup`: it was started there), set its OOM score.
+    fn joined(&mut self, pid: i32, in_cgroup: bool) -> std::result::Result<(), String>;
     /// The container process asks for the hooks that run before `pivot_root` (`prestart`,
     /// `createRuntime`), in the runtime's namespaces.
     fn hooks(&mut self, pid: i32) -> std::result::Result<(), String>;
@@ -197,10 +201,8 @@ pub fn create(req: &Request<'_>, parent: &mut dyn Parent) -> Result<Created> {
     // Resolved now, in the shim, where errors are easy to report; the maps are written by the
     // shim for the intermediate once it has its user namespace.
     let (ours, theirs) = sync::pair()?;
-    // SAFETY: the shim is single-threaded when it creates containers (its runtime has one
-    // thread and no blocking pool), so the child may allocate; the child never returns: it ends
-    // in `_exit`.
-    match unsafe { nix::unistd::fork() }.map_err(sys("fork"))? {
+    let (forked, in_cgroup) = fork_into(req.cgroup_dir)?;
+    match forked {
         ForkResult::Child => {
             drop(ours);
             let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -223,7 +225,7 @@ pub fn create(req: &Request<'_>, parent: &mut dyn Parent) -> Result<Created> {
         ForkResult::Parent { child } => {
             drop(theirs);
             drop(ns);
-            let created = drive(req, parent, &ours, child);
+            let created = drive(req, parent, &ours, child, in_cgroup);
             // The intermediate exits right after reporting the pid (or on an error): reap it
             // here, not in the shim's reaper, which would take it for a container process.
             let _ = nix::sys::wait::waitpid(child, None);
@@ -243,6 +245,7 @@ fn drive(
     parent: &mut dyn Parent,
     ch: &Channel,
     intermediate: Pid,
+    in_cgroup: bool,
 ) -> Result<(i32, Option<OwnedFd>)> {
     let first = ch.recv()?.ok_or_else(|| {
         Error::Handshake("the intermediate process exited before it reported".into())
@@ -257,7 +260,7 @@ fn drive(
         }
         k => return Err(Error::Handshake(format!("unexpected {k:?}"))),
     }
-    if let Err(e) = parent.joined(intermediate.as_raw()) {
+    if let Err(e) = parent.joined(intermediate.as_raw(), in_cgroup) {
         let _ = ch.send(Kind::Error, e.as_bytes());
         return Err(Error::Child(e));
     }
@@ -292,6 +295,77 @@ fn drive(
             k => return Err(Error::Handshake(format!("unexpected {k:?}"))),
         }
     }
+}
+
+/// `include/uapi/linux/sched.h` (libc's constant is an overflowing `c_int`).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `clone3`'s arguments (`struct clone_args`, the size of its second version, with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Forks, straight into the cgroup `dir` when given and the kernel can (5.7+); returns whether
+/// the child started there.
+fn fork_into(dir: Option<RawFd>) -> Result<(ForkResult, bool)> {
+    if let Some(fd) = dir {
+        let mut args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: fd as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 without CLONE_VM and without a stack behaves as fork: the child gets a
+        // copy of this single-threaded process (see `create`) and continues here with 0.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &mut args as *mut CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match rc {
+            0 => return Ok((ForkResult::Child, true)),
+            pid if pid > 0 => {
+                return Ok((
+                    ForkResult::Parent {
+                        child: Pid::from_raw(pid as i32),
+                    },
+                    true,
+                ))
+            }
+            _ => {
+                let err = nix::Error::last();
+                // An older kernel: fork, then migrate. Anything else is a real failure.
+                if !matches!(
+                    err,
+                    nix::Error::ENOSYS | nix::Error::E2BIG | nix::Error::EINVAL
+                ) {
+                    return Err(Error::Sys {
+                        action: "clone3 into the cgroup",
+                        source: err,
+                    });
+                }
+            }
+        }
+    }
+    // SAFETY: the shim is single-threaded when it creates containers (its runtime has one
+    // thread and no blocking pool), so the child may allocate; the child never returns: it ends
+    // in `_exit`.
+    let forked = unsafe { nix::unistd::fork() }.map_err(sys("fork"))?;
+    Ok((forked, false))
 }
 
 fn write_id_maps(spec: &Spec, pid: i32) -> Result<()> {

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -293,6 +294,7 @@ impl Shim {
             warning!("selinux mount label {l:?} ignored: not supported by this shim");
         }
         let prepared = c.init.stdio.prepare(&self.id, &self.namespace)?;
+        let cgroup_dir = c.cgroup.as_ref().and_then(v2_dir);
         let seccomp = c.seccomp.clone();
         let load = move || -> std::result::Result<(), String> {
             match &seccomp {
@@ -314,6 +316,7 @@ impl Shim {
             ],
             terminal: c.init.stdio.terminal,
             before_exec: Some(&load),
+            cgroup_dir: cgroup_dir.as_ref().map(AsRawFd::as_raw_fd),
         };
         let mut parent = Parent {
             cgroup: c.cgroup.as_ref(),
@@ -486,6 +489,7 @@ impl Shim {
                 Error::FailedPrecondition(format!("exec {exec_id} was already started"))
             })?;
             let prepared = p.stdio.prepare(&self.id, &self.namespace)?;
+            let cgroup_dir = cgroup.as_ref().and_then(v2_dir);
             let load = move || -> std::result::Result<(), String> {
                 match &seccomp {
                     Some(p) => p.load().map_err(|e| format!("load seccomp filter: {e}")),
@@ -503,6 +507,7 @@ impl Shim {
                 ],
                 terminal: p.stdio.terminal,
                 before_exec: Some(&load),
+                cgroup_dir: cgroup_dir.as_ref().map(AsRawFd::as_raw_fd),
             };
             let mut parent = Parent {
                 cgroup: cgroup.as_ref(),
@@ -863,8 +868,8 @@ struct Parent<'a> {
 }
 
 impl berth_container::Parent for Parent<'_> {
-    fn joined(&mut self, pid: i32) -> std::result::Result<(), String> {
-        if let Some(cg) = self.cgroup {
+    fn joined(&mut self, pid: i32, in_cgroup: bool) -> std::result::Result<(), String> {
+        if let Some(cg) = self.cgroup.filter(|_| !in_cgroup) {
             cg.add_process(pid).map_err(|e| e.to_string())?;
         }
         if let Some(score) = self.oom_score_adj {
@@ -884,6 +889,19 @@ impl berth_container::Parent for Parent<'_> {
     fn hooks(&mut self, pid: i32) -> std::result::Result<(), String> {
         hooks::run_create_runtime(self.spec, self.bundle, self.id, pid).map_err(|e| e.to_string())
     }
+}
+
+/// The cgroup's directory on a unified (v2) host, opened for `CLONE_INTO_CGROUP`.
+fn v2_dir(cg: &Cgroup) -> Option<std::fs::File> {
+    if !cg.is_v2() {
+        return None;
+    }
+    let dir = cg.dir("")?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .ok()
 }
 
 fn cgroup_mounts_for(h: &Hierarchy, cg: &Cgroup) -> CgroupMounts {
