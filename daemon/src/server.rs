@@ -141,6 +141,10 @@ pub async fn serve(
     serve_routes(socket, routes, shutdown).await
 }
 
+/// Quiet time after the last request before berthd trims its memory: long enough that a client's
+/// sequence of calls runs on warm pages, short enough that an idle daemon is small.
+const IDLE_TRIM: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves `routes` on `socket` until `shutdown` resolves, then removes the socket.
 pub async fn serve_routes(
     socket: Socket,
@@ -156,8 +160,13 @@ pub async fn serve_routes(
     // Every accepted connection goes through the :authority adapter, so clients that name the
     // socket path as the authority (grpcio, grpc-java, Go programs dialing the path) are served.
     let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(Connection::new));
+    // An idle berthd gives back what its last burst of requests touched (see berth-idle-trim).
+    let trimmer = berth_idle_trim::Trimmer::start(IDLE_TRIM);
     let result = tonic::transport::Server::builder()
-        .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        .trace_fn(move |req| {
+            trimmer.touch();
+            tracing::info_span!("rpc", method = %req.uri().path())
+        })
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

@@ -3,7 +3,8 @@
 //! alternating rounds. Each run is the whole path a user waits for: snapshot prepare, container
 //! create, task create (shim start, container creation), wait, start, exit, task delete (shim
 //! shutdown), container delete. Prints, per daemon: the median and p90 of single runs, the
-//! median wall time of 10 concurrent runs, the daemon's RSS after all runs, and the RSS and PSS
+//! median wall time of 10 concurrent runs, the daemon's RSS right after all runs and after 3 s
+//! idle, and the RSS and PSS
 //! of one shim per running container — and berthd's figures as a share of containerd's.
 //!
 //! ```sh
@@ -149,6 +150,12 @@ fn main() {
         berthd.child.as_ref().map(std::process::Child::id),
         containerd.pid(),
     ];
+    let busy_rss: Vec<u64> = daemon_pids
+        .iter()
+        .map(|p| p.map_or(0, |p| kb(p, "status", "VmRSS:")))
+        .collect();
+    // Then idle for a while, as a daemon mostly is (berthd trims its memory after 2 s of quiet).
+    std::thread::sleep(Duration::from_secs(3));
     let mut daemon_rss = [0u64; 2];
     let mut shim_mem = [(0u64, 0u64); 2];
     for (d, (name, sock)) in sockets.iter().enumerate() {
@@ -205,8 +212,8 @@ fn main() {
         img.name
     );
     println!(
-        "{:<12} {:>10} {:>10} {:>12} {:>12} {:>10} {:>10}",
-        "daemon", "median", "p90", "10 at once", "daemon RSS", "shim RSS", "shim PSS"
+        "{:<12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>10}",
+        "daemon", "median", "p90", "10 at once", "RSS busy", "RSS idle", "shim RSS", "shim PSS"
     );
     let mut medians = Vec::new();
     let mut bursts = Vec::new();
@@ -216,17 +223,18 @@ fn main() {
         medians.push(median);
         bursts.push(burst_median);
         println!(
-            "{name:<12} {:>7.1} ms {:>7.1} ms {:>9.1} ms {:>9.1} MB {:>7.2} MB {:>7.2} MB",
+            "{name:<12} {:>7.1} ms {:>7.1} ms {:>9.1} ms {:>7.1} MB {:>7.1} MB {:>7.2} MB {:>7.2} MB",
             ms(median),
             ms(p90),
             ms(burst_median),
+            busy_rss[d] as f64 / 1024.0,
             daemon_rss[d] as f64 / 1024.0,
             shim_mem[d].0 as f64 / 1024.0,
             shim_mem[d].1 as f64 / 1024.0,
         );
     }
     println!(
-        "berthd / containerd: single run {:.2}, 10 at once {:.2}, daemon RSS {:.2}, shim RSS {:.2}",
+        "berthd / containerd: single run {:.2}, 10 at once {:.2}, idle daemon RSS {:.2}, shim RSS {:.2}",
         medians[0].as_secs_f64() / medians[1].as_secs_f64(),
         bursts[0].as_secs_f64() / bursts[1].as_secs_f64(),
         daemon_rss[0] as f64 / daemon_rss[1].max(1) as f64,

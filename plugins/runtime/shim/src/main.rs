@@ -13,7 +13,6 @@ mod manager;
 mod publish;
 mod service;
 mod task;
-mod trim;
 
 use std::process::ExitCode;
 

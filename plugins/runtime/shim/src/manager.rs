@@ -16,6 +16,9 @@ use crate::log::{debug, warning};
 use crate::publish::{now, Publisher};
 use crate::task::Shim;
 
+/// How long the shim waits after a request before it gives its start-up memory back.
+const IDLE: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Where sockets of shims live, as for containerd's own shims.
 const SOCKET_DIR: &str = "/run/containerd/s";
 
@@ -173,7 +176,7 @@ async fn run(args: &Args) -> Result<()> {
         })?
         .register_service(crate::service::task_service(
             Arc::clone(&shim),
-            crate::trim::Trimmer::start(),
+            berth_idle_trim::Trimmer::start(IDLE),
         ));
     server.start().await.map_err(|e| Error::Io {
         action: "serve",

@@ -31,7 +31,7 @@ fn reply<M: Message>(r: Result<M, Error>) -> ttrpc::Response {
 struct Method {
     name: &'static str,
     shim: Arc<Shim>,
-    trimmer: crate::trim::Trimmer,
+    trimmer: berth_idle_trim::Trimmer,
 }
 
 macro_rules! decode {
@@ -108,7 +108,10 @@ impl MethodHandler for Method {
 }
 
 /// The service, ready for `Server::register_service`.
-pub fn task_service(shim: Arc<Shim>, trimmer: crate::trim::Trimmer) -> HashMap<String, Service> {
+pub fn task_service(
+    shim: Arc<Shim>,
+    trimmer: berth_idle_trim::Trimmer,
+) -> HashMap<String, Service> {
     let mut methods: HashMap<String, Box<dyn MethodHandler + Send + Sync>> = HashMap::new();
     for name in [
         "Create",
