@@ -11,10 +11,10 @@ install() {
     apt-get install -y -q "$@" >/dev/null 2>&1 \
         || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }
 }
-# busybox-static for the offline image; containerd's package for the shim that runs containers
-# (containerd-shim-runc-v2, with runc) until Berth's own shim lands.
+# busybox-static for the offline image; libseccomp-dev for Berth's shim (containerd-shim-berth-v1,
+# which runs the container: no runc needed).
 command -v busybox >/dev/null || install busybox-static
-{ command -v containerd-shim-runc-v2 && command -v runc; } >/dev/null || install containerd
+dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'ok installed' || install libseccomp-dev
 
 DIR=${BERTH_QUICKSTART_DIR:-/tmp/berth-quickstart}
 SOCK=$DIR/berthd.sock

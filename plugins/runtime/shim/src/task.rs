@@ -180,6 +180,7 @@ impl Shim {
         } else {
             PathBuf::from(&req.bundle)
         };
+        let t0 = std::time::Instant::now();
         let spec = load_spec(&bundle.join("config.json"))?;
         let root = spec
             .root()
@@ -209,6 +210,11 @@ impl Shim {
             })?;
             berth_mount::mount_all(&mounts, &rootfs)?;
         }
+        debug!(
+            "create {}: spec and rootfs mount {:?}",
+            self.id,
+            t0.elapsed()
+        );
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -233,6 +239,7 @@ impl Shim {
             }
         }
         let pid = container.init.pid;
+        debug!("create {}: done in {:?}", self.id, t0.elapsed());
         let _ = std::fs::write(self.bundle.join("init.pid"), pid.to_string());
         if let Some(cg) = &container.cgroup {
             self.watch_oom(cg);
@@ -267,7 +274,13 @@ impl Shim {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| format!("/{}/{}", self.namespace, self.id));
+            let t = std::time::Instant::now();
             let cg = Cgroup::create(h, &path)?;
+            debug!(
+                "create {}: cgroup {path} made in {:?}",
+                self.id,
+                t.elapsed()
+            );
             c.cgroup = Some(cg.clone());
             cgroup_mounts = cgroup_mounts_for(h, &cg);
         }
@@ -325,7 +338,13 @@ impl Shim {
             bundle: &self.bundle,
             id: &self.id,
         };
+        let t = std::time::Instant::now();
         let created = berth_container::create(&request, &mut parent)?;
+        debug!(
+            "create {}: container process ready in {:?}",
+            self.id,
+            t.elapsed()
+        );
         drop(prepared.child);
         c.init.pid = created.pid;
         // Limits apply once the container's filesystem is made, as with runc: a device rule
@@ -648,7 +667,13 @@ impl Shim {
         for p in container.execs.values() {
             p.keep.drained().await;
         }
+        let t = std::time::Instant::now();
         cleanup(&mut container);
+        debug!(
+            "delete {}: cgroup and rootfs cleaned up in {:?}",
+            self.id,
+            t.elapsed()
+        );
         let exit = container.init.exited().unwrap_or(Exit {
             code: 137,
             at: now(),
@@ -870,7 +895,9 @@ struct Parent<'a> {
 impl berth_container::Parent for Parent<'_> {
     fn joined(&mut self, pid: i32, in_cgroup: bool) -> std::result::Result<(), String> {
         if let Some(cg) = self.cgroup.filter(|_| !in_cgroup) {
+            let t = std::time::Instant::now();
             cg.add_process(pid).map_err(|e| e.to_string())?;
+            debug!("{}: joined the cgroup in {:?}", self.id, t.elapsed());
         }
         if let Some(score) = self.oom_score_adj {
             // containerd's restrict_oom_score_adj: never below the shim's own score, which an
