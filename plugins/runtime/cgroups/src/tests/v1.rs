@@ -250,7 +250,13 @@ fn kill_all_freezes_signals_and_thaws() {
     let (t, h) = tree_with_cgroup();
     let cg = open(&h, "/berth/c1");
     crate::fs::recording::take();
-    // No processes: nothing to signal, but the freezer round trip happens.
+    // No processes: nothing to signal, and no freeze either.
+    cg.kill_all(nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(writes_under(&t.path("freezer/berth/c1")), vec![]);
+    // A process (one that no longer exists: the kill finds nothing): frozen, signalled, thawed.
+    t.file("freezer/berth/c1/cgroup.procs", "2147483646\n");
+    t.file("memory/berth/c1/cgroup.procs", "2147483646\n");
+    crate::fs::recording::take();
     cg.kill_all(nix::sys::signal::Signal::SIGTERM).unwrap();
     assert_eq!(
         writes_under(&t.path("freezer/berth/c1")),
