@@ -452,6 +452,9 @@ fn spec_hooks_sysctls_rlimits_hostname_and_a_read_only_root() {
     let rootfs = busybox_rootfs(dir.path());
     let marks = dir.path().join("marks");
     std::fs::create_dir_all(&marks).unwrap();
+    // startContainer runs as the container's user (uid 1000 below).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o777)).unwrap();
     let mut spec: serde_json::Value =
         serde_json::from_str(&ok(&berthd.ctr(&["oci", "spec"]))).unwrap();
     spec["root"] = serde_json::json!({"path": rootfs, "readonly": true});
@@ -462,6 +465,7 @@ fn spec_hooks_sysctls_rlimits_hostname_and_a_read_only_root() {
         "hostname; echo nofile=$(ulimit -n)/$(ulimit -Hn); \
          echo fwd=$(cat /proc/sys/net/ipv4/ip_forward); \
          touch /probe 2>/dev/null && echo rw || echo ro; \
+         echo x > /dev/null && echo devnull-ok; \
          echo user=$(id -u):$(id -g) groups=$(id -G) umask=$(umask) \
          caps=$(grep CapEff /proc/self/status | cut -f2)"
     ]);
@@ -479,11 +483,25 @@ fn spec_hooks_sysctls_rlimits_hostname_and_a_read_only_root() {
             "args": ["sh", "-c", format!("cat > {}/{name}.json", marks.display())],
         }])
     };
+    // createContainer runs in the container before pivot_root (host paths); startContainer in
+    // the container, its root in place: it writes through a bind mount of `marks`.
+    let in_container = serde_json::json!([{
+        "path": "/bin/sh",
+        "args": ["sh", "-c", "cat > /marks/startContainer.json"],
+        "env": ["PATH=/bin"],
+    }]);
     spec["hooks"] = serde_json::json!({
         "createRuntime": hook("createRuntime"),
+        "createContainer": hook("createContainer"),
+        "startContainer": in_container,
         "poststart": hook("poststart"),
         "poststop": hook("poststop"),
     });
+    std::fs::create_dir_all(rootfs.join("marks")).unwrap();
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"destination": "/marks", "type": "bind", "source": marks, "options": ["rbind", "rw"]}));
     let spec_path = dir.path().join("config.json");
     std::fs::write(&spec_path, spec.to_string()).unwrap();
     let out = ok(&berthd.ctr(&[
@@ -495,11 +513,13 @@ fn spec_hooks_sysctls_rlimits_hostname_and_a_read_only_root() {
     ]));
     assert_eq!(
         out,
-        "berth-box\nnofile=123/456\nfwd=1\nro\n\
+        "berth-box\nnofile=123/456\nfwd=1\nro\ndevnull-ok\n\
          user=1000:1000 groups=1000 10 20 umask=0077 caps=0000000000000000\n"
     );
     for (name, status) in [
         ("createRuntime", "creating"),
+        ("createContainer", "creating"),
+        ("startContainer", "creating"),
         ("poststart", "running"),
         ("poststop", "stopped"),
     ] {

@@ -64,9 +64,10 @@ pub trait Parent {
     /// The intermediate process exists (the container's process will be its child): place it in
     /// the cgroup (unless `in_cgroup`: it was started there), set its OOM score.
     fn joined(&mut self, pid: i32, in_cgroup: bool) -> std::result::Result<(), String>;
-    /// The container process asks for the hooks that run before `pivot_root` (`prestart`,
-    /// `createRuntime`), in the runtime's namespaces.
-    fn hooks(&mut self, pid: i32) -> std::result::Result<(), String>;
+    /// The container process is about to `pivot_root`: run the hooks that run in the runtime's
+    /// namespaces now (`prestart`, `createRuntime`) and return the container's state (JSON),
+    /// which the process gives its own hooks (`createContainer`, `startContainer`).
+    fn hooks(&mut self, pid: i32) -> std::result::Result<Vec<u8>, String>;
 }
 
 /// A created process, waiting for Start.
@@ -280,7 +281,7 @@ fn drive(
         match m.kind {
             Kind::Console => console = m.fd,
             Kind::Hooks => match parent.hooks(pid) {
-                Ok(()) => ch.send(Kind::Go, b"")?,
+                Ok(state) => ch.send(Kind::Go, &state)?,
                 Err(e) => {
                     let _ = ch.send(Kind::Error, e.as_bytes());
                     return Err(Error::Child(e));
@@ -451,6 +452,7 @@ fn container_process(
     let sys = Linux;
     let user_ns = ns.has(CloneFlags::CLONE_NEWUSER);
     let mut pty_slave: Option<PathBuf> = None;
+    let mut hook_state = Vec::new();
     match req.mode {
         Mode::Init { rootfs, cgroups } => {
             if !ns.new.contains(CloneFlags::CLONE_NEWNS) {
@@ -483,9 +485,16 @@ fn container_process(
                 ch.send_with_fd(Kind::Console, b"", Some(master.as_raw_fd()))?;
                 pty_slave = Some(slave);
             }
-            if has_pre_pivot_hooks(req.spec) {
+            if has_hooks(req.spec) {
                 ch.send(Kind::Hooks, b"")?;
-                ch.expect(Kind::Go)?;
+                hook_state = ch.expect(Kind::Go)?.payload;
+                // In the container's namespaces, the host's filesystem still visible.
+                let create = req
+                    .spec
+                    .hooks()
+                    .as_ref()
+                    .and_then(|h| h.create_container().as_ref());
+                crate::hooks::run_all(create, &hook_state).map_err(Error::Child)?;
             }
             rootfs::pivot(&sys, rootfs)?;
             if ns.new.contains(CloneFlags::CLONE_NEWUTS) {
@@ -536,6 +545,15 @@ fn container_process(
             unsafe { libc::_exit(1) }
         }
     }
+    if let Mode::Init { .. } = req.mode {
+        // In the container, its root in place, right before the user's program.
+        let start = req
+            .spec
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.start_container().as_ref());
+        crate::hooks::run_all(start, &hook_state).map_err(Error::Child)?;
+    }
     if let Some(hook) = req.before_exec {
         hook().map_err(Error::Child)?;
     }
@@ -554,10 +572,17 @@ fn container_process(
     })
 }
 
-fn has_pre_pivot_hooks(spec: &Spec) -> bool {
+/// Whether the spec has hooks to run while the container is made (the shim's and its own).
+fn has_hooks(spec: &Spec) -> bool {
     spec.hooks().as_ref().is_some_and(|h| {
-        h.prestart().as_ref().is_some_and(|v| !v.is_empty())
-            || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
+        [
+            h.prestart(),
+            h.create_runtime(),
+            h.create_container(),
+            h.start_container(),
+        ]
+        .iter()
+        .any(|v| v.as_ref().is_some_and(|v| !v.is_empty()))
     })
 }
 

@@ -4,6 +4,7 @@
 //! filesystem set-up goes through [`syscall::Syscall`], so its order is unit-tested without root.
 
 mod error;
+pub mod hooks;
 pub mod launch;
 pub mod process;
 pub mod rootfs;

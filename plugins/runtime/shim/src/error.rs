@@ -36,8 +36,9 @@ pub enum Error {
     Mount(#[from] berth_mount::MountError),
     #[error("read the OCI spec: {0}")]
     Spec(#[from] oci_spec::OciSpecError),
-    #[error("hook {path}: {reason}")]
-    Hook { path: String, reason: String },
+    /// A hook failed; `reason` names it (`hook /path: …`).
+    #[error("{0}")]
+    Hook(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

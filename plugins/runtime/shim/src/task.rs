@@ -350,7 +350,7 @@ impl Shim {
         // Limits apply once the container's filesystem is made, as with runc: a device rule
         // that denies mknod must not stop /dev from being populated.
         if let (Some(cg), Some(r)) = (&c.cgroup, linux.resources()) {
-            if let Err(e) = cg.apply(r) {
+            if let Err(e) = cg.apply(&with_default_devices(r)) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(created.pid),
                     nix::sys::signal::Signal::SIGKILL,
@@ -874,6 +874,40 @@ impl Shim {
     }
 }
 
+/// The device nodes every container has (`/dev/null` and the others the shim makes, the pty
+/// devices) stay usable whatever the spec's device rules deny, as runc always allows them: its
+/// allow rules are added after the spec's. `(type, major, minor, access)`; `None` is `*`.
+const ALWAYS_ALLOWED: [(&str, Option<i64>, Option<i64>, &str); 11] = [
+    ("c", None, None, "m"),
+    ("b", None, None, "m"),
+    ("c", Some(1), Some(3), "rwm"), // null
+    ("c", Some(1), Some(8), "rwm"), // random
+    ("c", Some(1), Some(7), "rwm"), // full
+    ("c", Some(5), Some(0), "rwm"), // tty
+    ("c", Some(1), Some(5), "rwm"), // zero
+    ("c", Some(1), Some(9), "rwm"), // urandom
+    ("c", Some(5), Some(1), "rwm"), // console
+    ("c", Some(136), None, "rwm"),  // pts
+    ("c", Some(5), Some(2), "rwm"), // ptmx
+];
+
+/// `r` with [`ALWAYS_ALLOWED`] after its device rules, when it has any.
+fn with_default_devices(r: &LinuxResources) -> LinuxResources {
+    let mut r = r.clone();
+    if let Some(rules) = r.devices().clone().filter(|d| !d.is_empty()) {
+        let mut rules = rules;
+        for (typ, major, minor, access) in ALWAYS_ALLOWED {
+            let rule: Option<oci_spec::runtime::LinuxDeviceCgroup> = serde_json::from_value(
+                serde_json::json!({"allow": true, "type": typ, "major": major, "minor": minor, "access": access}),
+            )
+            .ok();
+            rules.extend(rule);
+        }
+        r.set_devices(Some(rules));
+    }
+    r
+}
+
 /// An OOM watcher as tokio's AsyncFd wants it.
 struct OomFd(berth_cgroups::OomWatcher);
 
@@ -913,7 +947,7 @@ impl berth_container::Parent for Parent<'_> {
         Ok(())
     }
 
-    fn hooks(&mut self, pid: i32) -> std::result::Result<(), String> {
+    fn hooks(&mut self, pid: i32) -> std::result::Result<Vec<u8>, String> {
         hooks::run_create_runtime(self.spec, self.bundle, self.id, pid).map_err(|e| e.to_string())
     }
 }
