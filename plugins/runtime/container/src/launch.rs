@@ -685,3 +685,66 @@ fn reset_signals() {
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn namespaces_join_user_first_and_mount_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| {
+            let p = dir.path().join(n);
+            std::fs::write(&p, "").unwrap();
+            p.display().to_string()
+        };
+        let s = spec(&format!(
+            r#"{{"ociVersion":"1.0.2","linux":{{"namespaces":[
+                {{"type":"mount","path":"{}"}},
+                {{"type":"network","path":"{}"}},
+                {{"type":"pid"}},
+                {{"type":"user","path":"{}"}},
+                {{"type":"uts","path":""}},
+                {{"type":"ipc"}}]}}}}"#,
+            path("mnt"),
+            path("net"),
+            path("user")
+        ));
+        let ns = Namespaces::of_spec(&s).unwrap();
+        let joined: Vec<CloneFlags> = ns.join.iter().map(|(f, _)| *f).collect();
+        assert_eq!(
+            joined,
+            vec![
+                CloneFlags::CLONE_NEWUSER,
+                CloneFlags::CLONE_NEWNET,
+                CloneFlags::CLONE_NEWNS
+            ]
+        );
+        // An empty path means a new namespace, as in runc.
+        assert_eq!(
+            ns.new,
+            CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC
+        );
+        assert!(ns.has(CloneFlags::CLONE_NEWUSER) && !ns.has(CloneFlags::CLONE_NEWCGROUP));
+    }
+
+    #[test]
+    fn a_missing_namespace_path_is_named() {
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"network","path":"/proc/999999999/ns/net"}]}}"#,
+        );
+        let err = Namespaces::of_spec(&s).unwrap_err().to_string();
+        assert!(err.contains("/proc/999999999/ns/net"), "{err}");
+    }
+
+    #[test]
+    fn an_exec_joins_nothing_of_its_own_process() {
+        let ns = Namespaces::of_process(std::process::id() as i32).unwrap();
+        assert!(ns.join.is_empty());
+        assert!(ns.new.is_empty());
+    }
+}
