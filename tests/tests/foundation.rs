@@ -221,6 +221,18 @@ fn root_is_private_and_state_traversable() {
         .spawn()
         .unwrap();
     berth_tests::wait_for_socket(&sock, &mut child, &log);
+    // The socket is claimed before the plugins start: wait until berthd says it serves.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("serving")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "berthd did not start serving"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode(&root), 0o700, "an existing open root is tightened");
     assert_eq!(mode(&state), 0o711);
