@@ -115,6 +115,8 @@ fn isolation_capabilities_masked_and_read_only_paths() {
     let script = format!(
         "grep -E '^Cap(Eff|Bnd|Prm|Inh|Amb)' /proc/self/status; {probes}\
          echo 1 > /proc/sys/kernel/sysrq 2>/dev/null && echo sysrq-writable || echo sysrq-ro; \
+         mknod /kmsg c 1 11 && (echo probe > /kmsg) 2>/dev/null && echo kmsg-open || echo kmsg-denied; \
+         echo x > /dev/null && echo null-open; \
          echo pid=$$"
     );
     let out = ok(&f.run(
@@ -142,6 +144,11 @@ fn isolation_capabilities_masked_and_read_only_paths() {
     }
     // Read-only: /proc/sys.
     assert!(out.contains("sysrq-ro"), "{out}");
+    // Device rules (ctr's: deny all, allow the default nodes): a node the container can make
+    // (CAP_MKNOD) cannot be opened — v1's devices controller, v2's eBPF program — while
+    // /dev/null can.
+    assert!(out.contains("kmsg-denied"), "{out}");
+    assert!(out.contains("null-open"), "{out}");
     assert!(out.contains("pid=1"), "{out}");
 }
 

@@ -114,6 +114,21 @@ pub enum Error {
         source: nix::errno::Errno,
     },
 
+    /// The eBPF program that enforces device rules on a v2 cgroup could not be put in place.
+    /// `step` says which part failed; a program the kernel refused comes with its verifier log.
+    #[error(
+        "cgroup v2 device rules for {}: {step}: {source}{}",
+        dir.display(),
+        verifier_log_suffix(.verifier_log.as_deref())
+    )]
+    DeviceProgram {
+        dir: PathBuf,
+        step: &'static str,
+        #[source]
+        source: io::Error,
+        verifier_log: Option<String>,
+    },
+
     /// Reading the mount table or the process's own cgroup failed.
     #[error("read {}: {source}", path.display())]
     ProcFile {
@@ -132,11 +147,17 @@ impl Error {
             | Error::Read { source, .. }
             | Error::Write { source, .. }
             | Error::Oom { source, .. }
+            | Error::DeviceProgram { source, .. }
             | Error::ProcFile { source, .. } => source.raw_os_error(),
             Error::Kill { source, .. } => Some(*source as i32),
             _ => None,
         }
     }
+}
+
+fn verifier_log_suffix(log: Option<&str>) -> String {
+    log.map(|l| format!("; verifier log:\n{l}"))
+        .unwrap_or_default()
 }
 
 /// The crate's result.

@@ -13,11 +13,15 @@
 //! `stats::{v1,v2}`, and everything takes paths, so each piece is tested against fixture trees
 //! without root; `tests/root_host.rs` proves it on the real host as root.
 //!
-//! Not done: device rules on v2 (they need an eBPF program; logged, not enforced), systemd as a
-//! cgroup driver (the systemd path form is accepted, but directories are made directly),
-//! pressure (PSI) and network statistics.
+//! Device rules are written to the devices controller on v1; on v2, which has no such files,
+//! `devices` compiles them into an eBPF program attached to the cgroup (see its module docs for
+//! the rules' exact meaning).
+//!
+//! Not done: systemd as a cgroup driver (the systemd path form is accepted, but directories are
+//! made directly), pressure (PSI) and network statistics.
 
 mod cgroup;
+mod devices;
 mod error;
 mod fs;
 mod hierarchy;

@@ -1,14 +1,14 @@
 //! OCI resources on cgroup v2: one directory, files named by controller.
 //!
-//! Not enforced on v2, as with runc's cgroupfs driver unless noted:
-//! - `devices`: v2 has no devices files; rules need an eBPF program attached to the cgroup,
-//!   which Berth does not load yet. A debug message is logged (once per process).
+//! `devices` has no v2 file either: the rules become an eBPF program attached to the cgroup
+//! (`crate::devices`).
+//!
+//! Not enforced on v2, as with runc's cgroupfs driver:
 //! - `memory.swappiness`, `memory.disableOOMKiller`, kernel memory and `network`: no v2 file.
 //!   Logged at debug.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxRdma, LinuxResources};
 use tracing::debug;
@@ -19,8 +19,6 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::fs;
-
-static DEVICES_WARNED: AtomicBool = AtomicBool::new(false);
 
 pub(crate) fn apply(dir: &Path, r: &LinuxResources) -> Result<()> {
     // On v2 a controller's files appear only where it is enabled, so "does the file exist" is the
@@ -63,10 +61,8 @@ pub(crate) fn apply(dir: &Path, r: &LinuxResources) -> Result<()> {
     if let Some(rdma) = r.rdma() {
         self::rdma(ctrl("rdma"), rdma)?;
     }
-    if r.devices().as_ref().is_some_and(|d| !d.is_empty())
-        && !DEVICES_WARNED.swap(true, Ordering::Relaxed)
-    {
-        debug!("cgroup v2: linux.resources.devices is not enforced (it needs an eBPF device program, which Berth does not load)");
+    if let Some(rules) = r.devices() {
+        crate::devices::apply(dir, rules)?;
     }
     if r.network().is_some() {
         debug!("cgroup v2: linux.resources.network has no v2 controller and is not applied");

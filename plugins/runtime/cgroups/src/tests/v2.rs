@@ -115,7 +115,6 @@ fn apply_writes_each_resource() {
             "throttleWriteIOPSDevice": [{"major": 8, "minor": 16, "rate": 100}]
         },
         "hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}],
-        "devices": [{"allow": false, "access": "rwm"}],
         "unified": {"memory.high": "94371840"}
     })))
     .unwrap();
@@ -142,6 +141,42 @@ fn apply_writes_each_resource() {
         ]
     );
     assert_eq!(t.read("berth/c1/memory.max"), "104857600");
+}
+
+/// Device rules go to an eBPF program (proven on the host by `tests/root_host.rs`); a fixture
+/// tree is no cgroup2 file system, which is said before any program is loaded.
+#[test]
+fn device_rules_need_a_cgroup2_directory() {
+    let t = tree_with_cgroup();
+    let h = Hierarchy::v2_at(&t.path(""));
+    let cg = open(&h, "/berth/c1");
+    let err = cg
+        .apply(&resources(json!({
+            "devices": [
+                {"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}
+            ]
+        })))
+        .unwrap_err();
+    match &err {
+        Error::DeviceProgram { dir, step, .. } => {
+            assert_eq!(dir, &t.path("berth/c1"));
+            assert!(step.contains("open the cgroup2 directory"), "{step}");
+        }
+        other => panic!("expected a device program error, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("not on a cgroup2 file system"), "{msg}");
+    assert!(msg.contains("berth/c1"), "{msg}");
+
+    // Bad rules are refused before the directory is looked at; no rules change nothing.
+    let err = cg
+        .apply(&resources(
+            json!({"devices": [{"allow": true, "access": "rwx"}]}),
+        ))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidResource { .. }), "{err:?}");
+    cg.apply(&resources(json!({"devices": []}))).unwrap();
 }
 
 #[test]
