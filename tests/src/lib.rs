@@ -504,3 +504,38 @@ pub fn go_build(dir: &str, out: &str) -> PathBuf {
     );
     out
 }
+
+/// Pids of the shims serving task `id` for the daemon at `socket` (any shim binary: Berth's,
+/// runc's), found by their command lines.
+pub fn shims_of(socket: &Path, id: &str) -> Vec<u32> {
+    let socket = socket.display().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let has = |k: &str, v: &str| args.windows(2).any(|w| w[0] == k && w[1] == v);
+            (args.first()?.contains("containerd-shim")
+                && has("-id", id)
+                && has("-address", &socket))
+            .then_some(pid)
+        })
+        .collect()
+}
+
+/// Runs the shell command `cmd` under `script`, which gives it a terminal of its own (so that
+/// `ctr -t` has one to pass on to the container).
+pub fn in_a_terminal(cmd: &str) -> Output {
+    Command::new(require_program("script", "bsdutils"))
+        .args(["-qec", cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script")
+}

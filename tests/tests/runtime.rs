@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::{bin, fails, fixtures, ok, require_program, require_root, Berthd, Containerd};
+use berth_tests::{
+    bin, fails, fixtures, in_a_terminal, ok, require_program, require_root, Berthd, Containerd,
+};
 
 /// A daemon (berthd or containerd) with the fixture image imported.
 struct Fixture<D> {
@@ -386,29 +388,14 @@ fn real_containerd_runs_berths_shim() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(stdout(&out), "HELLO SHIM\n", "{out:?}");
     // a pty (`script` gives ctr a terminal of its own)
-    let script = require_program("script", "bsdutils");
-    let cmd = format!(
+    let out = in_a_terminal(&format!(
         "{} --address {} run --rm -t --runtime io.containerd.berth.v1 {} rt-cd-tty sh -c 'test -t 0 && test -t 1 && echo on-a-tty; exit 5'",
         require_program("ctr", "containerd").display(),
         f.daemon.socket().display(),
         f.image
-    );
-    let out = Command::new(script)
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    ));
     assert!(stdout(&out).contains("on-a-tty"), "{out:?}");
     assert_eq!(out.status.code(), Some(5), "{out:?}");
-}
-
-/// `script` runs `cmd` with a terminal of its own (so ctr's `-t` has one to pass on).
-fn in_a_terminal(cmd: &str) -> Output {
-    Command::new(require_program("script", "bsdutils"))
-        .args(["-qec", cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 #[test]

@@ -16,7 +16,9 @@ use berth_api::containers::{
     containers_client::ContainersClient, Container, CreateContainerRequest,
 };
 use berth_api::tasks::{tasks_client::TasksClient, CreateTaskRequest, GetRequest, WaitRequest};
-use berth_tests::{fails, fixtures, ok, require_program, require_root, Berthd, Containerd};
+use berth_tests::{
+    fails, fixtures, in_a_terminal, ok, require_program, require_root, shims_of, Berthd, Containerd,
+};
 
 const RUNC_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
 
@@ -121,28 +123,6 @@ impl Fixture {
             .unwrap()
             .block_on(f)
     }
-}
-
-/// Pids of shims serving task `id` for the daemon at `socket`.
-fn shims_of(socket: &Path, id: &str) -> Vec<u32> {
-    let want_id = ["-id", id];
-    let want_addr = ["-address", &socket.display().to_string()];
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            let has =
-                |pair: &[&str; 2]| args.windows(2).any(|w| w[0] == pair[0] && w[1] == pair[1]);
-            (args.first()?.contains("containerd-shim") && has(&want_id) && has(&want_addr))
-                .then_some(pid)
-        })
-        .collect()
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -268,19 +248,13 @@ fn ctr_run_exit_codes_stdio_and_cgroup() {
 #[test]
 fn ctr_run_with_a_terminal() {
     let f = Fixture::new("tty");
-    let script = require_program("script", "bsdutils");
     // `script` gives ctr a pty of its own; ctr -t gives the container one.
-    let cmd = format!(
+    let out = in_a_terminal(&format!(
         "{} --address {} run --rm -t {} run-tty sh -c 'test -t 0 && test -t 1 && echo on-a-tty; exit 5'",
         require_program("ctr", "containerd").display(),
         f.berthd.socket().display(),
         f.image
-    );
-    let out = Command::new(script)
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    ));
     assert!(stdout(&out).contains("on-a-tty"), "{out:?}");
     assert_eq!(out.status.code(), Some(5), "{out:?}");
     f.assert_clean("run-tty");

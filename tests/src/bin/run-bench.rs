@@ -71,22 +71,6 @@ fn kb(pid: u32, file: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The pid of the shim serving task `id` for the daemon at `socket`.
-fn shim_pid(socket: &Path, id: &str) -> Option<u32> {
-    let socket = socket.display().to_string();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let has = |k: &str, v: &str| args.windows(2).any(|w| w[0] == k && w[1] == v);
-        (args.first()?.contains("containerd-shim") && has("-id", id) && has("-address", &socket))
-            .then_some(pid)
-    })
-}
-
 fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
     let median = v[v.len() / 2];
@@ -180,7 +164,7 @@ fn main() {
         let mut rss = Vec::new();
         let mut pss = Vec::new();
         for id in &ids {
-            let pid = shim_pid(sock, id).expect("shim pid");
+            let pid = *berth_tests::shims_of(sock, id).first().expect("shim pid");
             rss.push(kb(pid, "status", "VmRSS:"));
             pss.push(kb(pid, "smaps_rollup", "Pss:"));
         }
