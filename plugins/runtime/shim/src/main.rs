@@ -5,6 +5,7 @@
 //! server that died.
 
 mod args;
+mod cgroup;
 mod error;
 mod hooks;
 mod io;
@@ -12,6 +13,7 @@ mod log;
 mod manager;
 mod publish;
 mod service;
+mod spec;
 mod task;
 
 use std::process::ExitCode;

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -16,11 +15,13 @@ use berth_shim::proto::{events as ev, task as pb, ProcessInfo, Status};
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 use tokio::sync::watch;
 
+use crate::cgroup::{cgroup_mounts_for, v2_dir, with_default_devices, OomFd};
 use crate::error::{Error, Result};
 use crate::hooks;
 use crate::io::{Keep, StdioPaths};
 use crate::log::{debug, warning};
 use crate::publish::{now, Publisher};
+pub use crate::spec::load_spec;
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy)]
@@ -874,49 +875,6 @@ impl Shim {
     }
 }
 
-/// The device nodes every container has (`/dev/null` and the others the shim makes, the pty
-/// devices) stay usable whatever the spec's device rules deny, as runc always allows them: its
-/// allow rules are added after the spec's. `(type, major, minor, access)`; `None` is `*`.
-const ALWAYS_ALLOWED: [(&str, Option<i64>, Option<i64>, &str); 11] = [
-    ("c", None, None, "m"),
-    ("b", None, None, "m"),
-    ("c", Some(1), Some(3), "rwm"), // null
-    ("c", Some(1), Some(8), "rwm"), // random
-    ("c", Some(1), Some(7), "rwm"), // full
-    ("c", Some(5), Some(0), "rwm"), // tty
-    ("c", Some(1), Some(5), "rwm"), // zero
-    ("c", Some(1), Some(9), "rwm"), // urandom
-    ("c", Some(5), Some(1), "rwm"), // console
-    ("c", Some(136), None, "rwm"),  // pts
-    ("c", Some(5), Some(2), "rwm"), // ptmx
-];
-
-/// `r` with [`ALWAYS_ALLOWED`] after its device rules, when it has any.
-fn with_default_devices(r: &LinuxResources) -> LinuxResources {
-    let mut r = r.clone();
-    if let Some(rules) = r.devices().clone().filter(|d| !d.is_empty()) {
-        let mut rules = rules;
-        for (typ, major, minor, access) in ALWAYS_ALLOWED {
-            let rule: Option<oci_spec::runtime::LinuxDeviceCgroup> = serde_json::from_value(
-                serde_json::json!({"allow": true, "type": typ, "major": major, "minor": minor, "access": access}),
-            )
-            .ok();
-            rules.extend(rule);
-        }
-        r.set_devices(Some(rules));
-    }
-    r
-}
-
-/// An OOM watcher as tokio's AsyncFd wants it.
-struct OomFd(berth_cgroups::OomWatcher);
-
-impl AsRawFd for OomFd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsFd::as_fd(&self.0).as_raw_fd()
-    }
-}
-
 /// The shim's part while a process is made: cgroup, OOM score, hooks.
 struct Parent<'a> {
     cgroup: Option<&'a Cgroup>,
@@ -950,64 +908,6 @@ impl berth_container::Parent for Parent<'_> {
     fn hooks(&mut self, pid: i32) -> std::result::Result<Vec<u8>, String> {
         hooks::run_create_runtime(self.spec, self.bundle, self.id, pid).map_err(|e| e.to_string())
     }
-}
-
-/// The cgroup's directory on a unified (v2) host, opened for `CLONE_INTO_CGROUP`.
-fn v2_dir(cg: &Cgroup) -> Option<std::fs::File> {
-    if !cg.is_v2() {
-        return None;
-    }
-    let dir = cg.dir("")?;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY)
-        .open(dir)
-        .ok()
-}
-
-fn cgroup_mounts_for(h: &Hierarchy, cg: &Cgroup) -> CgroupMounts {
-    match h {
-        Hierarchy::V2 { .. } => match cg.dir("") {
-            Some(d) => CgroupMounts::V2 {
-                host_dir: d.to_owned(),
-            },
-            None => CgroupMounts::None,
-        },
-        Hierarchy::V1 { controllers, .. } => {
-            let mut dirs: Vec<(String, PathBuf)> = Vec::new();
-            for (controller, mountpoint) in controllers {
-                let Some(name) = mountpoint.file_name().and_then(|n| n.to_str()) else {
-                    continue;
-                };
-                if dirs.iter().any(|(n, _)| n == name) {
-                    continue;
-                }
-                if let Some(d) = cg.dir(controller) {
-                    dirs.push((name.to_owned(), d.to_owned()));
-                }
-            }
-            CgroupMounts::V1 { dirs }
-        }
-    }
-}
-
-/// Reads `config.json` as runc does: Go's decoder takes a missing `process.user` or
-/// `process.cwd` as their zero values, where oci-spec's types require them.
-pub fn load_spec(path: &Path) -> Result<Spec> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        action: "read",
-        path: path.display().to_string(),
-        source,
-    })?;
-    let mut value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
-    if let Some(p) = value.get_mut("process").and_then(|p| p.as_object_mut()) {
-        p.entry("user")
-            .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
-        p.entry("cwd").or_insert_with(|| serde_json::json!("/"));
-    }
-    serde_json::from_value(value)
-        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))
 }
 
 /// Undoes what Create did: the cgroup and the rootfs mount.
