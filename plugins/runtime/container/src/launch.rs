@@ -557,7 +557,7 @@ fn container_process(
     if let Some(hook) = req.before_exec {
         hook().map_err(Error::Child)?;
     }
-    close_other_fds(ch.as_raw_fd());
+    close_other_fds();
     reset_signals();
     let err = nix::unistd::execve(&exe.path, &exe.argv, &exe.envp).unwrap_err();
     let name = req
@@ -641,7 +641,7 @@ fn setup_stdio(req: &Request<'_>, pty_slave: Option<&Path>) -> Result<()> {
 
 /// Marks every descriptor above 2 close-on-exec, so that nothing of the shim leaks into the
 /// container (the start channel is already close-on-exec and tells the shim exec happened).
-fn close_other_fds(_keep: RawFd) {
+fn close_other_fds() {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors we own.
     let rc = unsafe {
         libc::syscall(

@@ -227,7 +227,7 @@ fn check_executable(path: &Path) -> Result<(), String> {
         Err(e) => Err(format!(
             "stat {}: {}",
             path.display(),
-            crate::sync::lower_first(nix::Error::from_raw(e.raw_os_error().unwrap_or(0)).desc())
+            crate::sync::lower_first(crate::syscall::io_to_nix(&e).desc())
         )),
         Ok(m) if m.is_dir() => Err(format!("{} is a directory", path.display())),
         Ok(m) if m.permissions().mode() & 0o111 == 0 => Err("permission denied".into()),

@@ -188,7 +188,7 @@ fn mount_one(sys: &dyn Syscall, m: &Mount, o: &RootfsOptions<'_>) -> Result<()> 
             .map_err(|e| Error::Path {
                 action: "stat bind source",
                 path: source.to_owned(),
-                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                source: crate::syscall::io_to_nix(&e),
             })?
             .is_dir();
         if is_dir {

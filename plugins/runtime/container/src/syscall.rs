@@ -42,7 +42,8 @@ pub trait Syscall {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Linux;
 
-fn io_to_nix(e: &std::io::Error) -> nix::Error {
+/// An io error's errno, for the nix-typed errors of this crate (EIO when it has none).
+pub(crate) fn io_to_nix(e: &std::io::Error) -> nix::Error {
     nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
