@@ -51,6 +51,38 @@ impl<'a> Controller<'a> {
     }
 }
 
+/// `pids.max` (same file on v1 and v2): a limit of zero or less is no limit.
+pub(crate) fn pids(c: Controller<'_>, p: &oci_spec::runtime::LinuxPids) -> Result<()> {
+    let v = if p.limit() <= 0 {
+        "max".to_string()
+    } else {
+        p.limit().to_string()
+    };
+    c.set("pids.max", "linux.resources.pids.limit", &v)
+}
+
+/// Hugepage limits; `limit_file` and `rsvd_file` name the files for a page size (v1:
+/// `hugetlb.<size>.limit_in_bytes`, v2: `hugetlb.<size>.max`, each with a `.rsvd.` twin that
+/// newer kernels have and that gets the same limit).
+pub(crate) fn hugetlb(
+    c: Controller<'_>,
+    limits: &[oci_spec::runtime::LinuxHugepageLimit],
+    limit_file: fn(&str) -> String,
+    rsvd_file: fn(&str) -> String,
+) -> Result<()> {
+    for h in limits {
+        let size = page_size(h.page_size())?;
+        let setting = format!("linux.resources.hugepageLimits[{size}]");
+        let limit = h.limit().to_string();
+        c.set(&limit_file(size), &setting, &limit)?;
+        let rsvd = rsvd_file(size);
+        if c.has(&rsvd) {
+            c.set(&rsvd, &setting, &limit)?;
+        }
+    }
+    Ok(())
+}
+
 /// `Some(v)` unless `v` is zero (see the module docs).
 pub(crate) fn nonzero_i64(v: Option<i64>) -> Option<i64> {
     v.filter(|v| *v != 0)

@@ -9,7 +9,7 @@ use oci_spec::runtime::{
 };
 use tracing::debug;
 
-use super::{device, nonzero_i64, nonzero_u64, page_size, Controller};
+use super::{device, nonzero_i64, nonzero_u64, Controller};
 use crate::error::{Error, Result};
 use crate::fs;
 
@@ -37,29 +37,18 @@ pub(crate) fn apply(dirs: &BTreeMap<String, PathBuf>, r: &LinuxResources) -> Res
         self::cpu(ctrl("cpu"), c)?;
     }
     if let Some(p) = r.pids() {
-        let v = if p.limit() <= 0 {
-            "max".to_string()
-        } else {
-            p.limit().to_string()
-        };
-        ctrl("pids").set("pids.max", "linux.resources.pids.limit", &v)?;
+        super::pids(ctrl("pids"), p)?;
     }
     if let Some(b) = r.block_io() {
         blkio(ctrl("blkio"), b)?;
     }
-    for h in r.hugepage_limits().iter().flatten() {
-        let size = page_size(h.page_size())?;
-        let c = ctrl("hugetlb");
-        let setting = format!("linux.resources.hugepageLimits[{size}]");
-        c.set(
-            &format!("hugetlb.{size}.limit_in_bytes"),
-            &setting,
-            &h.limit().to_string(),
+    if let Some(limits) = r.hugepage_limits() {
+        super::hugetlb(
+            ctrl("hugetlb"),
+            limits,
+            |size| format!("hugetlb.{size}.limit_in_bytes"),
+            |size| format!("hugetlb.{size}.rsvd.limit_in_bytes"),
         )?;
-        let rsvd = format!("hugetlb.{size}.rsvd.limit_in_bytes");
-        if c.has(&rsvd) {
-            c.set(&rsvd, &setting, &h.limit().to_string())?;
-        }
     }
     if let Some(n) = r.network() {
         network(ctrl("net_cls"), ctrl("net_prio"), n)?;

@@ -14,8 +14,8 @@ use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxRdma, LinuxRes
 use tracing::debug;
 
 use super::{
-    blkio_weight_to_io_weight, device, nonzero_i64, nonzero_u64, page_size, shares_to_weight,
-    swap_to_v2, Controller,
+    blkio_weight_to_io_weight, device, nonzero_i64, nonzero_u64, shares_to_weight, swap_to_v2,
+    Controller,
 };
 use crate::error::{Error, Result};
 use crate::fs;
@@ -34,29 +34,18 @@ pub(crate) fn apply(dir: &Path, r: &LinuxResources) -> Result<()> {
         memory(ctrl("memory"), m)?;
     }
     if let Some(p) = r.pids() {
-        let v = if p.limit() <= 0 {
-            "max".to_string()
-        } else {
-            p.limit().to_string()
-        };
-        ctrl("pids").set("pids.max", "linux.resources.pids.limit", &v)?;
+        super::pids(ctrl("pids"), p)?;
     }
     if let Some(b) = r.block_io() {
         io(ctrl("io"), b)?;
     }
-    for h in r.hugepage_limits().iter().flatten() {
-        let size = page_size(h.page_size())?;
-        let c = ctrl("hugetlb");
-        let setting = format!("linux.resources.hugepageLimits[{size}]");
-        c.set(
-            &format!("hugetlb.{size}.max"),
-            &setting,
-            &h.limit().to_string(),
+    if let Some(limits) = r.hugepage_limits() {
+        super::hugetlb(
+            ctrl("hugetlb"),
+            limits,
+            |size| format!("hugetlb.{size}.max"),
+            |size| format!("hugetlb.{size}.rsvd.max"),
         )?;
-        let rsvd = format!("hugetlb.{size}.rsvd.max");
-        if c.has(&rsvd) {
-            c.set(&rsvd, &setting, &h.limit().to_string())?;
-        }
     }
     if let Some(rdma) = r.rdma() {
         self::rdma(ctrl("rdma"), rdma)?;
