@@ -41,7 +41,7 @@ log=target/vm-tests.log
 VM_MEM=3G "$kit/bin/vm-run" "$cmd" >"$log" 2>&1 && rc=0 || rc=$?
 grep -E '^test |test result|panicked|left:|right:|assert' "$log" || true
 if [ $rc -ne 0 ] || ! grep -q 'test result: ok\. 5 passed' "$log" \
-    || ! grep -q 'test result: ok\. 11 passed' "$log"; then
+    || ! grep -q 'test result: ok\. 12 passed' "$log"; then
     tail -40 "$log"
     echo "vm-tests: FAILED (exit $rc; log: $log)" >&2
     exit 1

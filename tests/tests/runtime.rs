@@ -584,3 +584,24 @@ fn a_container_joins_another_ones_namespace_by_path() {
     });
     ok(&f.daemon.ctr(&["tasks", "rm", "rt-ns-a"]));
 }
+
+#[test]
+fn stdin_arrives_whole_before_end_of_input() {
+    // ctr closes its stdin FIFO and then calls CloseIO; what it wrote before must all reach the
+    // process (the shim drains the FIFO before it ends the process's input).
+    let f = berthd("stdin");
+    let data = vec![b'x'; 4 << 20];
+    let mut child = Command::new(require_program("ctr", "containerd"))
+        .arg("--address")
+        .arg(f.daemon.socket())
+        .args(["run", "--rm", &f.image, "rt-stdin", "wc", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out).trim(), (4 << 20).to_string(), "{out:?}");
+}

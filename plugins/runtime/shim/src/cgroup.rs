@@ -27,8 +27,13 @@ const ALWAYS_ALLOWED: [(&str, Option<i64>, Option<i64>, &str); 11] = [
     ("c", Some(5), Some(2), "rwm"), // ptmx
 ];
 
+/// Applies `r` to the cgroup (at Create and on Update), keeping the default device nodes usable.
+pub fn apply_resources(cg: &Cgroup, r: &LinuxResources) -> crate::error::Result<()> {
+    Ok(cg.apply(&with_default_devices(r))?)
+}
+
 /// `r` with [`ALWAYS_ALLOWED`] after its device rules, when it has any.
-pub fn with_default_devices(r: &LinuxResources) -> LinuxResources {
+fn with_default_devices(r: &LinuxResources) -> LinuxResources {
     let mut r = r.clone();
     if let Some(rules) = r.devices().clone().filter(|d| !d.is_empty()) {
         let mut rules = rules;

@@ -6,7 +6,7 @@
 //! "no client yet". With a terminal, both directions are copied to and from the pty master.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -48,8 +48,9 @@ pub struct Keep {
     /// Output FIFO writers for the console copy (terminal only).
     console_out: Option<File>,
     /// Set once the console's output copy has finished (the last byte is in the FIFO).
-    pub copied: Option<watch::Receiver<bool>>,
-    stdin_task: Option<tokio::task::JoinHandle<()>>,
+    copied: Option<watch::Receiver<bool>>,
+    /// Tells the stdin copy that the client closed its stdin (CloseIO).
+    stdin_closed: Option<std::sync::Arc<tokio::sync::Notify>>,
     /// The pty master (terminal only), for resizes and the copies.
     console: Option<std::sync::Arc<AsyncFd<OwnedFd>>>,
 }
@@ -107,37 +108,27 @@ fn open_output(spec: &str, holders: &mut Vec<File>) -> Result<OwnedFd> {
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(io_err("open", path))?;
-    set_blocking(writer.as_raw_fd())?;
+    set_nonblocking(writer.as_raw_fd(), false)?;
     holders.push(holder);
     Ok(writer.into())
 }
 
-fn set_blocking(fd: RawFd) -> Result<()> {
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
-        return Err(Error::Io {
-            action: "make blocking",
-            path: format!("fd {fd}"),
-            source: std::io::Error::last_os_error(),
+/// Sets or clears `O_NONBLOCK` on `fd`.
+fn set_nonblocking(fd: RawFd, on: bool) -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    // SAFETY: `fd` is open for the whole call (the caller owns it).
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let flags = fcntl(borrowed, FcntlArg::F_GETFL)
+        .map(OFlag::from_bits_truncate)
+        .and_then(|mut flags| {
+            flags.set(OFlag::O_NONBLOCK, on);
+            fcntl(borrowed, FcntlArg::F_SETFL(flags))
         });
-    }
-    Ok(())
-}
-
-fn set_nonblocking(fd: RawFd) -> Result<()> {
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(Error::Io {
-            action: "make non-blocking",
-            path: format!("fd {fd}"),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+    flags.map(drop).map_err(|e| Error::Io {
+        action: "set O_NONBLOCK on",
+        path: format!("fd {fd}"),
+        source: e.into(),
+    })
 }
 
 fn open_stdin_fifo(spec: &str) -> Result<File> {
@@ -282,7 +273,7 @@ impl Keep {
     pub fn start(&mut self, console: Option<OwnedFd>) -> Result<()> {
         let console = match console {
             Some(master) => {
-                set_nonblocking(master.as_raw_fd())?;
+                set_nonblocking(master.as_raw_fd(), true)?;
                 Some(std::sync::Arc::new(watch(master).map_err(|e| {
                     Error::Io {
                         action: "watch the console",
@@ -293,9 +284,16 @@ impl Keep {
             }
             None => None,
         };
-        let stdin_target: Option<StdinTarget> = match (&console, self.stdin_pipe.take()) {
+        let stdin_target = match (&console, self.stdin_pipe.take()) {
             (Some(c), _) => Some(StdinTarget::Console(std::sync::Arc::clone(c))),
-            (None, Some(pipe)) => Some(StdinTarget::Pipe(pipe)),
+            (None, Some(pipe)) => {
+                set_nonblocking(pipe.as_raw_fd(), true)?;
+                Some(StdinTarget::Pipe(watch(pipe).map_err(|e| Error::Io {
+                    action: "watch the stdin pipe",
+                    path: String::new(),
+                    source: e,
+                })?))
+            }
             (None, None) => None,
         };
         if let (Some(fifo), Some(target)) = (self.stdin_fifo.take(), stdin_target) {
@@ -304,7 +302,9 @@ impl Keep {
                 path: String::new(),
                 source: e,
             })?;
-            self.stdin_task = Some(tokio::spawn(copy_stdin(fifo, target)));
+            let closed = std::sync::Arc::new(tokio::sync::Notify::new());
+            self.stdin_closed = Some(std::sync::Arc::clone(&closed));
+            tokio::spawn(copy_stdin(fifo, target, closed));
         }
         if let Some(c) = console {
             let (tx, rx) = watch::channel(false);
@@ -320,10 +320,11 @@ impl Keep {
         Ok(())
     }
 
-    /// The client closed its stdin: the process sees end-of-input.
+    /// The client closed its stdin: what it wrote before is still passed on, then the process
+    /// sees end-of-input.
     pub fn close_stdin(&mut self) {
-        if let Some(t) = self.stdin_task.take() {
-            t.abort();
+        if let Some(closed) = self.stdin_closed.take() {
+            closed.notify_one();
         }
         self.stdin_pipe = None;
         self.stdin_fifo = None;
@@ -361,40 +362,50 @@ impl Keep {
 }
 
 enum StdinTarget {
-    Pipe(OwnedFd),
+    Pipe(AsyncFd<OwnedFd>),
     Console(std::sync::Arc<AsyncFd<OwnedFd>>),
 }
 
-async fn copy_stdin(fifo: AsyncFd<File>, target: StdinTarget) {
-    let mut buf = vec![0u8; 32 * 1024];
-    let pipe = match &target {
-        StdinTarget::Pipe(p) => {
-            let _ = set_nonblocking(p.as_raw_fd());
-            // SAFETY: dup of a descriptor we own gives a new descriptor we own.
-            let dup = unsafe { libc::dup(p.as_raw_fd()) };
-            if dup < 0 {
-                return;
-            }
-            // SAFETY: `dup` is a fresh descriptor owned by nobody else.
-            watch(unsafe { OwnedFd::from_raw_fd(dup) }).ok()
+impl StdinTarget {
+    fn fd(&self) -> &AsyncFd<OwnedFd> {
+        match self {
+            StdinTarget::Pipe(p) => p,
+            StdinTarget::Console(c) => c,
         }
-        StdinTarget::Console(_) => None,
-    };
+    }
+}
+
+/// Copies the client's stdin FIFO into the process until the FIFO ends or the client says it
+/// closed its stdin (then what is already in the FIFO is still copied).
+async fn copy_stdin(
+    fifo: AsyncFd<File>,
+    target: StdinTarget,
+    closed: std::sync::Arc<tokio::sync::Notify>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut closing = false;
     loop {
-        let n = match read_async(&fifo, &mut buf).await {
+        let read = if closing {
+            // Only what is there now (the FIFO is non-blocking): EAGAIN means it is drained.
+            nix::unistd::read(fifo.get_ref().as_fd(), &mut buf).map_err(std::io::Error::from)
+        } else {
+            tokio::select! {
+                r = read_async(&fifo, &mut buf) => r,
+                () = closed.notified() => {
+                    closing = true;
+                    continue;
+                }
+            }
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let dest: &AsyncFd<OwnedFd> = match (&target, &pipe) {
-            (StdinTarget::Console(c), _) => c,
-            (StdinTarget::Pipe(_), Some(p)) => p,
-            _ => break,
-        };
-        if write_all_async(dest, &buf[..n]).await.is_err() {
+        if write_all_async(target.fd(), &buf[..n]).await.is_err() {
             break;
         }
     }
-    // End of input: the pipe's write ends close here (the task owns them); a console gets ^D.
+    // End of input: the pipe's write end closes with `target`; a console gets ^D.
     if let StdinTarget::Console(c) = &target {
         let _ = write_all_async(c, &[4]).await;
     }

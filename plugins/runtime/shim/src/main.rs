@@ -45,7 +45,10 @@ fn main() -> ExitCode {
         }
         Action::Start => manager::start(&args),
         Action::Delete => manager::delete(&args),
-        Action::Serve => manager::serve(&args),
+        // Started with no action, as `start` itself once did: the listener is fd 3.
+        // SAFETY: by that convention fd 3 is a listening socket handed to this process, and
+        // nothing else in it uses the descriptor.
+        Action::Serve => manager::serve(&args, unsafe { std::os::fd::FromRawFd::from_raw_fd(3) }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

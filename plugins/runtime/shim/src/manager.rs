@@ -2,7 +2,7 @@
 //! itself, and `delete` (clean up after a server that is gone).
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{IntoRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -97,40 +97,27 @@ pub fn start(args: &Args) -> Result<()> {
 }
 
 /// In the forked child of `start`: detach from the caller (own session, stdio to /dev/null so
-/// the caller's pipes see end-of-file when `start` exits), put the listener at fd 3, serve.
+/// the caller's pipes see end-of-file when `start` exits), serve on the listener.
 fn become_server(args: &Args, listener: UnixListener) -> Result<()> {
     let devnull = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")
         .map_err(io("open", "/dev/null"))?;
-    // SAFETY: dup2/setsid/fcntl on descriptors this process owns; the old ones are replaced.
-    unsafe {
-        for fd in 0..3 {
-            libc::dup2(devnull.as_raw_fd(), fd);
-        }
-        libc::setsid();
-        let fd = listener.as_raw_fd();
-        if fd != 3 {
-            if libc::dup2(fd, 3) < 0 {
-                return Err(io("move", "the listener to fd 3")(
-                    std::io::Error::last_os_error(),
-                ));
-            }
-        } else {
-            libc::fcntl(3, libc::F_SETFD, 0);
-        }
+    for fd in 0..3 {
+        // SAFETY: replaces this process's stdio descriptors 0–2, which nothing holds as an
+        // owned fd; the returned descriptor is the same number, not a new owner.
+        unsafe { nix::unistd::dup2_raw(&devnull, fd) }
+            .map(std::mem::forget)
+            .map_err(|e| io("redirect", "stdio")(e.into()))?;
     }
-    // fd 3 is the listener from here on (its original descriptor closes with `listener`).
-    if listener.as_raw_fd() != 3 {
-        drop(listener);
-    } else {
-        std::mem::forget(listener);
-    }
-    serve(args)
+    nix::unistd::setsid().map_err(|e| io("start", "a session")(e.into()))?;
+    serve(args, listener.into())
 }
 
-pub fn serve(args: &Args) -> Result<()> {
+/// Serves the task API on `listener` (fd 3 when containerd or a script starts the binary with
+/// no action; the listener `start` made when it forked).
+pub fn serve(args: &Args, listener: OwnedFd) -> Result<()> {
     crate::log::open_fifo(args.debug);
     // Orphans of the container (its daemons, the children of exec'd processes) become ours to
     // reap; so does the container process itself, whose parent exits while it is made.
@@ -145,10 +132,10 @@ pub fn serve(args: &Args) -> Result<()> {
         .enable_time()
         .build()
         .map_err(io("start", "the runtime"))?;
-    rt.block_on(run(args))
+    rt.block_on(run(args, listener))
 }
 
-async fn run(args: &Args) -> Result<()> {
+async fn run(args: &Args, listener: OwnedFd) -> Result<()> {
     let bundle = std::env::current_dir().map_err(io("read", "the current directory"))?;
     let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
         .map_err(io("watch", "SIGCHLD"))?;
@@ -165,13 +152,13 @@ async fn run(args: &Args) -> Result<()> {
             reap(&reaper);
         }
     });
-    // SAFETY: fd 3 is the listening socket `start` handed over; nothing else in this process
-    // uses it.
-    let server = unsafe { ttrpc::r#async::Server::new().add_unix_listener(3) };
+    // SAFETY: `listener` is an owned, listening unix socket; its ownership passes to the server
+    // here (into_raw_fd), and nothing else uses the descriptor.
+    let server = unsafe { ttrpc::r#async::Server::new().add_unix_listener(listener.into_raw_fd()) };
     let mut server = server
         .map_err(|e| Error::Io {
             action: "serve",
-            path: "fd 3".into(),
+            path: "the shim socket".into(),
             source: std::io::Error::other(e.to_string()),
         })?
         .register_service(crate::service::task_service(

@@ -15,7 +15,7 @@ use berth_shim::proto::{events as ev, task as pb, ProcessInfo, Status};
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 use tokio::sync::watch;
 
-use crate::cgroup::{cgroup_mounts_for, v2_dir, with_default_devices, OomFd};
+use crate::cgroup::{apply_resources, cgroup_mounts_for, v2_dir, OomFd};
 use crate::error::{Error, Result};
 use crate::hooks;
 use crate::io::{Keep, StdioPaths};
@@ -87,6 +87,13 @@ struct Container {
 }
 
 impl Container {
+    /// The cgroup, which `what` needs (a container made without one cannot do it).
+    fn cgroup(&self, what: &str) -> Result<&Cgroup> {
+        self.cgroup
+            .as_ref()
+            .ok_or_else(|| Error::FailedPrecondition(format!("no cgroup to {what}")))
+    }
+
     fn process(&self, exec_id: &str) -> Result<&Proc> {
         if exec_id.is_empty() {
             Ok(&self.init)
@@ -307,72 +314,82 @@ impl Shim {
         if let Some(l) = linux.mount_label().as_deref().filter(|l| !l.is_empty()) {
             warning!("selinux mount label {l:?} ignored: not supported by this shim");
         }
-        let prepared = c.init.stdio.prepare(&self.id, &self.namespace)?;
-        let cgroup_dir = c.cgroup.as_ref().and_then(v2_dir);
-        let seccomp = c.seccomp.clone();
-        let load = move || -> std::result::Result<(), String> {
-            match &seccomp {
-                Some(p) => p.load().map_err(|e| format!("load seccomp filter: {e}")),
-                None => Ok(()),
-            }
-        };
-        let request = Request {
+        let t = std::time::Instant::now();
+        let (created, keep) = self.launch(&Launch {
             spec: &c.spec,
             process: &process,
             mode: Mode::Init {
                 rootfs: &c.rootfs,
                 cgroups: &cgroup_mounts,
             },
-            stdio: [
-                prepared.child[0].as_raw_fd(),
-                prepared.child[1].as_raw_fd(),
-                prepared.child[2].as_raw_fd(),
-            ],
-            terminal: c.init.stdio.terminal,
-            before_exec: Some(&load),
-            cgroup_dir: cgroup_dir.as_ref().map(AsRawFd::as_raw_fd),
-        };
-        let mut parent = Parent {
+            stdio: &c.init.stdio,
             cgroup: c.cgroup.as_ref(),
+            seccomp: c.seccomp.as_ref(),
             oom_score_adj: process.oom_score_adj(),
-            spec: &c.spec,
-            bundle: &self.bundle,
-            id: &self.id,
-        };
-        let t = std::time::Instant::now();
-        let created = berth_container::create(&request, &mut parent)?;
+        })?;
         debug!(
             "create {}: container process ready in {:?}",
             self.id,
             t.elapsed()
         );
-        drop(prepared.child);
         c.init.pid = created.pid;
+        c.init.keep = keep;
         // Limits apply once the container's filesystem is made, as with runc: a device rule
         // that denies mknod must not stop /dev from being populated.
         if let (Some(cg), Some(r)) = (&c.cgroup, linux.resources()) {
-            if let Err(e) = cg.apply(&with_default_devices(r)) {
+            if let Err(e) = apply_resources(cg, r) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(created.pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
-                return Err(e.into());
+                return Err(e);
             }
         }
-        c.init.keep = prepared.keep;
-        let console = {
-            let mut created = created;
-            let console = created.console.take();
-            c.init.created = Some(created);
-            console
-        };
-        c.init.keep.start(console)?;
-        if let Some(size) = process.console_size() {
-            c.init
-                .keep
-                .resize(size.width() as u32, size.height() as u32)?;
-        }
+        c.init.created = Some(created);
         Ok(())
+    }
+
+    /// Makes a process (the init or an exec) up to Ready: its stdio, the container set-up in
+    /// forked processes (berth-container), then the shim's side of its stdio.
+    fn launch(&self, l: &Launch<'_>) -> Result<(Created, Keep)> {
+        let prepared = l.stdio.prepare(&self.id, &self.namespace)?;
+        let cgroup_dir = l.cgroup.and_then(v2_dir);
+        let seccomp = l.seccomp;
+        let load = move || -> std::result::Result<(), String> {
+            match seccomp {
+                Some(p) => p.load().map_err(|e| format!("load seccomp filter: {e}")),
+                None => Ok(()),
+            }
+        };
+        let request = Request {
+            spec: l.spec,
+            process: l.process,
+            mode: l.mode,
+            stdio: [
+                prepared.child[0].as_raw_fd(),
+                prepared.child[1].as_raw_fd(),
+                prepared.child[2].as_raw_fd(),
+            ],
+            terminal: l.stdio.terminal,
+            before_exec: Some(&load),
+            cgroup_dir: cgroup_dir.as_ref().map(AsRawFd::as_raw_fd),
+        };
+        let mut parent = Parent {
+            cgroup: l.cgroup,
+            oom_score_adj: l.oom_score_adj,
+            spec: l.spec,
+            bundle: &self.bundle,
+            id: &self.id,
+        };
+        let mut created = berth_container::create(&request, &mut parent)?;
+        // The process has its own copies now.
+        drop(prepared.child);
+        let mut keep = prepared.keep;
+        keep.start(created.console.take())?;
+        if let Some(size) = l.process.console_size() {
+            keep.resize(size.width() as u32, size.height() as u32)?;
+        }
+        Ok((created, keep))
     }
 
     fn watch_oom(self: &Arc<Self>, cg: &Cgroup) {
@@ -493,62 +510,40 @@ impl Shim {
     fn start_exec(&self, exec_id: &str) -> Result<pb::StartResponse> {
         let pid = {
             let mut g = self.lock();
-            let c = g.as_mut().ok_or_else(|| Error::NotFound(self.id.clone()))?;
-            let init_pid = c.init.pid;
-            if c.init.exited().is_some() {
+            let Container {
+                spec,
+                cgroup,
+                seccomp,
+                init,
+                execs,
+                ..
+            } = g.as_mut().ok_or_else(|| Error::NotFound(self.id.clone()))?;
+            if init.exited().is_some() {
                 return Err(Error::FailedPrecondition(format!(
                     "container {} is stopped",
                     self.id
                 )));
             }
-            let spec = c.spec.clone();
-            let cgroup = c.cgroup.clone();
-            let seccomp = c.seccomp.clone();
-            let p = c.process_mut(exec_id)?;
+            let p = execs
+                .get_mut(exec_id)
+                .ok_or_else(|| Error::ProcessNotFound(exec_id.to_owned()))?;
             let process = p.exec_spec.take().ok_or_else(|| {
                 Error::FailedPrecondition(format!("exec {exec_id} was already started"))
             })?;
-            let prepared = p.stdio.prepare(&self.id, &self.namespace)?;
-            let cgroup_dir = cgroup.as_ref().and_then(v2_dir);
-            let load = move || -> std::result::Result<(), String> {
-                match &seccomp {
-                    Some(p) => p.load().map_err(|e| format!("load seccomp filter: {e}")),
-                    None => Ok(()),
-                }
-            };
-            let request = Request {
-                spec: &spec,
+            let (created, keep) = self.launch(&Launch {
+                spec,
                 process: &process,
-                mode: Mode::Exec { init_pid },
-                stdio: [
-                    prepared.child[0].as_raw_fd(),
-                    prepared.child[1].as_raw_fd(),
-                    prepared.child[2].as_raw_fd(),
-                ],
-                terminal: p.stdio.terminal,
-                before_exec: Some(&load),
-                cgroup_dir: cgroup_dir.as_ref().map(AsRawFd::as_raw_fd),
-            };
-            let mut parent = Parent {
+                mode: Mode::Exec { init_pid: init.pid },
+                stdio: &p.stdio,
                 cgroup: cgroup.as_ref(),
-                oom_score_adj: None,
-                spec: &spec,
-                bundle: &self.bundle,
-                id: &self.id,
-            };
-            let mut created = berth_container::create(&request, &mut parent)?;
-            drop(prepared.child);
+                seccomp: seccomp.as_ref(),
+                oom_score_adj: process.oom_score_adj(),
+            })?;
             p.pid = created.pid;
-            p.keep = prepared.keep;
-            let console = created.console.take();
-            p.keep.start(console)?;
-            if let Some(size) = process.console_size() {
-                p.keep.resize(size.width() as u32, size.height() as u32)?;
-            }
-            let pid = created.pid;
+            p.keep = keep;
             created.start()?;
             p.started = true;
-            pid
+            p.pid
         };
         self.publisher.publish(
             "/tasks/exec-started",
@@ -722,10 +717,7 @@ impl Shim {
 
     pub fn pause(&self, id: &str) -> Result<()> {
         self.with(id, |c| {
-            let cg = c
-                .cgroup
-                .as_ref()
-                .ok_or_else(|| Error::FailedPrecondition("no cgroup to freeze".into()))?;
+            let cg = c.cgroup("freeze")?;
             cg.freeze()?;
             c.paused = true;
             Ok(())
@@ -742,10 +734,7 @@ impl Shim {
 
     pub fn resume(&self, id: &str) -> Result<()> {
         self.with(id, |c| {
-            let cg = c
-                .cgroup
-                .as_ref()
-                .ok_or_else(|| Error::FailedPrecondition("no cgroup to thaw".into()))?;
+            let cg = c.cgroup("thaw")?;
             cg.thaw()?;
             c.paused = false;
             Ok(())
@@ -767,21 +756,13 @@ impl Shim {
         let resources: LinuxResources = serde_json::from_slice(&any.value)
             .map_err(|e| Error::InvalidArgument(format!("resources: {e}")))?;
         self.with(&req.id, |c| {
-            let cg = c
-                .cgroup
-                .as_ref()
-                .ok_or_else(|| Error::FailedPrecondition("no cgroup to update".into()))?;
-            cg.apply(&resources)?;
-            Ok(())
+            apply_resources(c.cgroup("update")?, &resources)
         })
     }
 
     pub fn stats(&self, id: &str) -> Result<pb::StatsResponse> {
         self.with(id, |c| {
-            let cg = c
-                .cgroup
-                .as_ref()
-                .ok_or_else(|| Error::FailedPrecondition("no cgroup for stats".into()))?;
+            let cg = c.cgroup("read stats from")?;
             let (type_url, value) = cg.metrics()?;
             Ok(pb::StatsResponse {
                 stats: Some(prost_types::Any { type_url, value }),
@@ -823,7 +804,7 @@ impl Shim {
         Ok(())
     }
 
-    /// The reaper's report: `pid` exited with wait status `status`.
+    /// The reaper's report: `pid` exited with `code` (128 + the signal for a killed one).
     pub fn reaped(&self, pid: i32, code: u32) {
         let at = now();
         let mut events = Vec::new();
@@ -858,7 +839,7 @@ impl Shim {
                     .is_some_and(|ns| {
                         ns.iter().any(|n| {
                             n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid
-                                && n.path().is_none()
+                                && n.path().as_ref().is_none_or(|p| p.as_os_str().is_empty())
                         })
                     });
                 if !own_pid_ns {
@@ -873,6 +854,17 @@ impl Shim {
                 .publish("/tasks/exit", "containerd.events.TaskExit", &e);
         }
     }
+}
+
+/// What differs between making the init and making an exec'd process.
+struct Launch<'a> {
+    spec: &'a Spec,
+    process: &'a Process,
+    mode: Mode<'a>,
+    stdio: &'a StdioPaths,
+    cgroup: Option<&'a Cgroup>,
+    seccomp: Option<&'a berth_seccomp::Program>,
+    oom_score_adj: Option<i32>,
 }
 
 /// The shim's part while a process is made: cgroup, OOM score, hooks.
