@@ -1,6 +1,6 @@
 //! `berthd check [--repair]` on a real root: an image imported with containerd's `ctr`, berthd
 //! stopped, the root damaged by hand (a flipped byte in a layer blob, the overlay driver's
-//! database lost); the check reports it and exits 1, the repair fixes it and exits 0, a second
+//! records lost); the check reports it and exits 1, the repair fixes it and exits 0, a second
 //! check is clean, and berthd serves the image again once it is imported anew. A check while
 //! berthd runs is refused.
 
@@ -44,6 +44,32 @@ fn flip_a_byte(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Deletes the overlay driver's tables (its records of every snapshot) from the metadata
+/// database, where berthd's drivers keep them.
+fn drop_overlay_records(berthd: &Berthd) {
+    let path = berthd
+        .root()
+        .join("io.containerd.metadata.v1.redb/meta.redb");
+    let db = redb::Database::open(&path).unwrap();
+    let wtx = db.begin_write().unwrap();
+    for table in ["snapshots", "children", "meta"] {
+        let name = format!("snapshotter/overlayfs/{table}");
+        let dropped = match table {
+            "children" => wtx
+                .delete_table(redb::TableDefinition::<(&str, &str), ()>::new(&name))
+                .unwrap(),
+            "meta" => wtx
+                .delete_table(redb::TableDefinition::<&str, u64>::new(&name))
+                .unwrap(),
+            _ => wtx
+                .delete_table(redb::TableDefinition::<&str, &[u8]>::new(&name))
+                .unwrap(),
+        };
+        assert!(dropped, "no table {name} in {}", path.display());
+    }
+    wtx.commit().unwrap();
+}
+
 #[test]
 fn check_reports_and_repair_fixes_a_damaged_root() {
     require_root("overlay snapshots");
@@ -72,8 +98,7 @@ fn check_reports_and_repair_fixes_a_damaged_root() {
             .join("blobs/sha256")
             .join(fixtures::digest_hex(layer)),
     );
-    let overlay = berthd.root().join("io.containerd.snapshotter.v1.overlayfs");
-    std::fs::remove_file(overlay.join("metadata.redb")).unwrap();
+    drop_overlay_records(&berthd);
 
     let report = exits(&check(&berthd, &[]), 1);
     assert!(

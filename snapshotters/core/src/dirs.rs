@@ -4,7 +4,7 @@
 //!
 //! - create: the directory is filled under a temporary name, then renamed to the snapshot's id
 //!   inside the metadata transaction; a failure removes it, a crash leaves a `new-*` directory
-//!   that [`SnapshotDirs::cleanup`] removes.
+//!   (or an id directory without a record) that [`SnapshotDirs::cleanup`] removes.
 //! - remove: the record goes and the directory is renamed to `rm-<id>` in one transaction, then
 //!   deleted; a crash leaves `rm-<id>`, which cleanup removes.
 
@@ -57,6 +57,12 @@ impl SnapshotDirs {
             let s = tx.create_snapshot(kind, key, parent, labels)?;
             fill(&s, tmp.path())?;
             let dest = self.path(&s.id);
+            // The id is new in this transaction, so nothing committed owns a directory of that
+            // name: one there was made by a transaction that then aborted (the snapshots store
+            // lends its transaction to this write, and commits it after the driver returns).
+            if dest.exists() {
+                fs::remove_dir_all(&dest).map_err(SnapshotError::io("remove stale", &dest))?;
+            }
             fs::rename(tmp.path(), &dest).map_err(SnapshotError::io("rename", &dest))?;
             placed.set(Some(dest));
             Ok(s)

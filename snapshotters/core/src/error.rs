@@ -54,6 +54,10 @@ pub enum SnapshotError {
     },
     #[error("snapshot metadata: {0}")]
     Transaction(#[from] redb::TransactionError),
+    /// A driver wrote its metadata from inside one of its own writes (a driver bug: the second
+    /// write would wait forever for the first).
+    #[error("snapshot metadata: {}: a write nested in a write", .0.display())]
+    Nested(PathBuf),
     /// Reopening the database after an I/O error failed (the disk may still be full); the next
     /// call tries again.
     #[error("snapshot metadata: reopen after an I/O error: {0}")]
@@ -170,6 +174,7 @@ impl Classify for SnapshotError {
             | SnapshotError::Close { .. }
             | SnapshotError::SchemaTooNew { .. }
             | SnapshotError::Transaction(_)
+            | SnapshotError::Nested(_)
             | SnapshotError::Reopen(_)
             | SnapshotError::Table(_)
             | SnapshotError::Storage(_)

@@ -3,8 +3,9 @@
 //! A storage driver implements [`Snapshotter`] (containerd's semantics: Active, View and
 //! Committed snapshots; only committed snapshots are parents; commit turns an active key into a
 //! new committed name; a view cannot be committed; a snapshot with children cannot be removed).
-//! [`metastore::MetaStore`] keeps ids, parents, kinds, labels and usage in a redb file in the
-//! driver's root, so a driver writes only the filesystem part. The conformance suite every driver
+//! [`metastore::MetaStore`] keeps ids, parents, kinds, labels and usage — in the daemon's
+//! metadata database ([`open_metastore`]), or a redb file in the driver's root when it runs
+//! alone — so a driver writes only the filesystem part. The conformance suite every driver
 //! runs is the dev-only crate `berth-snapshotter-testsuite`. Mounts are `berth-mount`'s
 //! [`Mount`], and mounting them is that crate's job.
 
@@ -127,6 +128,19 @@ pub struct Staging {
 }
 
 pub use metastore::MetaStore;
+
+/// The metastore of a driver plugin: its tables in the daemon's metadata database when the
+/// registry has one, so the snapshots store commits a namespaced record and the driver's in one
+/// transaction (register the driver with `requires: &[types::METADATA]` so that the database is
+/// open first); otherwise (`berthd snapshotter serve`) a file of its own,
+/// `<root>/metadata.redb`, which is also what an older berthd left and is moved in once.
+pub fn open_metastore(ctx: &berth_plugin::InitContext) -> Result<MetaStore, SnapshotError> {
+    let own = ctx.root().join("metadata.redb");
+    match ctx.get_as::<berth_metadata::MetadataDb>(berth_plugin::types::METADATA) {
+        Ok(db) => MetaStore::open_shared(db.database(), ctx.id(), &own),
+        Err(_) => MetaStore::open(&own),
+    }
+}
 
 /// What a snapshotter plugin's instance is: the driver behind the trait, so the snapshots
 /// service can find every driver without knowing their types.

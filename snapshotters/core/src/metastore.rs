@@ -1,22 +1,68 @@
-//! Snapshot metadata for drivers: ids, kinds, parents, labels and committed usage, in a redb file
-//! in the driver's root (`<root>/<type>.<id>/metadata.redb`).
+//! Snapshot metadata for drivers: ids, kinds, parents, labels and committed usage.
+//!
+//! In berthd the tables live in the daemon's metadata database (`meta.redb`), named after the
+//! driver (`snapshotter/<id>/snapshots`, …; [`MetaStore::open_shared`]), so that a Prepare,
+//! View or Commit changes the namespaced record and the driver's record in **one** transaction
+//! with one durable commit: the snapshots store lends its transaction while it calls the driver
+//! and [`MetaStore::write`] joins it (see `berth_redb`'s `lent` module). A driver opened alone
+//! (the conformance suite, `berthd snapshotter serve`) keeps them in a file of its own,
+//! `<root>/metadata.redb` ([`MetaStore::open`]); a root made by an older berthd has its file
+//! moved into the shared database at the first start.
 //!
 //! A driver does its filesystem work inside [`MetaStore::write`]: the metadata change commits
 //! only if the closure succeeds, so a failure leaves no record, and a crash leaves at most a
 //! directory without a record, which the driver's `cleanup` removes (see [`MetaStore::ids`]).
+//! Inside a lent transaction `write` returning `Ok` means "joined", not yet "committed": the
+//! lender commits, or aborts and then runs the driver's `cleanup`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::{Info, Kind, SnapshotError, Usage};
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
-/// (parent key, child key) -> ()
-const CHILDREN: TableDefinition<(&str, &str), ()> = TableDefinition::new("children");
+/// The names of a store's three tables: `meta` (schema version, next id), `snapshots` (key ->
+/// record) and `children` ((parent key, child key) -> ()).
+struct Tables {
+    meta: String,
+    snapshots: String,
+    children: String,
+}
+
+impl Tables {
+    /// In a driver's own file.
+    fn own() -> Tables {
+        Tables::prefixed("")
+    }
+
+    /// In the shared database, under the driver's plugin id.
+    fn shared(driver: &str) -> Tables {
+        Tables::prefixed(&format!("snapshotter/{driver}/"))
+    }
+
+    fn prefixed(prefix: &str) -> Tables {
+        Tables {
+            meta: format!("{prefix}meta"),
+            snapshots: format!("{prefix}snapshots"),
+            children: format!("{prefix}children"),
+        }
+    }
+
+    fn meta(&self) -> TableDefinition<'_, &'static str, u64> {
+        TableDefinition::new(&self.meta)
+    }
+
+    fn snapshots(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
+        TableDefinition::new(&self.snapshots)
+    }
+
+    fn children(&self) -> TableDefinition<'_, (&'static str, &'static str), ()> {
+        TableDefinition::new(&self.children)
+    }
+}
 
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -91,13 +137,17 @@ fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), SnapshotErro
 pub struct MetaStore {
     /// Reopens itself after an I/O error (a full disk): the driver serves again as soon as
     /// there is room. Once closed, every call fails with redb's `DatabaseClosed`.
-    db: berth_redb::Db,
+    db: Arc<berth_redb::Db>,
     path: PathBuf,
+    tables: Tables,
+    /// The database belongs to the daemon's metadata store, which closes it.
+    shared: bool,
 }
 
 /// A write transaction handed to a driver's closure.
 pub struct Tx<'a> {
     wtx: &'a redb::WriteTransaction,
+    tables: &'a Tables,
 }
 
 fn read_record<T: ReadableTable<&'static str, &'static [u8]>>(
@@ -126,36 +176,114 @@ fn parent_chain<T: ReadableTable<&'static str, &'static [u8]>>(
 }
 
 impl MetaStore {
+    /// The driver's own file at `path` (a driver run alone).
     pub fn open(path: &Path) -> Result<MetaStore, SnapshotError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(SnapshotError::io("create", dir))?;
         }
         let db = berth_redb::Db::create(path).map_err(SnapshotError::open(path))?;
-        let wtx = db.begin_write()?;
-        {
-            wtx.open_table(SNAPSHOTS)?;
-            wtx.open_table(CHILDREN)?;
-            let mut meta = wtx.open_table(META)?;
-            let found = meta.get("schema_version")?.map(|v| v.value());
-            match found {
-                Some(found) if found > SCHEMA_VERSION => {
-                    return Err(SnapshotError::SchemaTooNew {
-                        path: path.to_owned(),
-                        found,
-                        supported: SCHEMA_VERSION,
-                    })
-                }
-                Some(_) => {}
-                None => {
-                    meta.insert("schema_version", SCHEMA_VERSION)?;
-                }
-            }
+        let ms = MetaStore {
+            db: Arc::new(db),
+            path: path.to_owned(),
+            tables: Tables::own(),
+            shared: false,
+        };
+        let wtx = ms.begin_write()?;
+        ms.init_tables(&wtx)?;
+        wtx.commit()?;
+        Ok(ms)
+    }
+
+    /// The tables of driver `driver` in the daemon's shared database `db`. When `legacy` (the
+    /// driver's own file from an older berthd) exists, its records move into the shared tables
+    /// in the same transaction that creates them, and the file is removed once that committed.
+    pub fn open_shared(
+        db: Arc<berth_redb::Db>,
+        driver: &str,
+        legacy: &Path,
+    ) -> Result<MetaStore, SnapshotError> {
+        let ms = MetaStore {
+            path: db.path().to_owned(),
+            db,
+            tables: Tables::shared(driver),
+            shared: true,
+        };
+        let wtx = ms.begin_write()?;
+        let fresh = ms.init_tables(&wtx)?;
+        if fresh && legacy.exists() {
+            let moved = ms.import(&wtx, legacy)?;
+            tracing::info!(file = %legacy.display(), snapshots = moved, "moving a snapshotter's metadata into the metadata database");
         }
         wtx.commit()?;
-        Ok(MetaStore {
-            db,
-            path: path.to_owned(),
-        })
+        // Moved (now or by an earlier start that stopped before this): the file is stale.
+        if legacy.exists() {
+            std::fs::remove_file(legacy).map_err(SnapshotError::io("remove", legacy))?;
+        }
+        Ok(ms)
+    }
+
+    /// Creates the tables and checks the schema version; true when they were new.
+    fn init_tables(&self, wtx: &redb::WriteTransaction) -> Result<bool, SnapshotError> {
+        wtx.open_table(self.tables.snapshots())?;
+        wtx.open_table(self.tables.children())?;
+        let mut meta = wtx.open_table(self.tables.meta())?;
+        let found = meta.get("schema_version")?.map(|v| v.value());
+        match found {
+            Some(found) if found > SCHEMA_VERSION => Err(SnapshotError::SchemaTooNew {
+                path: self.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            }),
+            Some(_) => Ok(false),
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Copies every table of a driver's own file into this store's tables; returns how many
+    /// snapshots it held.
+    fn import(&self, wtx: &redb::WriteTransaction, legacy: &Path) -> Result<usize, SnapshotError> {
+        let old = MetaStore::open(legacy)?;
+        let own = Tables::own();
+        let rtx = old.begin_read()?;
+        let mut n = 0;
+        {
+            let from = rtx.open_table(own.snapshots())?;
+            let mut to = wtx.open_table(self.tables.snapshots())?;
+            for entry in from.iter()? {
+                let (k, v) = entry?;
+                to.insert(k.value(), v.value())?;
+                n += 1;
+            }
+        }
+        {
+            let from = rtx.open_table(own.children())?;
+            let mut to = wtx.open_table(self.tables.children())?;
+            for entry in from.iter()? {
+                let (k, _) = entry?;
+                to.insert(k.value(), ())?;
+            }
+        }
+        {
+            let from = rtx.open_table(own.meta())?;
+            let mut to = wtx.open_table(self.tables.meta())?;
+            for entry in from.iter()? {
+                let (k, v) = entry?;
+                if k.value() == "schema_version" && v.value() > SCHEMA_VERSION {
+                    return Err(SnapshotError::SchemaTooNew {
+                        path: legacy.to_owned(),
+                        found: v.value(),
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                to.insert(k.value(), v.value())?;
+            }
+        }
+        drop(rtx);
+        old.close()?;
+        Ok(n)
     }
 
     fn begin_read(&self) -> Result<redb::ReadTransaction, SnapshotError> {
@@ -170,22 +298,34 @@ impl MetaStore {
     /// releases its lock. Every later call fails with `DatabaseClosed`; closing again does
     /// nothing. A write transaction still running keeps the file open until it ends.
     pub fn close(&self) -> Result<(), SnapshotError> {
+        if self.shared {
+            // The metadata store closes the shared database after every driver on it.
+            return Ok(());
+        }
         self.db.close().map_err(|source| SnapshotError::Close {
             path: self.path.clone(),
             source,
         })
     }
 
-    /// Runs `f` in a write transaction; commits only if it returns Ok.
+    /// Runs `f` in a write transaction; commits only if it returns Ok. When the snapshots store
+    /// lent this thread a transaction of the same database, `f` runs in that one and the
+    /// lender commits (or aborts) it with its own changes.
     pub fn write<T>(
         &self,
         f: impl FnOnce(&mut Tx) -> Result<T, SnapshotError>,
     ) -> Result<T, SnapshotError> {
-        let wtx = self.begin_write()?;
-        let out = {
-            let mut tx = Tx { wtx: &wtx };
-            f(&mut tx)?
+        let tables = &self.tables;
+        let joined = self.db.join_lent(|wtx| f(&mut Tx { wtx, tables }));
+        let f = match joined {
+            Ok(out) => return out,
+            Err(berth_redb::JoinError::NotLent(f)) => f,
+            Err(berth_redb::JoinError::Nested) => {
+                return Err(SnapshotError::Nested(self.path.clone()))
+            }
         };
+        let wtx = self.begin_write()?;
+        let out = f(&wtx)?;
         wtx.commit()?;
         Ok(out)
     }
@@ -193,7 +333,7 @@ impl MetaStore {
     /// Info, id and stored usage of any snapshot.
     pub fn get_info(&self, key: &str) -> Result<(String, Info, Usage), SnapshotError> {
         let rtx = self.begin_read()?;
-        let t = rtx.open_table(SNAPSHOTS)?;
+        let t = rtx.open_table(self.tables.snapshots())?;
         let rec = read_record(&t, key)?
             .ok_or_else(|| SnapshotError::NotFound(format!("snapshot {key}")))?;
         Ok((
@@ -209,7 +349,7 @@ impl MetaStore {
     /// An active or view snapshot with its parent chain.
     pub fn get_snapshot(&self, key: &str) -> Result<Snapshot, SnapshotError> {
         let rtx = self.begin_read()?;
-        let t = rtx.open_table(SNAPSHOTS)?;
+        let t = rtx.open_table(self.tables.snapshots())?;
         let rec = read_record(&t, key)?
             .ok_or_else(|| SnapshotError::NotFound(format!("snapshot {key}")))?;
         if rec.kind == Kind::Committed {
@@ -226,7 +366,7 @@ impl MetaStore {
 
     pub fn walk(&self, f: &mut dyn FnMut(&Info) -> bool) -> Result<(), SnapshotError> {
         let rtx = self.begin_read()?;
-        let t = rtx.open_table(SNAPSHOTS)?;
+        let t = rtx.open_table(self.tables.snapshots())?;
         for entry in t.iter()? {
             let (k, v) = entry?;
             let rec = decode(k.value(), v.value())?;
@@ -240,7 +380,7 @@ impl MetaStore {
     /// id -> key of every snapshot, for a driver's cleanup of directories with no record.
     pub fn ids(&self) -> Result<HashMap<String, String>, SnapshotError> {
         let rtx = self.begin_read()?;
-        let t = rtx.open_table(SNAPSHOTS)?;
+        let t = rtx.open_table(self.tables.snapshots())?;
         let mut out = HashMap::new();
         for entry in t.iter()? {
             let (k, v) = entry?;
@@ -273,7 +413,7 @@ impl Tx<'_> {
             ));
         }
         validate_labels(&labels)?;
-        let mut t = self.wtx.open_table(SNAPSHOTS)?;
+        let mut t = self.wtx.open_table(self.tables.snapshots())?;
         if read_record(&t, key)?.is_some() {
             return Err(SnapshotError::AlreadyExists(format!("snapshot {key}")));
         }
@@ -291,7 +431,7 @@ impl Tx<'_> {
             parent_chain(&t, parent.to_owned())?
         };
         let id = {
-            let mut meta = self.wtx.open_table(META)?;
+            let mut meta = self.wtx.open_table(self.tables.meta())?;
             let next = meta.get("next_id")?.map(|v| v.value()).unwrap_or(1);
             meta.insert("next_id", next + 1)?;
             next
@@ -309,7 +449,9 @@ impl Tx<'_> {
         };
         t.insert(key, encode(&rec)?.as_slice())?;
         if !parent.is_empty() {
-            self.wtx.open_table(CHILDREN)?.insert((parent, key), ())?;
+            self.wtx
+                .open_table(self.tables.children())?
+                .insert((parent, key), ())?;
         }
         Ok(Snapshot {
             id: id.to_string(),
@@ -327,7 +469,7 @@ impl Tx<'_> {
         labels: BTreeMap<String, String>,
     ) -> Result<String, SnapshotError> {
         validate_labels(&labels)?;
-        let mut t = self.wtx.open_table(SNAPSHOTS)?;
+        let mut t = self.wtx.open_table(self.tables.snapshots())?;
         if read_record(&t, name)?.is_some() {
             return Err(SnapshotError::AlreadyExists(format!(
                 "committed snapshot {name}"
@@ -357,7 +499,7 @@ impl Tx<'_> {
         t.remove(key)?;
         t.insert(name, encode(&committed)?.as_slice())?;
         if !rec.parent.is_empty() {
-            let mut children = self.wtx.open_table(CHILDREN)?;
+            let mut children = self.wtx.open_table(self.tables.children())?;
             children.remove((rec.parent.as_str(), key))?;
             children.insert((rec.parent.as_str(), name), ())?;
         }
@@ -366,10 +508,10 @@ impl Tx<'_> {
 
     /// Removes a snapshot without children. Returns its id and kind.
     pub fn remove(&mut self, key: &str) -> Result<(String, Kind), SnapshotError> {
-        let mut t = self.wtx.open_table(SNAPSHOTS)?;
+        let mut t = self.wtx.open_table(self.tables.snapshots())?;
         let rec = read_record(&t, key)?
             .ok_or_else(|| SnapshotError::NotFound(format!("snapshot {key}")))?;
-        let mut children = self.wtx.open_table(CHILDREN)?;
+        let mut children = self.wtx.open_table(self.tables.children())?;
         let has_child = match children.range((key, "")..)?.next() {
             Some(entry) => entry?.0.value().0 == key,
             None => false,
@@ -388,7 +530,7 @@ impl Tx<'_> {
 
     /// Id, info and stored usage inside the transaction.
     pub fn get_info(&mut self, key: &str) -> Result<(String, Info, Usage), SnapshotError> {
-        let t = self.wtx.open_table(SNAPSHOTS)?;
+        let t = self.wtx.open_table(self.tables.snapshots())?;
         let rec = read_record(&t, key)?
             .ok_or_else(|| SnapshotError::NotFound(format!("snapshot {key}")))?;
         Ok((
@@ -403,7 +545,7 @@ impl Tx<'_> {
 
     pub fn update_info(&mut self, info: &Info, paths: &[String]) -> Result<Info, SnapshotError> {
         validate_labels(&info.labels)?;
-        let mut t = self.wtx.open_table(SNAPSHOTS)?;
+        let mut t = self.wtx.open_table(self.tables.snapshots())?;
         let mut rec = read_record(&t, &info.name)?
             .ok_or_else(|| SnapshotError::NotFound(format!("snapshot {}", info.name)))?;
         if paths.is_empty() {
@@ -473,6 +615,47 @@ mod tests {
         m.write(|tx| tx.remove("v")).unwrap();
         m.write(|tx| tx.remove("A")).unwrap();
         assert!(m.ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_drivers_own_file_moves_into_the_shared_database_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join("overlayfs/metadata.redb");
+        let none = BTreeMap::new;
+        {
+            let old = MetaStore::open(&legacy).unwrap();
+            old.write(|tx| tx.create_snapshot(Kind::Active, "a", "", none()))
+                .unwrap();
+            old.write(|tx| tx.commit_active("a", "A", Usage { size: 7, inodes: 2 }, none()))
+                .unwrap();
+            old.write(|tx| tx.create_snapshot(Kind::Active, "b", "A", none()))
+                .unwrap();
+            old.close().unwrap();
+        }
+        let db = Arc::new(berth_redb::Db::create(&dir.path().join("meta.redb")).unwrap());
+        let ms = MetaStore::open_shared(db.clone(), "overlayfs", &legacy).unwrap();
+        assert!(!legacy.exists(), "the moved file is removed");
+        let (id_a, info, usage) = ms.get_info("A").unwrap();
+        assert_eq!(info.kind(), Kind::Committed);
+        assert_eq!(usage, Usage { size: 7, inodes: 2 });
+        assert_eq!(ms.get_snapshot("b").unwrap().parent_ids, vec![id_a]);
+        // Children moved too: the parent cannot go while "b" stands on it.
+        assert!(matches!(
+            ms.write(|tx| tx.remove("A")),
+            Err(SnapshotError::FailedPrecondition(_))
+        ));
+        // Ids continue after the moved ones.
+        let c = ms
+            .write(|tx| tx.create_snapshot(Kind::Active, "c", "", none()))
+            .unwrap();
+        assert_eq!(c.id, "3");
+        // Another driver's tables in the same database are its own.
+        let other = MetaStore::open_shared(db.clone(), "native", &dir.path().join("x")).unwrap();
+        assert!(other.ids().unwrap().is_empty());
+        // Opening again (a restart) finds the tables and moves nothing.
+        drop(ms);
+        let ms = MetaStore::open_shared(db, "overlayfs", &legacy).unwrap();
+        assert_eq!(ms.ids().unwrap().len(), 3);
     }
 
     #[test]

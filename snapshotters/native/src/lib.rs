@@ -23,10 +23,16 @@ pub struct NativeSnapshotter {
 }
 
 impl NativeSnapshotter {
+    /// A driver alone on `root`, with its metadata in `<root>/metadata.redb`.
     pub fn new(root: &Path) -> Result<Self, SnapshotError> {
+        Self::with_metastore(root, MetaStore::open(&root.join("metadata.redb"))?)
+    }
+
+    /// A driver on `root` whose metadata is `ms` (the daemon's shared database).
+    pub fn with_metastore(root: &Path, ms: MetaStore) -> Result<Self, SnapshotError> {
         Ok(NativeSnapshotter {
             dirs: SnapshotDirs::open(root)?,
-            ms: MetaStore::open(&root.join("metadata.redb"))?,
+            ms,
         })
     }
 
@@ -138,9 +144,10 @@ impl Snapshotter for NativeSnapshotter {
 
 /// The `io.containerd.snapshotter.v1.native` plugin.
 pub fn registration() -> Registration {
-    Registration::new(types::SNAPSHOTTER, "native", &[], |ctx| {
+    Registration::new(types::SNAPSHOTTER, "native", &[types::METADATA], |ctx| {
         ctx.add_platform(berth_oci::platform::format(&berth_oci::host_platform()));
-        let sn = NativeSnapshotter::new(ctx.root()).map_err(InitError::failed)?;
+        let ms = berth_snapshotter::open_metastore(ctx).map_err(InitError::failed)?;
+        let sn = NativeSnapshotter::with_metastore(ctx.root(), ms).map_err(InitError::failed)?;
         ctx.set_export("root", ctx.root().display().to_string());
         sn.cleanup().map_err(InitError::failed)?;
         let sn = Arc::new(sn);

@@ -57,9 +57,14 @@ fn overlay_available() -> bool {
 }
 
 impl OverlaySnapshotter {
+    /// A driver alone on `root`, with its metadata in `<root>/metadata.redb`.
     pub fn new(root: &Path) -> Result<Self, SnapshotError> {
+        Self::with_metastore(root, MetaStore::open(&root.join("metadata.redb"))?)
+    }
+
+    /// A driver on `root` whose metadata is `ms` (the daemon's shared database).
+    pub fn with_metastore(root: &Path, ms: MetaStore) -> Result<Self, SnapshotError> {
         let dirs = SnapshotDirs::open(root)?;
-        let ms = MetaStore::open(&root.join("metadata.redb"))?;
         // Layers being extracted when the last daemon stopped are of no use now.
         let staging = root.join("staging");
         let _ = fs::remove_dir_all(&staging);
@@ -281,14 +286,15 @@ impl Snapshotter for OverlaySnapshotter {
 
 /// The `io.containerd.snapshotter.v1.overlayfs` plugin.
 pub fn registration() -> Registration {
-    Registration::new(types::SNAPSHOTTER, "overlayfs", &[], |ctx| {
+    Registration::new(types::SNAPSHOTTER, "overlayfs", &[types::METADATA], |ctx| {
         ctx.add_platform(berth_oci::platform::format(&berth_oci::host_platform()));
         if !overlay_available() {
             return Err(InitError::Skip(
                 "overlay is not supported by this kernel (no overlay in /proc/filesystems)".into(),
             ));
         }
-        let sn = OverlaySnapshotter::new(ctx.root()).map_err(InitError::failed)?;
+        let ms = berth_snapshotter::open_metastore(ctx).map_err(InitError::failed)?;
+        let sn = OverlaySnapshotter::with_metastore(ctx.root(), ms).map_err(InitError::failed)?;
         ctx.set_export("root", ctx.root().display().to_string());
         sn.cleanup().map_err(InitError::failed)?;
         let sn = Arc::new(sn);

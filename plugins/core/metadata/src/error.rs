@@ -52,6 +52,9 @@ pub enum MetaError {
     Storage(#[from] redb::StorageError),
     #[error("metadata store: {0}")]
     Commit(#[from] redb::CommitError),
+    /// The transaction lent to a snapshotter cannot be committed (its write failed).
+    #[error("metadata: snapshotter transaction: {0}")]
+    Lent(#[from] berth_redb::LendError),
     #[error("metadata store: encode record: {0}")]
     Encode(#[source] serde_json::Error),
     /// A record that does not decode (written by something else, or damaged).
@@ -131,6 +134,7 @@ impl Classify for MetaError {
             | MetaError::Table(_)
             | MetaError::Storage(_)
             | MetaError::Commit(_)
+            | MetaError::Lent(_)
             | MetaError::Encode(_)
             | MetaError::Corrupt { .. }
             | MetaError::SchemaTooNew { .. } => ErrorKind::Internal,

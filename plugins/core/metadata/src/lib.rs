@@ -39,8 +39,9 @@ pub const DB_FILE: &str = "meta.redb";
 /// The metadata database. Cheap to share: wrap it in an `Arc`.
 pub struct MetadataDb {
     /// Reopens itself after an I/O error (a full disk), so the store serves again as soon as
-    /// there is room.
-    db: berth_redb::Db,
+    /// there is room. Shared with the snapshotters, whose tables live in it too (see
+    /// [`MetadataDb::database`]).
+    db: Arc<berth_redb::Db>,
     path: PathBuf,
     /// Held shared by every change that puts data on disk before its record (a blob renamed into
     /// place, then recorded), and exclusively by the collector's disk sweep, so the collector never
@@ -67,7 +68,7 @@ impl MetadataDb {
         let db = berth_redb::Db::create(&path).map_err(MetaError::open(&path))?;
         schema::migrate(&db)?;
         Ok(MetadataDb {
-            db,
+            db: Arc::new(db),
             path,
             gc_lock: std::sync::RwLock::new(()),
             on_dereference: std::sync::RwLock::new(Vec::new()),
@@ -88,6 +89,13 @@ impl MetadataDb {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The database itself, for the snapshotters to keep their tables in: a snapshot's
+    /// namespaced record and its driver record then commit in one transaction (the snapshots
+    /// store lends it to the driver's metastore). The metadata store closes it, last.
+    pub fn database(&self) -> Arc<berth_redb::Db> {
+        self.db.clone()
     }
 
     /// Registers `f` to run after every committed change that may leave something unreferenced:

@@ -72,6 +72,40 @@ impl MetadataDb {
         labels: BTreeMap<String, String>,
         lease: Option<&str>,
     ) -> Result<(SnapshotRecord, String), MetaError> {
+        self.create_snapshot_with(ns, sn, key, parent, labels, lease, |rec, bparent| {
+            Ok::<_, MetaError>((rec.clone(), bparent.to_owned()))
+        })
+    }
+
+    /// Records a new snapshot `key` on `parent` and, in the same transaction, runs `driver` with
+    /// the record and the parent's driver key (the driver's Prepare or View): the transaction is
+    /// lent to the driver's metastore (see [`MetadataDb::database`]), so both records commit
+    /// together, with one durable commit, or neither does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_snapshot_with<T, E: From<MetaError>>(
+        &self,
+        ns: &str,
+        sn: &str,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+        lease: Option<&str>,
+        driver: impl FnOnce(&SnapshotRecord, &str) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let (wtx, (rec, bparent)) = self.write_new_record(ns, sn, key, parent, labels, lease)?;
+        self.commit_with_driver(wtx, || driver(&rec, &bparent))
+    }
+
+    /// The record half of [`MetadataDb::create_snapshot_with`], in a transaction left open.
+    fn write_new_record(
+        &self,
+        ns: &str,
+        sn: &str,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+        lease: Option<&str>,
+    ) -> Result<(redb::WriteTransaction, (SnapshotRecord, String)), MetaError> {
         if key.is_empty() {
             return Err(MetaError::InvalidArgument(
                 "snapshot key must not be empty".into(),
@@ -109,7 +143,21 @@ impl MetadataDb {
             }
             (rec, backend_parent)
         };
-        wtx.commit()?;
+        Ok((wtx, out))
+    }
+
+    /// Lends `wtx` to the driver's metastore while `driver` runs, then commits it if both
+    /// succeeded.
+    fn commit_with_driver<T, E: From<MetaError>>(
+        &self,
+        wtx: redb::WriteTransaction,
+        driver: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let (back, out) = self.db.lend(wtx, driver);
+        let out = out?;
+        back.map_err(MetaError::from)?
+            .commit()
+            .map_err(MetaError::from)?;
         Ok(out)
     }
 
@@ -162,8 +210,8 @@ impl MetadataDb {
         Ok(out)
     }
 
-    /// Replaces the record of active `key` with one for committed `name`; returns the new
-    /// record and the old one (to restore if the driver then fails).
+    /// Replaces the record of active `key` with one for committed `name`; returns the new record
+    /// and the old one.
     pub fn commit_snapshot_record(
         &self,
         ns: &str,
@@ -173,6 +221,39 @@ impl MetadataDb {
         labels: BTreeMap<String, String>,
         lease: Option<&str>,
     ) -> Result<(SnapshotRecord, SnapshotRecord), MetaError> {
+        self.commit_snapshot_with(ns, sn, name, key, labels, lease, |new, old| {
+            Ok::<_, MetaError>((new.clone(), old.clone()))
+        })
+    }
+
+    /// Replaces the record of active `key` with one for committed `name` and, in the same
+    /// transaction (lent, as for [`MetadataDb::create_snapshot_with`]), runs `driver` with the new
+    /// record and the old one (the driver's Commit).
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_snapshot_with<T, E: From<MetaError>>(
+        &self,
+        ns: &str,
+        sn: &str,
+        name: &str,
+        key: &str,
+        labels: BTreeMap<String, String>,
+        lease: Option<&str>,
+        driver: impl FnOnce(&SnapshotRecord, &SnapshotRecord) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let (wtx, (new, old)) = self.write_commit_record(ns, sn, name, key, labels, lease)?;
+        self.commit_with_driver(wtx, || driver(&new, &old))
+    }
+
+    /// The record half of [`MetadataDb::commit_snapshot_with`], in a transaction left open.
+    fn write_commit_record(
+        &self,
+        ns: &str,
+        sn: &str,
+        name: &str,
+        key: &str,
+        labels: BTreeMap<String, String>,
+        lease: Option<&str>,
+    ) -> Result<(redb::WriteTransaction, (SnapshotRecord, SnapshotRecord)), MetaError> {
         if name.is_empty() {
             return Err(MetaError::InvalidArgument(
                 "snapshot name must not be empty".into(),
@@ -204,34 +285,11 @@ impl MetadataDb {
             }
             (rec, old)
         };
-        wtx.commit()?;
-        Ok(out)
+        Ok((wtx, out))
     }
 
-    /// Undoes a commit whose driver call failed, in one transaction: the committed record `name`
-    /// goes, the active record `old` comes back. Nothing is released, so the collector is not
-    /// woken (and cannot run between the two halves and take `old`'s snapshot).
-    pub fn revert_snapshot_commit(
-        &self,
-        ns: &str,
-        sn: &str,
-        name: &str,
-        old: &SnapshotRecord,
-    ) -> Result<(), MetaError> {
-        let wtx = self.write()?;
-        {
-            let mut t = wtx.open_table(SNAPSHOTS)?;
-            t.remove((ns, sn, name))?;
-            t.insert((ns, sn, old.key.as_str()), encode(old)?.as_slice())?;
-        }
-        wtx.commit()?;
-        Ok(())
-    }
-
-    /// Deletes a record, undoing a create whose driver call failed. The record never stood for a
-    /// snapshot, so nothing is released and the collector is not woken (containerd rolls such a
-    /// create back in its transaction; a collection here would take other unreferenced snapshots
-    /// at a moment containerd would not).
+    /// Deletes a record without waking the collector: for tests that leave a driver snapshot
+    /// without its record.
     pub fn delete_snapshot_record(&self, ns: &str, sn: &str, key: &str) -> Result<(), MetaError> {
         let wtx = self.write()?;
         wtx.open_table(SNAPSHOTS)?.remove((ns, sn, key))?;

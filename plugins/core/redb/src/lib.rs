@@ -13,6 +13,9 @@ use std::sync::RwLock;
 
 use redb::ReadableDatabase;
 
+mod lent;
+pub use lent::{JoinError, LendError};
+
 /// Why a transaction could not begin.
 #[derive(Debug)]
 pub enum BeginError {

@@ -83,3 +83,103 @@ fn a_full_disk_does_not_wedge_the_database() {
         )))
     ));
 }
+
+fn count(db: &Db) -> usize {
+    let rtx = db.begin_read().unwrap();
+    match rtx.open_table(T) {
+        Ok(t) => redb::ReadableTableMetadata::len(&t).unwrap() as usize,
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A store joining a lent transaction: `Ok` when it wrote into it, `Err` when it failed.
+fn joined_put(db: &Db, k: u64, fail: bool) -> Result<Result<(), String>, &'static str> {
+    let write = |wtx: &redb::WriteTransaction| {
+        wtx.open_table(T)
+            .map_err(|e| e.to_string())?
+            .insert(k, b"x".as_slice())
+            .map_err(|e| e.to_string())?;
+        if fail {
+            return Err("driver failed".to_owned());
+        }
+        Ok(())
+    };
+    match db.join_lent(write) {
+        Ok(r) => Ok(r),
+        Err(JoinError::NotLent(_)) => Err("not lent"),
+        Err(JoinError::Nested) => Err("nested"),
+    }
+}
+
+#[test]
+fn a_lent_transaction_commits_both_writers_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(&dir.path().join("db")).unwrap();
+    // Nothing lent: the store is told to write on its own.
+    assert_eq!(joined_put(&db, 1, false), Err("not lent"));
+
+    let wtx = db.begin_write().unwrap();
+    wtx.open_table(T)
+        .unwrap()
+        .insert(1, b"a".as_slice())
+        .unwrap();
+    let (back, joined) = db.lend(wtx, || joined_put(&db, 2, false));
+    assert_eq!(joined, Ok(Ok(())));
+    // Neither is visible before the lender commits.
+    assert_eq!(count(&db), 0);
+    back.unwrap().commit().unwrap();
+    assert_eq!(count(&db), 2);
+}
+
+#[test]
+fn a_failed_join_spoils_the_lent_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(&dir.path().join("db")).unwrap();
+    let wtx = db.begin_write().unwrap();
+    wtx.open_table(T)
+        .unwrap()
+        .insert(1, b"a".as_slice())
+        .unwrap();
+    // The driver fails, then reports success anyway: its half-write must not be committed.
+    let (back, _) = db.lend(wtx, || {
+        let _ = joined_put(&db, 2, true);
+    });
+    assert_eq!(back.err(), Some(LendError::Spoiled));
+    assert_eq!(count(&db), 0);
+    // The database takes writers again.
+    put(&db, 3, 1).unwrap();
+    assert_eq!(count(&db), 1);
+}
+
+#[test]
+fn only_the_lending_database_and_thread_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create(&dir.path().join("db")).unwrap();
+    let other = Db::create(&dir.path().join("other")).unwrap();
+    let wtx = db.begin_write().unwrap();
+    let (back, (on_other, on_thread, nested)) = db.lend(wtx, || {
+        let on_other = joined_put(&other, 1, false);
+        let on_thread = std::thread::scope(|s| {
+            s.spawn(|| match db.join_lent(|_| Ok::<(), ()>(())) {
+                Err(JoinError::NotLent(_)) => "not lent",
+                _ => "joined",
+            })
+            .join()
+            .unwrap()
+        });
+        let nested = match db.join_lent(|_| match db.join_lent(|_| Ok::<(), ()>(())) {
+            Err(JoinError::Nested) => Ok::<_, ()>("nested refused"),
+            _ => Ok("nested ran"),
+        }) {
+            Ok(Ok(s)) => s,
+            _ => "outer join failed",
+        };
+        (on_other, on_thread, nested)
+    });
+    assert_eq!(on_other, Err("not lent"));
+    assert_eq!(on_thread, "not lent");
+    assert_eq!(nested, "nested refused");
+    back.unwrap().commit().unwrap();
+    assert_eq!(count(&other), 0);
+}

@@ -4,14 +4,19 @@
 //! itself, so every caller's changes are seen, and its record deletions wake the collector through
 //! the metadata store's dereference callback.
 //!
-//! Prepare, View and Commit change the record first (where all the namespace rules are checked in
-//! one transaction), then call the driver, and undo the record change if the driver fails; they
-//! hold the metadata store's mutation guard throughout, so the collector never sees a driver
-//! snapshot whose record is still to come. Remove, as containerd's, only deletes the record (one
-//! transaction, one fsync): the collector, which that deletion wakes, removes the driver snapshot
-//! with every other driver snapshot no record points to. A crash at any point leaves either a
-//! record whose driver snapshot is missing (Stat reports it, Remove clears it) or a driver snapshot
-//! without record (the next collection removes it).
+//! Prepare, View and Commit change the record (where all the namespace rules are checked) and
+//! call the driver in **one transaction**: the drivers keep their tables in the same database, and
+//! the metadata store lends its transaction to the driver's metastore while the driver runs, so
+//! both records commit together with one durable commit (one fdatasync per RPC), and a driver
+//! failure aborts both — nothing to undo (a driver directory made before an aborted commit is
+//! replaced when its id is handed out again, and removed by the driver's cleanup at start). They hold the metadata store's mutation guard
+//! throughout, so the collector never sees a driver snapshot whose record is still to come.
+//! Remove, as containerd's, only deletes the record (one transaction, one fsync): the collector,
+//! which that deletion wakes, removes the driver snapshot with every other driver snapshot no
+//! record points to. A crash at any point leaves at most driver files without a record (the
+//! driver's cleanup at start and the next collection remove them); a driver that keeps its
+//! metadata elsewhere (a proxy) can also leave a record whose driver snapshot is missing (Stat
+//! reports it, Remove clears it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -164,33 +169,31 @@ impl Snapshots {
             labels,
             view,
         } = new;
-        let (rec, bparent) =
-            self.db
-                .create_snapshot_record(ns, sn, &key, &parent, labels.clone(), lease)?;
-        let r = if view {
-            d.view(&rec.backend_key, &bparent, labels)
-        } else {
-            d.prepare(&rec.backend_key, &bparent, labels)
-        };
-        match r {
-            Ok(m) => {
-                self.publish(
-                    ns,
-                    Event::SnapshotPrepare {
-                        key,
-                        parent,
-                        snapshotter: sn.to_owned(),
-                    },
-                );
-                Ok(m)
-            }
-            Err(e) => {
-                if let Err(undo) = self.db.delete_snapshot_record(ns, sn, &key) {
-                    tracing::error!(error = %undo, "cannot undo snapshot record after driver failure");
+        let m = self.db.create_snapshot_with(
+            ns,
+            sn,
+            &key,
+            &parent,
+            labels.clone(),
+            lease,
+            |rec, bparent| {
+                if view {
+                    d.view(&rec.backend_key, bparent, labels)
+                } else {
+                    d.prepare(&rec.backend_key, bparent, labels)
                 }
-                Err(e.into())
-            }
-        }
+                .map_err(StoreError::from)
+            },
+        )?;
+        self.publish(
+            ns,
+            Event::SnapshotPrepare {
+                key,
+                parent,
+                snapshotter: sn.to_owned(),
+            },
+        );
+        Ok(m)
     }
 
     /// The driver's staging area for pre-extracted layers, if it has one.
@@ -240,15 +243,11 @@ impl Snapshots {
         let d = self.driver(sn)?;
         let sn = canonical(sn);
         let _guard = self.db.mutation_guard();
-        let (new, old) = self
-            .db
-            .commit_snapshot_record(ns, sn, name, key, labels, lease)?;
-        if let Err(e) = d.commit(&new.backend_key, &old.backend_key, new.labels.clone()) {
-            if let Err(undo) = self.db.revert_snapshot_commit(ns, sn, name, &old) {
-                tracing::error!(error = %undo, "cannot undo snapshot commit record after driver failure");
-            }
-            return Err(e.into());
-        }
+        self.db
+            .commit_snapshot_with(ns, sn, name, key, labels, lease, |new, old| {
+                d.commit(&new.backend_key, &old.backend_key, new.labels.clone())
+                    .map_err(StoreError::from)
+            })?;
         self.publish(
             ns,
             Event::SnapshotCommit {

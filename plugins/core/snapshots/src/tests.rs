@@ -1,5 +1,5 @@
 //! The namespaced store over an in-memory driver: records and driver stay in step on every
-//! path, including the undo paths when the driver fails, and the events tell what happened.
+//! path, including when the driver fails, and the events tell what happened.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -218,4 +218,164 @@ fn a_failed_adopt_removes_the_new_record() {
         )
         .is_err());
     assert!(f.store.stat("ns", "overlayfs", "a").is_err());
+}
+
+/// A driver whose metadata is a metastore in the metadata database, as berthd's drivers are;
+/// it fails after writing its record when told to, like a driver whose disk work failed.
+struct SharedDriver {
+    ms: berth_snapshotter::MetaStore,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl SharedDriver {
+    fn failing(&self) -> Result<(), SnapshotError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(SnapshotError::Io {
+                op: "mkdir",
+                path: "/nowhere".into(),
+                source: std::io::Error::other("disk on fire"),
+            });
+        }
+        Ok(())
+    }
+
+    fn create(&self, kind: Kind, key: &str, parent: &str) -> Result<Vec<Mount>, SnapshotError> {
+        self.ms.write(|tx| {
+            tx.create_snapshot(kind, key, parent, BTreeMap::new())?;
+            Ok(())
+        })?;
+        // The record was written into the lent transaction before the failure: it must not
+        // be committed either.
+        self.failing()?;
+        Ok(Vec::new())
+    }
+}
+
+impl Snapshotter for SharedDriver {
+    fn stat(&self, key: &str) -> Result<Info, SnapshotError> {
+        Ok(self.ms.get_info(key)?.1)
+    }
+    fn update(&self, _: &Info, _: &[String]) -> Result<Info, SnapshotError> {
+        Err(SnapshotError::Unsupported("update".into()))
+    }
+    fn usage(&self, _: &str) -> Result<Usage, SnapshotError> {
+        Ok(Usage::default())
+    }
+    fn mounts(&self, _: &str) -> Result<Vec<Mount>, SnapshotError> {
+        Ok(Vec::new())
+    }
+    fn prepare(
+        &self,
+        key: &str,
+        parent: &str,
+        _: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        self.create(Kind::Active, key, parent)
+    }
+    fn view(
+        &self,
+        key: &str,
+        parent: &str,
+        _: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        self.create(Kind::View, key, parent)
+    }
+    fn commit(
+        &self,
+        name: &str,
+        key: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(), SnapshotError> {
+        self.ms
+            .write(|tx| tx.commit_active(key, name, Usage::default(), labels))?;
+        self.failing()
+    }
+    fn remove(&self, key: &str) -> Result<(), SnapshotError> {
+        self.ms.write(|tx| tx.remove(key)).map(drop)
+    }
+    fn walk(&self, f: &mut dyn FnMut(&Info) -> bool) -> Result<(), SnapshotError> {
+        self.ms.walk(f)
+    }
+    fn cleanup(&self) -> Result<(), SnapshotError> {
+        Ok(())
+    }
+    fn close(&self) -> Result<(), SnapshotError> {
+        self.ms.close()
+    }
+}
+
+#[test]
+fn the_record_and_the_drivers_record_commit_in_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(MetadataDb::open(dir.path()).unwrap());
+    let ms = berth_snapshotter::MetaStore::open_shared(
+        db.database(),
+        "overlayfs",
+        &dir.path().join("none"),
+    )
+    .unwrap();
+    let driver = Arc::new(SharedDriver {
+        ms,
+        fail: false.into(),
+    });
+    let drivers = HashMap::from([(
+        "overlayfs".to_owned(),
+        driver.clone() as Arc<dyn Snapshotter>,
+    )]);
+    let store = Snapshots::new(db.clone(), drivers);
+    let driver_keys = || {
+        let mut keys = Vec::new();
+        driver
+            .walk(&mut |i| {
+                keys.push(i.name.clone());
+                true
+            })
+            .unwrap();
+        keys
+    };
+
+    // Both halves land together (the driver's write joined the store's transaction: had it
+    // begun its own on the same database, it would have waited for the store's forever).
+    store
+        .prepare("ns", "overlayfs", None, new("a", ""))
+        .unwrap();
+    let a = db.get_snapshot_record("ns", "overlayfs", "a").unwrap();
+    assert_eq!(driver_keys(), vec![a.backend_key.clone()]);
+    assert_eq!(
+        store.stat("ns", "overlayfs", "a").unwrap().kind(),
+        Kind::Active
+    );
+
+    // The driver wrote its record and then failed: neither record is there.
+    driver.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = store
+        .prepare("ns", "overlayfs", None, new("b", ""))
+        .unwrap_err();
+    assert!(e.to_string().contains("disk on fire"), "{e}");
+    assert!(db.get_snapshot_record("ns", "overlayfs", "b").is_err());
+    assert_eq!(driver_keys().len(), 1);
+
+    // The same for a commit: the active snapshot is still there, under its key, on both sides.
+    store
+        .commit("ns", "overlayfs", "A", "a", BTreeMap::new(), None)
+        .unwrap_err();
+    assert!(db.get_snapshot_record("ns", "overlayfs", "A").is_err());
+    assert_eq!(
+        store.stat("ns", "overlayfs", "a").unwrap().kind(),
+        Kind::Active
+    );
+    assert_eq!(driver_keys(), vec![a.backend_key.clone()]);
+
+    driver
+        .fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    store
+        .commit("ns", "overlayfs", "A", "a", BTreeMap::new(), None)
+        .unwrap();
+    let committed = db.get_snapshot_record("ns", "overlayfs", "A").unwrap();
+    assert_eq!(driver_keys(), vec![committed.backend_key]);
+    assert_eq!(
+        store.stat("ns", "overlayfs", "A").unwrap().kind(),
+        Kind::Committed
+    );
 }
