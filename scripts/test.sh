@@ -15,6 +15,8 @@ command -v go >/dev/null || need_apt+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/containerd/containerd ] || need_apt+=(golang-github-containerd-containerd-dev)
 # Berth's shim links the system libseccomp (berth-seccomp, through the libseccomp crate).
 dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'ok installed' || need_apt+=(libseccomp-dev)
+# The btrfs snapshotter's tests format loop-backed btrfs filesystems (and enable quotas on one).
+command -v mkfs.btrfs >/dev/null && command -v btrfs >/dev/null || need_apt+=(btrfs-progs)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

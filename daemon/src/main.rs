@@ -93,11 +93,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum SnapshotterCommand {
-    /// Serve the snapshots API of one driver (overlayfs or native) on its own socket, without
+    /// Serve the snapshots API of one built-in driver (overlayfs, native, btrfs) on its own socket, without
     /// namespaces: a containerd or berthd `[proxy_plugins]` entry with `type = "snapshot"`
     /// points at it. Its data lives under `<root>/io.containerd.snapshotter.v1.<name>`.
     Serve {
-        /// overlayfs (alias overlay) or native.
+        /// overlayfs (alias overlay), native or btrfs.
         name: String,
         /// Socket to serve on.
         #[arg(long)]

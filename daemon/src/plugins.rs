@@ -43,6 +43,7 @@ pub fn snapshotters() -> Vec<Registration> {
     vec![
         berth_snapshotter_overlay::registration(),
         berth_snapshotter_native::registration(),
+        berth_snapshotter_btrfs::registration(),
     ]
 }
 

@@ -6,7 +6,8 @@
 //! active `b-i`, the view `v-i` and the committed `c-i`. Every Prepare carries containerd's
 //! `containerd.io/gc.root` label, as `ctr` sets it, so no collection removes them behind our back.
 //! Prints the median and p90 of each RPC per daemon, and berthd's median as a share of
-//! containerd's.
+//! containerd's. A Version call per iteration (no work on either side) shows the round trip every
+//! RPC pays: the floor under the read RPCs.
 //!
 //! ```sh
 //! cargo build --release --bins && target/release/snapshots-bench [rounds] [iterations] [snapshotter]
@@ -21,10 +22,11 @@ use berth_api::snapshots::{
     CommitSnapshotRequest, Info, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
     StatSnapshotRequest, UpdateSnapshotRequest, UsageRequest, ViewSnapshotRequest,
 };
+use berth_api::version::version_client::VersionClient;
 use berth_tests::{require_root, Berthd, Containerd};
 use tonic::transport::Channel;
 
-const RPCS: [&str; 11] = [
+const RPCS: [&str; 12] = [
     "Prepare",
     "Commit",
     "Prepare (parent)",
@@ -36,6 +38,7 @@ const RPCS: [&str; 11] = [
     "Remove (active)",
     "Remove (view)",
     "Remove (committed)",
+    "Version (no work)",
 ];
 
 type Samples = HashMap<&'static str, Vec<Duration>>;
@@ -59,6 +62,7 @@ where
 
 async fn round(ch: &Channel, sn: &str, round: usize, iterations: usize, samples: &mut Samples) {
     let mut c = SnapshotsClient::new(ch.clone());
+    let mut version = VersionClient::new(ch.clone());
     let root_label = || {
         HashMap::from([(
             "containerd.io/gc.root".to_owned(),
@@ -163,6 +167,7 @@ async fn round(ch: &Channel, sn: &str, round: usize, iterations: usize, samples:
             })),
         )
         .await;
+        timed(samples, "Version (no work)", version.version(req(()))).await;
         for (name, key) in [
             ("Remove (active)", &b),
             ("Remove (view)", &v),
