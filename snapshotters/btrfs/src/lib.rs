@@ -10,8 +10,8 @@
 //!   parent's subvolume, which costs no copy;
 //! - view: a read-only snapshot of the parent (without parent: an empty read-only subvolume);
 //! - commit: a read-only snapshot of the active subvolume as `snapshots/<id>`; the active
-//!   subvolume is deleted once the commit is seen to have landed (see `Retired`);
-//! - remove: the subvolume is renamed `rm-<id>` with the record's removal, then deleted.
+//!   subvolume is deleted once the transaction has committed (`Tx::after_commit`);
+//! - remove: the record goes, and the subvolume once that has committed.
 //!
 //! Mounts are what containerd returns: type `btrfs`, the filesystem's block device as source
 //! (from the mount table), `subvolid=<id>`, and `ro` for views.
@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use berth_plugin::{types, InitError, Instance, Registration};
 use berth_snapshotter::usage::disk_usage;
@@ -64,23 +64,6 @@ pub struct BtrfsSnapshotter {
     /// The block device of the filesystem holding `root`: every mount's source.
     device: String,
     ms: MetaStore,
-    /// Active subvolumes of commits, to delete once their commit is seen to have landed.
-    retired: Mutex<Vec<Retired>>,
-}
-
-/// The active subvolume `id` that the commit of `key` as `name` replaced with `snapshots/<id>`.
-///
-/// It cannot always be deleted at once: when the snapshots store lends its transaction (see
-/// `MetaStore::write`), the commit is only joined when [`Snapshotter::commit`] returns, and the
-/// store may still abort it, leaving `key` active on this very subvolume. So it is deleted once a
-/// read shows `name` committed with this id — right away when the driver's own transaction
-/// committed, otherwise at the driver's next call — and forgotten, without deleting, when
-/// neither `name` nor `key` holds the id any more (a later remove, or the start-up cleanup,
-/// then takes care of it).
-struct Retired {
-    id: String,
-    key: String,
-    name: String,
 }
 
 /// Why `root` cannot hold btrfs snapshots (`None` when it can): it is not on btrfs.
@@ -138,7 +121,6 @@ impl BtrfsSnapshotter {
             root: root.to_owned(),
             device,
             ms,
-            retired: Mutex::new(Vec::new()),
         }
     }
 
@@ -188,7 +170,6 @@ impl BtrfsSnapshotter {
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        self.reap_retired();
         let made = Cell::new(None);
         let mounts = self.ms.write(|tx| {
             let s = tx.create_snapshot(kind, key, parent, labels)?;
@@ -236,49 +217,6 @@ impl BtrfsSnapshotter {
             }
         }
         Ok(usage)
-    }
-
-    /// The list of retired subvolumes (a list left by a panicking thread is still sound).
-    fn retired(&self) -> std::sync::MutexGuard<'_, Vec<Retired>> {
-        self.retired.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Deletes the retired active subvolumes whose commit has landed (see [`Retired`]).
-    fn reap_retired(&self) {
-        let pending = std::mem::take(&mut *self.retired());
-        if pending.is_empty() {
-            return;
-        }
-        let holds = |key: &str, id: &str, kind: Kind| match self.ms.get_info(key) {
-            Ok((rid, info, _)) => Ok(rid == id && info.kind() == kind),
-            Err(SnapshotError::NotFound(_)) => Ok(false),
-            Err(e) => Err(e),
-        };
-        let mut keep = Vec::new();
-        for r in pending {
-            match (
-                holds(&r.name, &r.id, Kind::Committed),
-                holds(&r.key, &r.id, Kind::Active),
-            ) {
-                (Ok(true), _) => {
-                    let path = self.path(Kind::Active, &r.id);
-                    if let Err(e) = ioctl::delete_subvolume(&path) {
-                        if e.kind() != std::io::ErrorKind::NotFound {
-                            tracing::warn!(path = %path.display(), error = %e, "cannot delete the active subvolume of a commit; cleanup will retry");
-                        }
-                    }
-                }
-                // Not committed yet (a lender's transaction still open), or aborted: the
-                // subvolume is still the active snapshot's.
-                (Ok(false), Ok(true)) => keep.push(r),
-                (Ok(false), Ok(false)) => {}
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::debug!(error = %e, "cannot tell whether a commit landed yet");
-                    keep.push(r);
-                }
-            }
-        }
-        self.retired().extend(keep);
     }
 
     /// id -> kind of every snapshot with a record.
@@ -338,7 +276,6 @@ impl Snapshotter for BtrfsSnapshotter {
         key: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<(), SnapshotError> {
-        self.reap_retired();
         let (id, info, _) = self.ms.get_info(key)?;
         let source = self.path(Kind::Active, &id);
         // Measured before the transaction, as overlay does; a key that is not active is refused
@@ -356,59 +293,30 @@ impl Snapshotter for BtrfsSnapshotter {
             ioctl::snapshot(&source, &target, true)
                 .map_err(SnapshotError::io("snapshot subvolume", &target))?;
             made.set(Some(target));
+            // The active subvolume goes once the commit has committed — in berthd after this
+            // returns, when the snapshots store commits the transaction it lent — and stays if
+            // it aborts, the snapshot still active. A crash first leaves it without a record of
+            // its kind, for cleanup.
+            let active = source.clone();
+            tx.after_commit(move || delete_replaced(&active));
             Ok(())
         });
-        if let Err(e) = committed {
+        if committed.is_err() {
             self.undo(made.take());
-            return Err(e);
         }
-        // The active subvolume goes once the commit is seen committed: now, unless the
-        // transaction was lent and commits after this returns (see `Retired`). A crash first
-        // leaves it without a record of its kind, for cleanup.
-        self.retired().push(Retired {
-            id,
-            key: key.to_owned(),
-            name: name.to_owned(),
-        });
-        self.reap_retired();
-        Ok(())
+        committed
     }
 
+    /// The record goes; the subvolume once that has committed (ids are not handed out twice,
+    /// so it is in nobody's way meanwhile, and a crash first leaves it without a record, for
+    /// cleanup).
     fn remove(&self, key: &str) -> Result<(), SnapshotError> {
-        self.reap_retired();
-        let renamed = Cell::new(None);
-        let removed = self.ms.write(|tx| {
+        self.ms.write(|tx| {
             let (id, kind) = tx.remove(key)?;
             let path = self.path(kind, &id);
-            let trash = self.path(kind, &format!("rm-{id}"));
-            match fs::rename(&path, &trash) {
-                Ok(()) => renamed.set(Some((path, trash))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(SnapshotError::io("rename", &path)(e)),
-            }
+            tx.after_commit(move || delete_replaced(&path));
             Ok(())
-        });
-        let renamed = renamed.take();
-        if let Err(e) = removed {
-            // The record stays: so must its subvolume, under its own name.
-            if let Some((path, trash)) = renamed {
-                if let Err(e) = fs::rename(&trash, &path) {
-                    tracing::error!(path = %path.display(), error = %e, "cannot put back the subvolume of a failed remove");
-                }
-            }
-            return Err(e);
-        }
-        if let Some((_, trash)) = renamed {
-            // Best effort: cleanup() finishes the job after a crash or a failure here.
-            match ioctl::remove_tree(&trash) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(path = %trash.display(), error = %e, "cannot delete a removed snapshot's subvolume; cleanup will retry");
-                }
-            }
-        }
-        Ok(())
+        })
     }
 
     fn walk(&self, f: &mut dyn FnMut(&Info) -> bool) -> Result<(), SnapshotError> {
@@ -440,8 +348,19 @@ impl Snapshotter for BtrfsSnapshotter {
 
     /// Closes the metadata file (the daemon calls it on shutdown); later calls fail.
     fn close(&self) -> Result<(), SnapshotError> {
-        self.reap_retired();
         self.ms.close()
+    }
+}
+
+/// Deletes a subvolume (and any nested in it) that a committed change left without a record.
+/// Best effort: what fails here, cleanup removes at the next start.
+fn delete_replaced(path: &Path) {
+    match ioctl::remove_tree(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot delete a subvolume without a record; cleanup will retry");
+        }
     }
 }
 

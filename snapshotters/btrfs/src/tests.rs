@@ -181,7 +181,7 @@ fn cleanup_removes_what_a_crashed_commit_or_remove_left() {
 
 /// In berthd the snapshots store lends its transaction to the driver's metastore and commits
 /// (or aborts) it after the driver returns: a commit aborted then must leave the active snapshot
-/// whole, so its subvolume goes only once the commit is seen to have landed.
+/// whole, so its subvolume goes only once the commit has committed.
 #[test]
 fn a_commit_in_an_aborted_lent_transaction_keeps_the_active_subvolume() {
     let root = root("lent");
@@ -194,7 +194,7 @@ fn a_commit_in_an_aborted_lent_transaction_keeps_the_active_subvolume() {
 
     let (back, out) = db.lend(db.begin_write().unwrap(), || sn.commit("A", "a", none()));
     out.unwrap();
-    back.unwrap().abort().unwrap();
+    back.unwrap().wtx.abort().unwrap();
     assert_eq!(sn.stat("a").unwrap().kind, Some(Kind::Active));
     assert_eq!(
         fs::read_to_string(root.join("active/1/f")).unwrap(),
@@ -204,16 +204,17 @@ fn a_commit_in_an_aborted_lent_transaction_keeps_the_active_subvolume() {
     assert!(sn.stat("A").is_err());
 
     // Again, and this time the lender commits: the committed subvolume made by the aborted
-    // attempt is in the way and replaced; the active one goes at the driver's next call.
+    // attempt is in the way and replaced; the active one goes with the lender's commit.
     let (back, out) = db.lend(db.begin_write().unwrap(), || sn.commit("A", "a", none()));
     out.unwrap();
-    back.unwrap().commit().unwrap();
-    assert!(root.join("active/1").exists());
-    sn.prepare("b", "A", none()).unwrap();
+    let back = back.unwrap();
+    assert!(root.join("active/1").exists(), "kept until the commit");
+    back.commit().unwrap();
     assert!(
         !root.join("active/1").exists(),
         "deleted once the commit landed"
     );
+    sn.prepare("b", "A", none()).unwrap();
     assert_eq!(fs::read_to_string(root.join("active/2/f")).unwrap(), "x");
     sn.close().unwrap();
 }

@@ -5,8 +5,8 @@
 //! - create: the directory is filled under a temporary name, then renamed to the snapshot's id
 //!   inside the metadata transaction; a failure removes it, a crash leaves a `new-*` directory
 //!   (or an id directory without a record) that [`SnapshotDirs::cleanup`] removes.
-//! - remove: the record goes and the directory is renamed to `rm-<id>` in one transaction, then
-//!   deleted; a crash leaves `rm-<id>`, which cleanup removes.
+//! - remove: the record goes, and the directory is deleted once that has committed; a crash
+//!   leaves a directory without a record, which cleanup removes.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -84,25 +84,23 @@ impl SnapshotDirs {
         }
     }
 
-    /// Removes a snapshot's record and directory.
+    /// Removes a snapshot's record, and its directory once that has committed (ids are never
+    /// handed out twice, so the directory is in nobody's way meanwhile; a crash first leaves it
+    /// without a record, for cleanup). A remove that fails leaves both as they were.
     pub fn remove(&self, ms: &MetaStore, key: &str) -> Result<(), SnapshotError> {
-        let trash = ms.write(|tx| {
+        ms.write(|tx| {
             let (id, _) = tx.remove(key)?;
             let dir = self.path(&id);
-            let trash = self.dir.join(format!("rm-{id}"));
-            match fs::rename(&dir, &trash) {
-                Ok(()) => Ok(Some(trash)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(SnapshotError::io("rename", &dir)(e)),
-            }
-        })?;
-        if let Some(trash) = trash {
-            // Best effort: cleanup() finishes the job after a crash or a failure here.
-            if let Err(e) = fs::remove_dir_all(&trash) {
-                tracing::warn!(path = %trash.display(), error = %e, "cannot remove snapshot directory; cleanup will retry");
-            }
-        }
-        Ok(())
+            tx.after_commit(move || match fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Best effort: cleanup() finishes the job.
+                Err(e) => {
+                    tracing::warn!(path = %dir.display(), error = %e, "cannot remove snapshot directory; cleanup will retry")
+                }
+            });
+            Ok(())
+        })
     }
 
     /// Removes every directory that has no record: half-made, half-removed, or left by a crash.

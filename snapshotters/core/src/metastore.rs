@@ -148,6 +148,7 @@ pub struct MetaStore {
 pub struct Tx<'a> {
     wtx: &'a redb::WriteTransaction,
     tables: &'a Tables,
+    after_commit: &'a mut berth_redb::AfterCommit,
 }
 
 fn read_record<T: ReadableTable<&'static str, &'static [u8]>>(
@@ -316,7 +317,13 @@ impl MetaStore {
         f: impl FnOnce(&mut Tx) -> Result<T, SnapshotError>,
     ) -> Result<T, SnapshotError> {
         let tables = &self.tables;
-        let joined = self.db.join_lent(|wtx| f(&mut Tx { wtx, tables }));
+        let joined = self.db.join_lent(|wtx, after_commit| {
+            f(&mut Tx {
+                wtx,
+                tables,
+                after_commit,
+            })
+        });
         let f = match joined {
             Ok(out) => return out,
             Err(berth_redb::JoinError::NotLent(f)) => f,
@@ -325,8 +332,10 @@ impl MetaStore {
             }
         };
         let wtx = self.begin_write()?;
-        let out = f(&wtx)?;
+        let mut after_commit = berth_redb::AfterCommit::default();
+        let out = f(&wtx, &mut after_commit)?;
         wtx.commit()?;
+        after_commit.run();
         Ok(out)
     }
 
@@ -394,6 +403,13 @@ impl MetaStore {
 }
 
 impl Tx<'_> {
+    /// Runs `f` once this transaction has committed — not when `write` returns, which inside a
+    /// lent transaction is before the lender commits — and never if it aborts: for disk work
+    /// that may not be undone, such as deleting what a commit replaced.
+    pub fn after_commit(&mut self, f: impl FnOnce() + 'static) {
+        self.after_commit.push(f);
+    }
+
     pub fn create_snapshot(
         &mut self,
         kind: Kind,

@@ -147,7 +147,7 @@ impl MetadataDb {
     }
 
     /// Lends `wtx` to the driver's metastore while `driver` runs, then commits it if both
-    /// succeeded.
+    /// succeeded and runs what the driver left for after the commit.
     fn commit_with_driver<T, E: From<MetaError>>(
         &self,
         wtx: redb::WriteTransaction,

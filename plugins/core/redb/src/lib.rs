@@ -14,7 +14,7 @@ use std::sync::RwLock;
 use redb::ReadableDatabase;
 
 mod lent;
-pub use lent::{JoinError, LendError};
+pub use lent::{AfterCommit, JoinError, LendError, Returned};
 
 /// Why a transaction could not begin.
 #[derive(Debug)]

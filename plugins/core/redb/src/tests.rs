@@ -84,6 +84,15 @@ fn a_full_disk_does_not_wedge_the_database() {
     ));
 }
 
+thread_local! {
+    /// The keys whose joined writes' after-commit hooks ran.
+    static AFTER: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn after_commit_ran() -> Vec<u64> {
+    AFTER.with(|a| std::mem::take(&mut *a.borrow_mut()))
+}
+
 fn count(db: &Db) -> usize {
     let rtx = db.begin_read().unwrap();
     match rtx.open_table(T) {
@@ -95,7 +104,8 @@ fn count(db: &Db) -> usize {
 
 /// A store joining a lent transaction: `Ok` when it wrote into it, `Err` when it failed.
 fn joined_put(db: &Db, k: u64, fail: bool) -> Result<Result<(), String>, &'static str> {
-    let write = |wtx: &redb::WriteTransaction| {
+    let write = |wtx: &redb::WriteTransaction, after: &mut AfterCommit| {
+        after.push(move || AFTER.with(|a| a.borrow_mut().push(k)));
         wtx.open_table(T)
             .map_err(|e| e.to_string())?
             .insert(k, b"x".as_slice())
@@ -126,10 +136,12 @@ fn a_lent_transaction_commits_both_writers_at_once() {
         .unwrap();
     let (back, joined) = db.lend(wtx, || joined_put(&db, 2, false));
     assert_eq!(joined, Ok(Ok(())));
-    // Neither is visible before the lender commits.
+    // Neither is visible before the lender commits, and what waits for the commit has not run.
     assert_eq!(count(&db), 0);
+    assert_eq!(after_commit_ran(), Vec::<u64>::new());
     back.unwrap().commit().unwrap();
     assert_eq!(count(&db), 2);
+    assert_eq!(after_commit_ran(), vec![2]);
 }
 
 #[test]
@@ -145,8 +157,9 @@ fn a_failed_join_spoils_the_lent_transaction() {
     let (back, _) = db.lend(wtx, || {
         let _ = joined_put(&db, 2, true);
     });
-    assert_eq!(back.err(), Some(LendError::Spoiled));
+    assert!(matches!(back, Err(LendError::Spoiled)));
     assert_eq!(count(&db), 0);
+    assert_eq!(after_commit_ran(), Vec::<u64>::new());
     // The database takes writers again.
     put(&db, 3, 1).unwrap();
     assert_eq!(count(&db), 1);
@@ -161,14 +174,14 @@ fn only_the_lending_database_and_thread_join() {
     let (back, (on_other, on_thread, nested)) = db.lend(wtx, || {
         let on_other = joined_put(&other, 1, false);
         let on_thread = std::thread::scope(|s| {
-            s.spawn(|| match db.join_lent(|_| Ok::<(), ()>(())) {
+            s.spawn(|| match db.join_lent(|_, _| Ok::<(), ()>(())) {
                 Err(JoinError::NotLent(_)) => "not lent",
                 _ => "joined",
             })
             .join()
             .unwrap()
         });
-        let nested = match db.join_lent(|_| match db.join_lent(|_| Ok::<(), ()>(())) {
+        let nested = match db.join_lent(|_, _| match db.join_lent(|_, _| Ok::<(), ()>(())) {
             Err(JoinError::Nested) => Ok::<_, ()>("nested refused"),
             _ => Ok("nested ran"),
         }) {
