@@ -375,6 +375,15 @@ fn unknown_and_not_yet_implemented_rpcs_are_unimplemented() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+        // containerd 2.x's Transfer service: not served yet (docs/compatibility.md).
+        let err = berth_api::transfer::transfer_client::TransferClient::new(ch.clone())
+            .transfer(bctr::client::request(
+                "default",
+                berth_api::transfer::TransferRequest::default(),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
         // A method no service has.
         let mut grpc = tonic::client::Grpc::new(ch);
         grpc.ready().await.unwrap();
