@@ -9,6 +9,7 @@
 pub mod fixtures;
 pub mod grpc;
 pub mod h2raw;
+pub mod hostile;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -3,13 +3,11 @@
 
 use std::io::Write;
 
-use berth_api::diff::{diff_client::DiffClient, ApplyRequest};
 use berth_api::snapshots::{snapshots_client::SnapshotsClient, PrepareSnapshotRequest};
-use berth_api::types::Descriptor;
 use berth_mount::{Mount, TempMount};
 use berth_tests::fixtures::{self, gunzip, read_tar_entries, sha256_digest, EntryKind};
-use berth_tests::grpc::{req, Writer};
-use berth_tests::{ok, require_root, Berthd};
+use berth_tests::grpc::req;
+use berth_tests::{hostile, ok, require_root, Berthd};
 
 fn chain_top(img: &fixtures::FixtureImage) -> String {
     let mut chain: Option<String> = None;
@@ -86,25 +84,6 @@ fn ctr_snapshots_diff_writes_the_changes_as_a_layer() {
     );
 }
 
-/// A raw tar header with any name, including ones the tar crate's safe setters refuse.
-fn raw_entry(tar: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
-    let mut h = tar::Header::new_old();
-    {
-        let old = h.as_old_mut();
-        old.name[..name.len()].copy_from_slice(name.as_bytes());
-        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
-    }
-    h.set_entry_type(kind);
-    h.set_mode(0o644);
-    h.set_size(data.len() as u64);
-    h.set_mtime(0);
-    h.set_cksum();
-    tar.extend_from_slice(h.as_bytes());
-    tar.extend_from_slice(data);
-    let pad = (512 - data.len() % 512) % 512;
-    tar.extend(std::iter::repeat_n(0u8, pad));
-}
-
 #[test]
 fn hostile_layers_cannot_escape_the_snapshot() {
     require_root("mounting snapshots");
@@ -112,116 +91,20 @@ fn hostile_layers_cannot_escape_the_snapshot() {
     // Something outside every snapshot that a successful escape would change.
     let sentinel = berthd.root().join("sentinel");
     std::fs::write(&sentinel, b"untouched").unwrap();
-    let sentinel_s = sentinel.display().to_string();
-    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
-    let mut t = Vec::new();
-    raw_entry(
-        &mut t,
-        "../../../../../../sentinel",
-        tar::EntryType::Regular,
-        "",
-        b"pwned",
-    );
-    cases.push(("dotdot", t));
-    let mut t = Vec::new();
-    raw_entry(&mut t, "link", tar::EntryType::Symlink, &sentinel_s, b"");
-    raw_entry(&mut t, "link", tar::EntryType::Regular, "", b"pwned");
-    cases.push(("replace-symlink", t));
-    let mut t = Vec::new();
-    raw_entry(
-        &mut t,
-        "dir",
-        tar::EntryType::Symlink,
-        berthd.root().to_str().unwrap(),
-        b"",
-    );
-    raw_entry(
-        &mut t,
-        "dir/sentinel",
-        tar::EntryType::Regular,
-        "",
-        b"pwned",
-    );
-    cases.push(("write-through-symlinked-dir", t));
-    let mut t = Vec::new();
-    raw_entry(&mut t, "hard", tar::EntryType::Link, &sentinel_s, b"");
-    cases.push(("hardlink-outside", t));
-
+    let cases = hostile::escape_layers(&sentinel, &berthd.root());
     let rt = tokio::runtime::Runtime::new().unwrap();
     for sn in ["overlayfs", "native"] {
-        for (name, mut tar) in cases.clone() {
-            tar.extend(std::iter::repeat_n(0u8, 1024));
-            let digest = sha256_digest(&tar);
-            let result = rt.block_on(async {
+        for (name, tar) in &cases {
+            let (_, applied) = rt.block_on(async {
                 let ch = berthd.channel().await;
-                match Writer::open(
-                    &ch,
-                    "default",
-                    None,
-                    &format!("{sn}-{name}"),
-                    tar.len() as i64,
-                    &digest,
-                )
-                .await
-                {
-                    Ok((mut w, _)) => {
-                        w.write(0, &tar).await.unwrap();
-                        w.commit(tar.len() as i64, tar.len() as i64, &digest)
-                            .await
-                            .unwrap();
-                    }
-                    // Stored for the previous snapshotter already.
-                    Err(e) if e.code() == tonic::Code::AlreadyExists => {}
-                    Err(e) => panic!("ingest {name}: {e:?}"),
-                }
-                let mounts = SnapshotsClient::new(ch.clone())
-                    .prepare(req(
-                        "default",
-                        None,
-                        PrepareSnapshotRequest {
-                            snapshotter: sn.into(),
-                            key: format!("hostile-{name}"),
-                            parent: String::new(),
-                            labels: Default::default(),
-                        },
-                    ))
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .mounts;
-                DiffClient::new(ch)
-                    .apply(req(
-                        "default",
-                        None,
-                        ApplyRequest {
-                            diff: Some(Descriptor {
-                                media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-                                digest: digest.clone(),
-                                size: tar.len() as i64,
-                                annotations: Default::default(),
-                            }),
-                            mounts,
-                            payloads: Default::default(),
-                            sync_fs: false,
-                        },
-                    ))
-                    .await
+                hostile::apply_to_new_snapshot(&ch, sn, &format!("hostile-{name}"), tar).await
             });
             assert_eq!(
                 std::fs::read(&sentinel).unwrap(),
                 b"untouched",
                 "{sn}/{name} escaped"
             );
-            match result {
-                Ok(_) => {} // contained: written inside the snapshot only
-                Err(e) => {
-                    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{sn}/{name}: {e:?}");
-                    assert!(
-                        e.message().contains("entry"),
-                        "{sn}/{name}: error does not name the entry: {e:?}"
-                    );
-                }
-            }
+            hostile::assert_contained_or_refused(&format!("{sn}/{name}"), applied);
         }
     }
     let _ = std::io::stdout().flush();
