@@ -44,6 +44,7 @@ pub fn snapshotters() -> Vec<Registration> {
         berth_snapshotter_overlay::registration(),
         berth_snapshotter_native::registration(),
         berth_snapshotter_btrfs::registration(),
+        berth_snapshotter_devmapper::registration(),
     ]
 }
 
