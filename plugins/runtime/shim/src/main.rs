@@ -8,6 +8,7 @@ mod args;
 mod cgroup;
 mod error;
 mod hooks;
+mod initpid;
 mod io;
 mod log;
 mod manager;

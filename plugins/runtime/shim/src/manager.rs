@@ -204,16 +204,9 @@ pub fn delete(args: &Args) -> Result<()> {
     } else {
         PathBuf::from(&args.bundle)
     };
-    let pid = std::fs::read_to_string(bundle.join("init.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .unwrap_or(0);
-    if pid > 0 {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    let pid = crate::initpid::recorded(&bundle);
+    // Only if the pid still names the container's init (it may have been reused since).
+    crate::initpid::kill_recorded(&bundle);
     if let Ok(spec) = crate::task::load_spec(&bundle.join("config.json")) {
         let path = spec
             .linux()

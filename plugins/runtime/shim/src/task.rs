@@ -248,7 +248,7 @@ impl Shim {
         }
         let pid = container.init.pid;
         debug!("create {}: done in {:?}", self.id, t0.elapsed());
-        let _ = std::fs::write(self.bundle.join("init.pid"), pid.to_string());
+        crate::initpid::record(&self.bundle, pid);
         if let Some(cg) = &container.cgroup {
             self.watch_oom(cg);
         }
@@ -677,7 +677,7 @@ impl Shim {
         if let Err(e) = hooks::run_poststop(&container.spec, &self.bundle, &self.id) {
             warning!("poststop hook: {e}");
         }
-        let _ = std::fs::remove_file(self.bundle.join("init.pid"));
+        crate::initpid::forget(&self.bundle);
         self.publisher.publish(
             "/tasks/delete",
             "containerd.events.TaskDelete",
