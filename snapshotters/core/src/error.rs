@@ -18,6 +18,10 @@ pub enum SnapshotError {
     InvalidArgument(String),
     #[error("{0}: not implemented")]
     Unsupported(String),
+    /// The driver's storage is full (a thin pool out of space): the client may retry once
+    /// there is room.
+    #[error("{0}: resource exhausted")]
+    ResourceExhausted(String),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -168,6 +172,7 @@ impl Classify for SnapshotError {
             SnapshotError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             SnapshotError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             SnapshotError::Unsupported(_) => ErrorKind::NotImplemented,
+            SnapshotError::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
             SnapshotError::Io { .. }
             | SnapshotError::AlreadyOpen { .. }
             | SnapshotError::Open { .. }

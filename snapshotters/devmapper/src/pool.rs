@@ -124,11 +124,10 @@ impl Pool {
         }
         if s.is_full() {
             tracing::warn!(pool = %self.name, used = s.used_data, total = s.total_data, mode = %s.mode, "thin pool is full");
-            return Err(SnapshotError::Io {
-                op: "the thin pool is out of space (extend it or remove snapshots); cannot create a device in",
-                path: node(&self.name),
-                source: io::Error::from_raw_os_error(Errno::ENOSPC as i32),
-            });
+            return Err(SnapshotError::ResourceExhausted(format!(
+                "the thin pool {} is out of space ({} of {} data blocks used, mode {}): extend it or remove snapshots",
+                self.name, s.used_data, s.total_data, s.mode
+            )));
         }
         Ok(())
     }

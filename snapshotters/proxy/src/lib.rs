@@ -58,6 +58,7 @@ fn bare(s: &Status) -> String {
         ": failed precondition",
         ": invalid argument",
         ": not implemented",
+        ": resource exhausted",
     ] {
         if let Some(b) = m.strip_suffix(suffix) {
             return b.to_owned();
@@ -83,6 +84,7 @@ impl ProxySnapshotter {
             Code::FailedPrecondition => SnapshotError::FailedPrecondition(bare(&s)),
             Code::InvalidArgument => SnapshotError::InvalidArgument(bare(&s)),
             Code::Unimplemented => SnapshotError::Unsupported(bare(&s)),
+            Code::ResourceExhausted => SnapshotError::ResourceExhausted(bare(&s)),
             _ => SnapshotError::Remote {
                 snapshotter: self.name.clone(),
                 address: self.address.clone(),
