@@ -26,6 +26,10 @@ pub fn registry(cfg: &Config) -> Result<Registry, RegistryError> {
     reg.register(berth_snapshots_service::registration())?;
     reg.register(berth_diff_service::registration())?;
     reg.register(berth_unpack_service::registration())?;
+    reg.register(berth_streams::registration())?;
+    reg.register(berth_streaming_service::registration())?;
+    reg.register(berth_transfer::registration())?;
+    reg.register(berth_transfer_service::registration())?;
     reg.register(berth_gc_service::registration())?;
     reg.register(berth_events_service::registration())?;
     reg.register(berth_namespaces::registration())?;

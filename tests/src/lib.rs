@@ -10,6 +10,7 @@ pub mod fixtures;
 pub mod grpc;
 pub mod h2raw;
 pub mod hostile;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -7,13 +7,14 @@
 //! where they fail loudly if anything is missing. There, on a loop-backed thin pool: images import
 //! and containers run; berthd aborted between a thin snapshot's creation and its metadata commit
 //! is repaired at restart (pool and records agree); a full pool gives a clear "resource
-//! exhausted" error and berthd keeps serving.
+//! exhausted" error and berthd keeps serving; hostile layers applied through Diff.Apply stay
+//! inside their thin device.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use berth_tests::fixtures;
 use berth_tests::{bin, ok, reap_tasks, require_program, require_root, wait_for_socket, Berthd};
+use berth_tests::{fixtures, hostile};
 
 const PLUGIN: &str = "io.containerd.snapshotter.v1.devmapper";
 
@@ -281,6 +282,34 @@ fn vm_images_import_and_containers_run_on_devmapper() {
     // EXT4_SUPER_MAGIC, in the hexadecimal busybox prints.
     assert_eq!(out, "ef53\nwritten\n");
     reap_tasks(&berthd.state(), &berthd.socket());
+}
+
+#[test]
+#[ignore = "needs device-mapper: scripts/vm-tests.sh runs it in the VM"]
+fn vm_hostile_layers_stay_inside_a_devmapper_snapshot() {
+    let pool = ThinPool::new("berth-it-hostile", 1 << 30);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &pool.name, "");
+    let berthd = Berthd::start_with(&["--config", cfg.to_str().unwrap()]);
+    let (status, detail) = devmapper_status(&berthd);
+    assert_eq!(status, "ok", "{detail}\n{}", berthd.log());
+    // Outside every snapshot: beside berthd's root, which a `..` or a symlink would reach.
+    let sentinel = berthd.root().join("sentinel");
+    std::fs::write(&sentinel, b"untouched").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (name, tar) in hostile::escape_layers(&sentinel, &berthd.root()) {
+        let (mounts, applied) = rt.block_on(async {
+            let ch = berthd.channel().await;
+            hostile::apply_to_new_snapshot(&ch, "devmapper", &format!("hostile-{name}"), &tar).await
+        });
+        assert_eq!(mounts[0].r#type, "ext4", "{mounts:?}");
+        assert_eq!(
+            std::fs::read(&sentinel).unwrap(),
+            b"untouched",
+            "{name} escaped"
+        );
+        hostile::assert_contained_or_refused(name, applied);
+    }
 }
 
 #[test]

@@ -375,15 +375,29 @@ fn unknown_and_not_yet_implemented_rpcs_are_unimplemented() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
-        // containerd 2.x's Transfer service: not served yet (docs/compatibility.md).
+        // containerd 2.x's Transfer service: a source/destination pair it does not move images
+        // between answers Unimplemented with containerd's text (docs/compatibility.md).
+        let any = |name: &str| prost_types::Any {
+            type_url: format!("type.googleapis.com/containerd.types.transfer.{name}"),
+            value: Vec::new(),
+        };
         let err = berth_api::transfer::transfer_client::TransferClient::new(ch.clone())
             .transfer(bctr::client::request(
                 "default",
-                berth_api::transfer::TransferRequest::default(),
+                berth_api::transfer::TransferRequest {
+                    source: Some(any("ImageImportStream")),
+                    destination: Some(any("ImageStore")),
+                    options: None,
+                },
             ))
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+        assert!(
+            err.message()
+                .contains("method Transfer not implemented for type.googleapis.com/containerd.types.transfer.ImageImportStream to"),
+            "{err:?}"
+        );
         // A method no service has.
         let mut grpc = tonic::client::Grpc::new(ch);
         grpc.ready().await.unwrap();

@@ -1,4 +1,4 @@
-//! `bctr images`: list, check, label, remove, import and export images.
+//! `bctr images`: list, check, label, remove, pull, import and export images.
 
 use std::collections::BTreeSet;
 
@@ -41,6 +41,8 @@ pub enum ImagesCommand {
     },
     /// Export images to an OCI tar archive.
     Export(super::export::ExportArgs),
+    /// Pull an image from a registry through the daemon (the Transfer API), with progress.
+    Pull(super::pull::PullArgs),
     /// Import images from a tar archive (OCI layout or docker save).
     Import(super::import::ImportArgs),
     /// Unpack an image into snapshots inside berthd (layers extracted in parallel on overlayfs).
@@ -222,6 +224,7 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
         ImagesCommand::Unpack(args) => return super::server_unpack::run(ctx, args).await,
         ImagesCommand::Unmount(args) => return super::mount::unmount(ctx, args).await,
         ImagesCommand::Export(args) => return super::export::run(ctx, args).await,
+        ImagesCommand::Pull(args) => return super::pull::run(ctx, args).await,
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ mod mount;
 mod namespaces;
 mod plugins;
 mod progress;
+mod pull;
 mod run;
 mod server_unpack;
 mod snapshots;

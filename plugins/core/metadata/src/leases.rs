@@ -30,6 +30,16 @@ impl Lease {
     }
 }
 
+/// The labels of a lease that expires `ttl` from now: the collector ignores it after that, so
+/// what a job that died left under it is freed without anyone deleting the lease.
+pub fn expiring_in(ttl: std::time::Duration) -> BTreeMap<String, String> {
+    let at = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now() + ttl);
+    BTreeMap::from([(
+        EXPIRE_LABEL.to_owned(),
+        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )])
+}
+
 /// Something a lease holds: `content` (a digest), `ingests` (a write ref) or
 /// `snapshots/<snapshotter>` (a snapshot key).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -366,5 +376,22 @@ mod tests {
         assert_eq!(l.expires_at(), Some(1_893_456_000_000_000_000));
         let never = Lease::default();
         assert_eq!(never.expires_at(), None);
+    }
+
+    #[test]
+    fn expiring_in_writes_utc_seconds_that_parse_back() {
+        let before = now_nanos();
+        let l = Lease {
+            labels: expiring_in(std::time::Duration::from_secs(3600)),
+            ..Default::default()
+        };
+        let label = &l.labels[EXPIRE_LABEL];
+        assert!(label.ends_with('Z') && !label.contains('.'), "{label}");
+        let at = l.expires_at().expect("parses");
+        // To the second: up to one second earlier than an hour from `before`.
+        assert!(
+            at >= before + 3_599_000_000_000 && at <= now_nanos() + 3_600_000_000_000,
+            "{label}"
+        );
     }
 }

@@ -28,7 +28,7 @@ pub use containers::{AnyValue, Container, Runtime as ContainerRuntime};
 pub use content::BlobInfo;
 pub use error::MetaError;
 pub use images::{Descriptor, Image};
-pub use leases::{Lease, LeaseResource, EXPIRE_LABEL};
+pub use leases::{expiring_in, Lease, LeaseResource, EXPIRE_LABEL};
 pub use namespaces::Namespace;
 pub use record::now_nanos;
 pub use snapshots::SnapshotRecord;

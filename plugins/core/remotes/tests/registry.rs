@@ -3,10 +3,8 @@
 //! (`scripts/test.sh` installs it): these tests fail loudly without it rather than skip.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use berth_content_store::{ContentError, ContentStore, LocalStore};
 use berth_metadata::MetadataDb;
@@ -19,94 +17,13 @@ use berth_remotes::{
 };
 use bytes::Bytes;
 
-const REGISTRY: &str = "/usr/bin/docker-registry";
+/// A real registry per test: Debian's docker-registry on a free loopback port, shared with the
+/// end-to-end tests (`berth_tests::registry`).
+use berth_tests::registry::{free_port, Registry};
 
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    l.local_addr().expect("local address").port()
-}
-
-impl Registry {
-    /// Starts a registry; with `htpasswd` = (user, password) it requires Basic authentication.
-    fn start(htpasswd: Option<(&str, &str)>) -> Registry {
-        assert!(
-            Path::new(REGISTRY).exists(),
-            "{REGISTRY} is missing: these tests need Debian's docker-registry \
-             (apt-get install -y docker-registry; scripts/test.sh installs it)"
-        );
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let mut auth = String::new();
-        if let Some((user, password)) = htpasswd {
-            let file = dir.path().join("htpasswd");
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", user, password])
-                .output()
-                .expect("htpasswd is missing: apt-get install -y apache2-utils");
-            assert!(out.status.success(), "htpasswd failed: {out:?}");
-            std::fs::write(&file, &out.stdout).expect("write htpasswd");
-            auth = format!(
-                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
-                file.display()
-            );
-        }
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    \
-                 rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("write config");
-        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
-        let child = Command::new(REGISTRY)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        let mut registry = Registry {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return registry;
-            }
-            if let Ok(Some(status)) = registry.child.try_wait() {
-                let log = std::fs::read_to_string(registry._dir.path().join("registry.log"))
-                    .unwrap_or_default();
-                panic!("docker-registry exited with {status}: {log}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn reference(&self, name: &str) -> Reference {
-        Reference::parse(&format!("127.0.0.1:{}/{name}", self.port)).expect("reference")
-    }
+/// `name` in the registry under test.
+fn reference_in(reg: &Registry, name: &str) -> Reference {
+    Reference::parse(&format!("127.0.0.1:{}/{name}", reg.port())).expect("reference")
 }
 
 fn desc(media_type: &str, data: &[u8]) -> Descriptor {
@@ -214,7 +131,7 @@ async fn push_image(
 async fn push_then_pull_into_the_content_store() {
     let reg = Registry::start(None);
     let client = RegistryClient::new(small_chunks());
-    let reference = reg.reference("berth/test:v1");
+    let reference = reference_in(&reg, "berth/test:v1");
     let repo = client.repository(&reference).expect("repository");
     let img = image(200 << 10, 1);
 
@@ -257,7 +174,7 @@ async fn push_then_pull_into_the_content_store() {
         .await
         .expect("push index");
     let idesc = repo
-        .resolve(&reg.reference("berth/test:multi"))
+        .resolve(&reference_in(&reg, "berth/test:multi"))
         .await
         .expect("resolve index");
     assert_eq!(idesc.media_type(), &MediaType::ImageIndex);
@@ -298,7 +215,7 @@ async fn push_then_pull_into_the_content_store() {
 
     // And back out of the content store into another repository.
     let other = client
-        .repository(&reg.reference("berth/copy:v1"))
+        .repository(&reference_in(&reg, "berth/copy:v1"))
         .expect("repository");
     let out = push_blob_from_store(
         &other,
@@ -317,8 +234,8 @@ async fn push_then_pull_into_the_content_store() {
 async fn cross_repository_mount() {
     let reg = Registry::start(None);
     let client = RegistryClient::new(ClientConfig::default());
-    let a = client.repository(&reg.reference("team/a")).unwrap();
-    let b = client.repository(&reg.reference("team/b")).unwrap();
+    let a = client.repository(&reference_in(&reg, "team/a")).unwrap();
+    let b = client.repository(&reference_in(&reg, "team/b")).unwrap();
     let img = image(10 << 10, 2);
     push_image(&a, &img, "latest").await;
     let layer_digest = Digest::try_from(img.layer.0.digest()).unwrap();
@@ -350,7 +267,9 @@ fn half_written(store: &ContentStore, ns: &str, reference: &str, d: &Descriptor,
 async fn a_half_written_ingest_resumes_and_a_wrong_prefix_is_caught() {
     let reg = Registry::start(None);
     let client = RegistryClient::new(small_chunks());
-    let repo = client.repository(&reg.reference("berth/resume")).unwrap();
+    let repo = client
+        .repository(&reference_in(&reg, "berth/resume"))
+        .unwrap();
     let img = image(300 << 10, 4);
     push_image(&repo, &img, "latest").await;
     let (d, bytes) = &img.layer;
@@ -396,7 +315,7 @@ async fn a_half_written_ingest_resumes_and_a_wrong_prefix_is_caught() {
         .expect_err("a wrong prefix must not commit");
     assert!(matches!(e, RemoteError::DigestMismatch { .. }), "{e}");
     assert!(
-        e.to_string().contains(&format!("127.0.0.1:{}", reg.port)),
+        e.to_string().contains(&format!("127.0.0.1:{}", reg.port())),
         "{e}"
     );
     assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
@@ -434,7 +353,7 @@ async fn a_half_written_ingest_resumes_and_a_wrong_prefix_is_caught() {
 async fn missing_images_and_unreachable_registries_say_so() {
     let reg = Registry::start(None);
     let client = RegistryClient::new(ClientConfig::default());
-    let reference = reg.reference("no/such:tag");
+    let reference = reference_in(&reg, "no/such:tag");
     let repo = client.repository(&reference).unwrap();
     let e = repo.resolve(&reference).await.expect_err("missing");
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
@@ -457,7 +376,7 @@ async fn missing_images_and_unreachable_registries_say_so() {
 #[tokio::test]
 async fn basic_auth_with_each_credential_source() {
     let reg = Registry::start(Some(("berth", "s3cret")));
-    let reference = reg.reference("private/img:1");
+    let reference = reference_in(&reg, "private/img:1");
     let img = image(2000, 5);
 
     // Anonymous: refused, and the error says no credentials were found.
@@ -474,7 +393,7 @@ async fn basic_auth_with_each_credential_source() {
     // A Docker config with a wrong password: the error names the file and the host.
     let dir = tempfile::tempdir().unwrap();
     let config: PathBuf = dir.path().join("config.json");
-    let host = format!("127.0.0.1:{}", reg.port);
+    let host = format!("127.0.0.1:{}", reg.port());
     std::fs::write(
         &config,
         format!(r#"{{"auths":{{"{host}":{{"username":"berth","password":"wrong"}}}}}}"#),

@@ -187,11 +187,8 @@ impl Unpacker {
 
         // A lease holds everything made here until the config's label takes over.
         let lease = format!("berth-unpack-{}", unique());
-        let expire = BTreeMap::from([(
-            berth_metadata::EXPIRE_LABEL.to_owned(),
-            rfc3339(std::time::SystemTime::now() + LEASE_TTL),
-        )]);
-        self.db.create_lease(ns, &lease, expire)?;
+        self.db
+            .create_lease(ns, &lease, berth_metadata::expiring_in(LEASE_TTL))?;
         let result = stack::Job {
             unpacker: self,
             ns,
@@ -261,30 +258,6 @@ pub(crate) fn unique() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{n:x}-{}", std::process::id())
-}
-
-/// `t` as RFC 3339 in UTC, to the second.
-fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]

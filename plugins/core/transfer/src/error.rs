@@ -1,0 +1,82 @@
+//! One error type for the engine, keeping each cause, classified for gRPC.
+
+use berth_content_store::ContentError;
+use berth_metadata::MetaError;
+use berth_oci::DocumentError;
+use berth_plugin::{Classify, ErrorKind};
+use berth_remotes::RemoteError;
+use berth_unpack::UnpackError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("{0}: invalid argument")]
+    InvalidArgument(String),
+
+    /// Anything the registry said or failed to say, with the reference being pulled.
+    #[error("pulling {reference}: {source}")]
+    Remote {
+        reference: String,
+        #[source]
+        source: RemoteError,
+    },
+
+    #[error("document {digest}: {source}")]
+    Document {
+        digest: String,
+        #[source]
+        source: DocumentError,
+    },
+
+    #[error("{what} {digest}: nesting deeper than {limit} indexes")]
+    TooDeep {
+        what: &'static str,
+        digest: String,
+        limit: usize,
+    },
+
+    /// containerd's "no image name found" when the destination names nothing.
+    #[error("no image name found: not found")]
+    NoImageName,
+
+    #[error(transparent)]
+    Metadata(#[from] MetaError),
+
+    #[error(transparent)]
+    Content(#[from] ContentError),
+
+    #[error("unpacking {image} into {snapshotter}: {source}")]
+    Unpack {
+        image: String,
+        snapshotter: String,
+        /// Boxed: the unpacker's error is large, and every result of the engine carries this type.
+        #[source]
+        source: Box<UnpackError>,
+    },
+
+    #[error("reading {digest} from the content store: {source}")]
+    Read {
+        digest: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl Classify for TransferError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            TransferError::InvalidArgument(_) | TransferError::Document { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            TransferError::TooDeep { .. } => ErrorKind::OutOfRange,
+            TransferError::Remote { source, .. } => source.kind(),
+            TransferError::NoImageName => ErrorKind::NotFound,
+            TransferError::Metadata(e) => e.kind(),
+            TransferError::Content(e) => e.kind(),
+            TransferError::Unpack { source, .. } => source.kind(),
+            TransferError::Read { .. } | TransferError::Task(_) => ErrorKind::Internal,
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The transfer engine: containerd's `core/transfer/local` (plugin `io.containerd.transfer.v1`,
+//! id `local`) without gRPC. The Transfer service decodes the API's objects into the types here,
+//! hands over a progress callback, and maps [`TransferError`] to status codes.
+//!
+//! - **pull** ([`Transferrer::pull`], registry → image store): resolve the reference, fetch the
+//!   index and the manifests of the wanted platforms (the image store's, else this machine's),
+//!   download config and layers in parallel (`max_concurrent_downloads`, default 3) through
+//!   resumable content-store ingests, record the image, unpack it for each unpack configuration
+//!   with the daemon's unpacker. Everything fetched is held by a lease while the pull runs (the
+//!   collector runs meanwhile), then by the image through the `containerd.io/gc.ref.content.*`
+//!   labels written on the index and manifests. Content the namespace already has is not fetched
+//!   again: a second pull transfers only the resolve request.
+//! - **tag** ([`Transferrer::tag`], image store → image store): the source image's target stored
+//!   under the destination's name(s).
+//!
+//! Progress events are containerd's (`waiting`, `downloading`, `complete`, `already exists`,
+//! `extracting`, `extracted`, `saved`, and unnamed status lines), named as containerd names them
+//! (`<kind>-<digest>`, parents up to the image name), so containerd's `ctr` renders them as its
+//! own.
+
+mod error;
+mod pull;
+mod store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_content_store::ContentStore;
+use berth_metadata::MetadataDb;
+use berth_oci::{Descriptor, Platform};
+use berth_plugin::{types, Registration};
+use berth_remotes::CredentialCallback;
+use berth_unpack::Unpacker;
+use serde::Deserialize;
+
+pub use error::TransferError;
+
+/// The engine's `[plugins."io.containerd.transfer.v1.local"]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Blobs downloaded at once per pull.
+    pub max_concurrent_downloads: usize,
+    /// containerd's registry `config_path` (`/etc/containerd/certs.d`), used when a request
+    /// names no `host_dir` of its own.
+    pub config_path: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            // containerd's default for the transfer service.
+            max_concurrent_downloads: 3,
+            config_path: None,
+        }
+    }
+}
+
+/// A registry as a source (containerd's `OCIRegistry`).
+#[derive(Clone, Default)]
+pub struct RegistrySource {
+    pub reference: String,
+    /// Asked for the credentials of a host when the registry wants them (the client's auth
+    /// stream). Without it, root's Docker `config.json` is read.
+    pub credentials: Option<CredentialCallback>,
+    /// Sent with every request.
+    pub headers: Vec<(String, String)>,
+    /// A `certs.d`-shaped directory of `hosts.toml` files.
+    pub host_dir: Option<PathBuf>,
+    /// `http` or `https` for registries without a hosts file (loopback is plain HTTP anyway).
+    pub default_scheme: Option<String>,
+}
+
+impl std::fmt::Debug for RegistrySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySource")
+            .field("reference", &self.reference)
+            .field("credentials", &self.credentials.is_some())
+            .field("host_dir", &self.host_dir)
+            .field("default_scheme", &self.default_scheme)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An extra name an image is stored under (containerd's `ImageReference`).
+#[derive(Debug, Clone, Default)]
+pub struct ImageReference {
+    pub name: String,
+    pub is_prefix: bool,
+    pub allow_overwrite: bool,
+    pub add_digest: bool,
+    pub skip_named_digest: bool,
+}
+
+/// Unpack the image for this platform into this snapshotter (empty: overlayfs).
+#[derive(Debug, Clone, Default)]
+pub struct UnpackConfig {
+    pub platform: Option<Platform>,
+    pub snapshotter: String,
+}
+
+/// The image store as a source or destination (containerd's `ImageStore`).
+#[derive(Debug, Clone, Default)]
+pub struct ImageStore {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Which manifests of an index to fetch; empty: this machine's platform.
+    pub platforms: Vec<Platform>,
+    pub all_metadata: bool,
+    /// At most this many manifests of an index (0: no limit).
+    pub manifest_limit: u32,
+    pub extra_references: Vec<ImageReference>,
+    pub unpacks: Vec<UnpackConfig>,
+}
+
+/// One progress event, as containerd's `transfer.Progress`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    pub event: String,
+    /// Empty for status lines; else `<kind>-<digest>` or the image name.
+    pub name: String,
+    pub parents: Vec<String>,
+    pub progress: i64,
+    pub total: i64,
+    pub desc: Option<Descriptor>,
+}
+
+/// Where progress goes. Called from async tasks and blocking threads: keep it quick (queue the
+/// event, do not send it).
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// The engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Transferrer {
+    db: Arc<MetadataDb>,
+    content: Arc<ContentStore>,
+    unpacker: Unpacker,
+    config: Config,
+}
+
+impl Transferrer {
+    pub fn new(
+        db: Arc<MetadataDb>,
+        content: Arc<ContentStore>,
+        unpacker: Unpacker,
+        config: Config,
+    ) -> Transferrer {
+        Transferrer {
+            db,
+            content,
+            unpacker,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// The `io.containerd.transfer.v1.local` plugin.
+pub fn registration() -> Registration {
+    Registration::new(
+        types::TRANSFER,
+        "local",
+        &[types::METADATA, types::CONTENT, types::SERVICE],
+        |ctx| {
+            let config: Config = ctx.config()?;
+            if config.max_concurrent_downloads == 0 {
+                return Err(berth_plugin::InitError::Config(
+                    "max_concurrent_downloads must be at least 1".into(),
+                ));
+            }
+            let db = ctx.get_as::<MetadataDb>(types::METADATA)?;
+            let content = ctx.get_as::<ContentStore>(types::CONTENT)?;
+            // The shared namespaced snapshots instance, as the unpack service uses.
+            let snapshots = berth_snapshots::shared(ctx)?;
+            let unpacker = Unpacker::new(db.clone(), content.clone(), snapshots);
+            Ok(Arc::new(Transferrer::new(db, content, unpacker, config)) as berth_plugin::Instance)
+        },
+    )
+}

@@ -1,0 +1,427 @@
+//! containerd's Transfer API in berthd: pull from a local `docker-registry` through the Transfer
+//! and Streaming services — driven by a raw tonic client doing what containerd 2.x's `ctr` does
+//! (a progress stream over Streaming, then Transfer with OCIRegistry → ImageStore) and by
+//! `bctr images pull` — then run the pulled image; tag through Transfer; the errors.
+//!
+//! The registry is seeded by a second berthd: `ctr images import` of the busybox fixture, then
+//! `ctr images push --plain-http` (containerd 1.6's ctr, client-side push over berthd's API), so
+//! the daemon under test starts with none of the content.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use berth_api::streaming::{streaming_client::StreamingClient, StreamInit};
+use berth_api::transfer::{transfer_client::TransferClient, TransferOptions, TransferRequest};
+use berth_api::types::transfer as tt;
+use berth_api::types::Platform;
+use berth_tests::registry::Registry;
+use berth_tests::{fails, fixtures, ok, require_program, require_root, Berthd};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+const NS: &str = "default";
+
+/// The registry with the busybox fixture pushed as `<registry>/library/busybox:<tag>`.
+fn seeded_registry(tag: &str) -> (Registry, String) {
+    require_root("pulling and unpacking images");
+    let registry = Registry::start(None);
+    let seeder = Berthd::start_quiet();
+    let dir = tempfile::tempdir().unwrap();
+    let (img, archive) =
+        fixtures::busybox_oci_archive(dir.path(), &format!("docker.io/library/busybox:{tag}"));
+    ok(&seeder.ctr(&["images", "import", archive.to_str().unwrap()]));
+    let remote = format!("{}/library/busybox:{tag}", registry.host());
+    ok(&seeder.ctr(&["images", "tag", &img.name, &remote]));
+    ok(&seeder.ctr(&["images", "push", "--plain-http", &remote]));
+    (registry, remote)
+}
+
+fn any(name: &str, value: Vec<u8>) -> prost_types::Any {
+    // containerd's Go clients send bare type names (typeurl); Berth must accept them.
+    prost_types::Any {
+        type_url: name.to_owned(),
+        value,
+    }
+}
+
+fn host_platform() -> Platform {
+    Platform {
+        os: "linux".into(),
+        architecture: fixtures::host_arch().into(),
+        ..Default::default()
+    }
+}
+
+fn image_store(name: &str, unpack: Option<&str>) -> prost_types::Any {
+    let is = tt::ImageStore {
+        name: name.to_owned(),
+        platforms: vec![host_platform()],
+        unpacks: unpack
+            .map(|sn| tt::UnpackConfiguration {
+                platform: Some(host_platform()),
+                snapshotter: sn.to_owned(),
+            })
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    any("containerd.types.transfer.ImageStore", is.encode_to_vec())
+}
+
+fn registry_source(reference: &str, auth_stream: &str) -> prost_types::Any {
+    let r = tt::OciRegistry {
+        reference: reference.to_owned(),
+        resolver: Some(tt::RegistryResolver {
+            auth_stream: auth_stream.to_owned(),
+            ..Default::default()
+        }),
+    };
+    any("containerd.types.transfer.OCIRegistry", r.encode_to_vec())
+}
+
+/// A stream opened as containerd's client opens one: `StreamInit`, then the server's `Empty`.
+/// Returns the sender for the client's messages and the server's messages after the ack.
+async fn open_stream(
+    ch: &tonic::transport::Channel,
+    id: &str,
+) -> (
+    mpsc::Sender<prost_types::Any>,
+    tonic::Streaming<prost_types::Any>,
+) {
+    let (tx, rx) = mpsc::channel(8);
+    let init = StreamInit { id: id.to_owned() };
+    tx.send(any(
+        "containerd.services.streaming.v1.StreamInit",
+        init.encode_to_vec(),
+    ))
+    .await
+    .unwrap();
+    let mut inbound = StreamingClient::new(ch.clone())
+        .stream(bctr::client::request(NS, ReceiverStream::new(rx)))
+        .await
+        .expect("Streaming.Stream")
+        .into_inner();
+    let ack = inbound.message().await.unwrap().expect("acknowledgement");
+    assert!(
+        ack.type_url.ends_with("google.protobuf.Empty"),
+        "ack: {ack:?}"
+    );
+    (tx, inbound)
+}
+
+/// What containerd 2.x's `ctr images pull` does over the API: a progress stream, then Transfer.
+/// Returns the Transfer result and the progress events received until the server closed the
+/// stream.
+async fn pull(
+    ch: &tonic::transport::Channel,
+    src: prost_types::Any,
+    dst: prost_types::Any,
+) -> (Result<(), tonic::Status>, Vec<tt::Progress>) {
+    let id = format!("progress-{}", std::process::id());
+    let (_keep, mut inbound) = open_stream(ch, &id).await;
+    let collect = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(m) = inbound.next().await {
+            let m = m.expect("progress stream");
+            assert!(m.type_url.ends_with("containerd.types.transfer.Progress"));
+            events.push(tt::Progress::decode(m.value.as_slice()).unwrap());
+        }
+        events
+    });
+    let result = TransferClient::new(ch.clone())
+        .transfer(bctr::client::request(
+            NS,
+            TransferRequest {
+                source: Some(src),
+                destination: Some(dst),
+                options: Some(TransferOptions {
+                    progress_stream: id,
+                }),
+            },
+        ))
+        .await
+        .map(|_| ());
+    // The server closes the progress stream when the transfer is done.
+    let events = tokio::time::timeout(Duration::from_secs(20), collect)
+        .await
+        .expect("the progress stream ends after the transfer")
+        .unwrap();
+    (result, events)
+}
+
+fn events_of<'a>(events: &'a [tt::Progress], kind: &str) -> Vec<&'a tt::Progress> {
+    events
+        .iter()
+        .filter(|e| e.name.starts_with(&format!("{kind}-")))
+        .collect()
+}
+
+fn image_names(berthd: &Berthd) -> BTreeSet<String> {
+    ok(&berthd.ctr(&["images", "ls", "-q"]))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn pull_through_transfer_unpacks_runs_and_a_second_pull_downloads_nothing() {
+    let (_registry, remote) = seeded_registry("pull");
+    let berthd = Berthd::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ch = rt.block_on(berthd.channel());
+
+    let (result, events) = rt.block_on(pull(
+        &ch,
+        registry_source(&remote, ""),
+        image_store(&remote, Some("overlayfs")),
+    ));
+    result.unwrap_or_else(|e| panic!("pull: {e:?}\n{}", berthd.log()));
+    let layers = events_of(&events, "layer");
+    assert!(
+        layers.iter().any(|e| e.event == "waiting")
+            && layers.iter().any(|e| e.event == "complete")
+            && layers.iter().any(|e| e.event == "extracted"),
+        "{events:#?}"
+    );
+    for e in &layers {
+        assert_eq!(e.parents.len(), 1, "{e:?}");
+        assert!(e.parents[0].starts_with("manifest-sha256:"), "{e:?}");
+        assert!(e.desc.is_some(), "{e:?}");
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event == "saved" && e.name == remote),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.name.is_empty() && e.event.starts_with("Completed pull from")),
+        "{events:#?}"
+    );
+    assert!(image_names(&berthd).contains(&remote));
+    // The image's layers are snapshots, and its content is complete.
+    let snaps = ok(&berthd.ctr(&["snapshots", "--snapshotter", "overlayfs", "ls"]));
+    assert_eq!(snaps.lines().count(), 1 + 3, "{snaps}");
+    let check = ok(&berthd.ctr(&["images", "check"]));
+    assert!(check.contains("complete"), "{check}");
+    // No lease is left behind (the pull's lease is gone; the image holds the content).
+    let leases = ok(&berthd.ctr(&["leases", "ls"]));
+    assert_eq!(leases.lines().count(), 1, "{leases}");
+
+    // Again: the namespace has everything, so nothing is downloaded or extracted.
+    let (result, again) = rt.block_on(pull(
+        &ch,
+        registry_source(&remote, ""),
+        image_store(&remote, Some("overlayfs")),
+    ));
+    result.unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|e| !matches!(e.event.as_str(), "downloading" | "extracting" | "extracted")),
+        "{again:#?}"
+    );
+    let layers = events_of(&again, "layer");
+    assert!(
+        !layers.is_empty() && layers.iter().any(|e| e.event == "already exists"),
+        "{again:#?}"
+    );
+    let statuses = ok(&berthd.ctr(&["content", "active"]));
+    assert_eq!(statuses.lines().count(), 1, "{statuses}");
+
+    // The pulled image runs.
+    require_program("runc", "runc");
+    let out = berthd.bctr(&["run", "--rm", &remote, "pulled-run", "/bin/true"]);
+    ok(&out);
+}
+
+#[test]
+fn a_missing_tag_is_not_found_with_the_reference() {
+    let (registry, _remote) = seeded_registry("nf");
+    let berthd = Berthd::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ch = rt.block_on(berthd.channel());
+    let missing = format!("{}/library/busybox:missing", registry.host());
+    let (result, _events) = rt.block_on(pull(
+        &ch,
+        registry_source(&missing, ""),
+        image_store(&missing, Some("overlayfs")),
+    ));
+    let err = result.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert!(err.message().contains(&missing), "{err:?}");
+    assert!(!image_names(&berthd).contains(&missing));
+    // The daemon still serves, and no lease is left.
+    let leases = ok(&berthd.ctr(&["leases", "ls"]));
+    assert_eq!(leases.lines().count(), 1, "{leases}");
+}
+
+#[test]
+fn tag_through_transfer_and_unsupported_pairs() {
+    let (_registry, remote) = seeded_registry("tag");
+    let berthd = Berthd::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ch = rt.block_on(berthd.channel());
+    let (result, _) = rt.block_on(pull(
+        &ch,
+        registry_source(&remote, ""),
+        image_store(&remote, None),
+    ));
+    result.unwrap();
+    // Without an unpack configuration nothing is unpacked.
+    let snaps = ok(&berthd.ctr(&["snapshots", "--snapshotter", "overlayfs", "ls"]));
+    assert_eq!(snaps.lines().count(), 1, "{snaps}");
+
+    let (result, events) = rt.block_on(pull(
+        &ch,
+        image_store(&remote, None),
+        image_store("docker.io/library/tagged:1", None),
+    ));
+    result.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event == "saved" && e.name == "docker.io/library/tagged:1"),
+        "{events:#?}"
+    );
+    let names = image_names(&berthd);
+    assert!(names.contains(&remote) && names.contains("docker.io/library/tagged:1"));
+    let list = ok(&berthd.ctr(&["images", "ls"]));
+    let digest_of = |name: &str| {
+        list.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.split_whitespace().find(|w| w.starts_with("sha256:")))
+            .map(str::to_owned)
+    };
+    assert_eq!(digest_of(&remote), digest_of("docker.io/library/tagged:1"));
+
+    // Tagging an image that does not exist.
+    let (result, _) = rt.block_on(pull(
+        &ch,
+        image_store("docker.io/library/nothing:1", None),
+        image_store("docker.io/library/other:1", None),
+    ));
+    assert_eq!(result.unwrap_err().code(), tonic::Code::NotFound);
+
+    // Push (ImageStore → OCIRegistry) is not done yet: containerd's Unimplemented.
+    let (result, _) = rt.block_on(pull(
+        &ch,
+        image_store(&remote, None),
+        registry_source(&remote, ""),
+    ));
+    let err = result.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    assert_eq!(
+        err.message(),
+        "method Transfer not implemented for containerd.types.transfer.ImageStore to \
+         containerd.types.transfer.OCIRegistry"
+    );
+}
+
+#[test]
+fn credentials_come_over_the_auth_stream() {
+    require_root("pulling images");
+    let registry = Registry::start(Some(("berth", "s3cret")));
+    let seeder = Berthd::start_quiet();
+    let dir = tempfile::tempdir().unwrap();
+    let (img, archive) =
+        fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:auth");
+    ok(&seeder.ctr(&["images", "import", archive.to_str().unwrap()]));
+    let remote = format!("{}/library/busybox:auth", registry.host());
+    ok(&seeder.ctr(&["images", "tag", &img.name, &remote]));
+    ok(&seeder.ctr(&[
+        "images",
+        "push",
+        "--plain-http",
+        "-u",
+        "berth:s3cret",
+        &remote,
+    ]));
+
+    let berthd = Berthd::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ch = rt.block_on(berthd.channel());
+    for (password, want_ok) in [("wrong", false), ("s3cret", true)] {
+        let (result, asked) = rt.block_on(async {
+            let id = format!("auth-{password}");
+            let (tx, mut inbound) = open_stream(&ch, &id).await;
+            // The client's side of containerd's auth stream: answer each AuthRequest.
+            let answer = tokio::spawn(async move {
+                let mut asked = Vec::new();
+                while let Some(Ok(m)) = inbound.next().await {
+                    assert!(m
+                        .type_url
+                        .ends_with("containerd.types.transfer.AuthRequest"));
+                    let req = tt::AuthRequest::decode(m.value.as_slice()).unwrap();
+                    asked.push(req.host);
+                    let resp = tt::AuthResponse {
+                        auth_type: tt::AuthType::Credentials as i32,
+                        username: "berth".into(),
+                        secret: password.into(),
+                        expire_at: None,
+                    };
+                    let _ = tx
+                        .send(any(
+                            "containerd.types.transfer.AuthResponse",
+                            resp.encode_to_vec(),
+                        ))
+                        .await;
+                }
+                asked
+            });
+            let (result, _) = pull(
+                &ch,
+                registry_source(&remote, &id),
+                image_store(&remote, None),
+            )
+            .await;
+            let asked = tokio::time::timeout(Duration::from_secs(20), answer)
+                .await
+                .expect("the auth stream ends after the transfer")
+                .unwrap();
+            (result, asked)
+        });
+        assert!(asked.contains(&registry.host()), "{asked:?}");
+        if want_ok {
+            result.unwrap();
+        } else {
+            let err = result.unwrap_err();
+            assert!(
+                err.message()
+                    .contains("credentials from the client's callback"),
+                "{err:?}"
+            );
+        }
+    }
+    assert!(image_names(&berthd).contains(&remote));
+}
+
+#[test]
+fn bctr_images_pull_shows_progress_and_runs() {
+    let (registry, remote) = seeded_registry("bctr");
+    let berthd = Berthd::start();
+    // Not a terminal: plain lines.
+    let out = ok(&berthd.bctr(&["images", "pull", &remote]));
+    assert!(out.contains("saved") || out.contains(&remote), "{out}");
+    assert!(image_names(&berthd).contains(&remote));
+    let snaps = ok(&berthd.ctr(&["snapshots", "--snapshotter", "overlayfs", "ls"]));
+    assert_eq!(snaps.lines().count(), 1 + 3, "{snaps}");
+    // --quiet prints nothing.
+    let out = berthd.bctr(&["images", "pull", "--quiet", &remote]);
+    assert!(ok(&out).is_empty(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    // A missing tag names the reference.
+    let missing = format!("{}/library/busybox:nope", registry.host());
+    let err = fails(&berthd.bctr(&["images", "pull", &missing]));
+    assert!(err.contains(&missing), "{err}");
+    // An unreachable registry names the URL.
+    let err = fails(&berthd.bctr(&["images", "pull", "127.0.0.1:1/library/busybox:x"]));
+    assert!(err.contains("http://127.0.0.1:1/v2/"), "{err}");
+
+    require_program("runc", "runc");
+    ok(&berthd.bctr(&["run", "--rm", &remote, "bctr-pulled", "/bin/true"]));
+}
