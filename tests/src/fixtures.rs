@@ -967,6 +967,26 @@ fn write_file(path: &Path, bytes: &[u8]) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Benchmark images
+
+/// The benchmarks' image `name`: `layers` gzip layers of `files` pseudo-random (incompressible)
+/// files of `kib` KiB each under `data/l<n>/`, so compression flatters no one, and `/bin/true`
+/// as its command (it is never run).
+pub fn many_file_image(name: &str, layers: usize, files: usize, kib: usize) -> FixtureImage {
+    let mut ls = Vec::new();
+    for l in 0..layers {
+        let mut b = LayerBuilder::new().dir(&format!("data/l{l}"), 0o755);
+        for f in 0..files {
+            let data = large_blob_bytes(kib * 1024, (l * files + f) as u64 + 1);
+            b = b.file(&format!("data/l{l}/f{f:05}"), 0o644, data);
+        }
+        ls.push(b.build());
+    }
+    let primary = PlatformImage::new("linux", host_arch(), ls, &["/bin/true"]);
+    FixtureImage::new(name, primary, Vec::new())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Large blobs
 
 /// `size` pseudo-random (incompressible) bytes, the same for the same `seed`.

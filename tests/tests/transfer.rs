@@ -1,7 +1,8 @@
 //! containerd's Transfer API in berthd: pull from a local `docker-registry` through the Transfer
 //! and Streaming services — driven by a raw tonic client doing what containerd 2.x's `ctr` does
 //! (a progress stream over Streaming, then Transfer with OCIRegistry → ImageStore) and by
-//! `bctr images pull` — then run the pulled image; tag through Transfer; the errors.
+//! `bctr images pull` — then run the pulled image; push (`bctr images push`, ImageStore →
+//! OCIRegistry) and pull back elsewhere; tag through Transfer and `bctr images tag`; the errors.
 //!
 //! The registry is seeded by a second berthd: `ctr images import` of the busybox fixture, then
 //! `ctr images push --plain-http` (containerd 1.6's ctr, client-side push over berthd's API), so
@@ -307,18 +308,21 @@ fn tag_through_transfer_and_unsupported_pairs() {
     ));
     assert_eq!(result.unwrap_err().code(), tonic::Code::NotFound);
 
-    // Push (ImageStore → OCIRegistry) is not done yet: containerd's Unimplemented.
+    // Import from an archive stream is not done yet: containerd's Unimplemented.
     let (result, _) = rt.block_on(pull(
         &ch,
+        any(
+            "containerd.types.transfer.ImageImportStream",
+            tt::ImageImportStream::default().encode_to_vec(),
+        ),
         image_store(&remote, None),
-        registry_source(&remote, ""),
     ));
     let err = result.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
     assert_eq!(
         err.message(),
-        "method Transfer not implemented for containerd.types.transfer.ImageStore to \
-         containerd.types.transfer.OCIRegistry"
+        "method Transfer not implemented for containerd.types.transfer.ImageImportStream to \
+         containerd.types.transfer.ImageStore"
     );
 }
 
@@ -424,4 +428,200 @@ fn bctr_images_pull_shows_progress_and_runs() {
 
     require_program("runc", "runc");
     ok(&berthd.bctr(&["run", "--rm", &remote, "bctr-pulled", "/bin/true"]));
+}
+
+/// A berthd with the busybox fixture imported as `docker.io/library/busybox:<tag>`; returns it
+/// with the image's target digest.
+fn berthd_with_busybox(tag: &str) -> (Berthd, fixtures::FixtureImage) {
+    require_root("pushing images");
+    let berthd = Berthd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (img, archive) =
+        fixtures::busybox_oci_archive(dir.path(), &format!("docker.io/library/busybox:{tag}"));
+    ok(&berthd.ctr(&["images", "import", archive.to_str().unwrap()]));
+    (berthd, img)
+}
+
+/// The target digest `ctr images ls` shows for `name`.
+fn target_digest(berthd: &Berthd, name: &str) -> Option<String> {
+    ok(&berthd.ctr(&["images", "ls"]))
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("sha256:")))
+        .map(str::to_owned)
+}
+
+/// The events of blobs (config and layers), as `(event, name)`.
+fn blob_events(events: &[tt::Progress]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|e| e.name.starts_with("layer-") || e.name.starts_with("config-"))
+        .map(|e| (e.event.clone(), e.name.clone()))
+        .collect()
+}
+
+#[test]
+fn bctr_push_then_pull_elsewhere_runs_and_pushes_again_nothing_or_mounts() {
+    let (berthd, img) = berthd_with_busybox("push");
+    let registry = Registry::start(None);
+    let remote = format!("{}/library/busybox:pushed", registry.host());
+    // Not a terminal: plain lines, one per change of state.
+    let out = berthd.bctr(&["images", "push", "--plain-http", &remote, &img.name]);
+    let text = ok(&out);
+    assert!(text.contains("pushed content"), "{text}");
+    assert!(text.contains("Completed push to"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("layer-sha256:") && l.contains(" done")),
+        "{text}"
+    );
+
+    // Again, over the raw API: the registry has everything, nothing is uploaded.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ch = rt.block_on(berthd.channel());
+    let (result, events) = rt.block_on(pull(
+        &ch,
+        image_store(&img.name, None),
+        registry_source(&remote, ""),
+    ));
+    result.unwrap_or_else(|e| panic!("push: {e:?}\n{}", berthd.log()));
+    let blobs = blob_events(&events);
+    assert!(!blobs.is_empty(), "{events:#?}");
+    assert!(
+        blobs
+            .iter()
+            .all(|(e, _)| e == "waiting" || e == "already exists"),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.name.starts_with("manifest-"))
+            .any(|e| e.event == "already exists"),
+        "{events:#?}"
+    );
+    assert!(events.iter().all(|e| e.event != "uploading"), "{events:#?}");
+
+    // A second, empty berthd pulls what was pushed: same target, and it runs.
+    let other = Berthd::start();
+    ok(&other.bctr(&["images", "pull", "--quiet", &remote]));
+    assert_eq!(
+        target_digest(&other, &remote),
+        target_digest(&berthd, &img.name)
+    );
+    assert!(target_digest(&other, &remote).is_some());
+
+    // From there (its blobs labelled with where they came from), a push to another repository
+    // of the same registry mounts them instead of uploading.
+    let elsewhere = format!("{}/mirror/busybox:mounted", registry.host());
+    let ch2 = rt.block_on(other.channel());
+    let (result, events) = rt.block_on(pull(
+        &ch2,
+        image_store(&remote, None),
+        registry_source(&elsewhere, ""),
+    ));
+    result.unwrap_or_else(|e| panic!("push: {e:?}\n{}", other.log()));
+    let blobs = blob_events(&events);
+    let layers: Vec<_> = blobs
+        .iter()
+        .filter(|(_, n)| n.starts_with("layer-"))
+        .collect();
+    assert!(
+        !layers.is_empty()
+            && layers
+                .iter()
+                .filter(|(e, _)| e != "waiting")
+                .all(|(e, _)| e == "mounted"),
+        "{events:#?}"
+    );
+    ok(&other.bctr(&["images", "pull", "--quiet", &elsewhere]));
+    assert_eq!(
+        target_digest(&other, &elsewhere),
+        target_digest(&berthd, &img.name)
+    );
+
+    require_program("runc", "runc");
+    ok(&other.bctr(&["run", "--rm", &remote, "pushed-run", "/bin/true"]));
+}
+
+#[test]
+fn bctr_images_tag_and_push_of_a_missing_image() {
+    let (berthd, img) = berthd_with_busybox("tagme");
+    let target = "docker.io/library/tagged:2";
+    assert_eq!(
+        ok(&berthd.bctr(&["images", "tag", &img.name, target])).trim(),
+        target
+    );
+    assert_eq!(
+        target_digest(&berthd, target),
+        target_digest(&berthd, &img.name)
+    );
+    assert!(target_digest(&berthd, target).is_some());
+    // An existing target is refused without --force, and kept.
+    let err = fails(&berthd.bctr(&["images", "tag", &img.name, target]));
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    ok(&berthd.bctr(&["images", "tag", "--force", &img.name, target]));
+    assert_eq!(
+        target_digest(&berthd, target),
+        target_digest(&berthd, &img.name)
+    );
+    // A source that does not exist.
+    let err = fails(&berthd.bctr(&["images", "tag", "docker.io/library/nothing:1", "y:1"]));
+    assert!(err.contains("not found"), "{err}");
+
+    // Pushing an image that is not here says what to do, before any registry is asked.
+    let err = fails(&berthd.bctr(&[
+        "images",
+        "push",
+        "127.0.0.1:1/library/nothing:1",
+        "docker.io/library/nothing:1",
+    ]));
+    assert!(err.contains("import or pull it first"), "{err}");
+    assert!(err.contains("nothing:1"), "{err}");
+}
+
+#[test]
+fn bctr_push_with_credentials_over_the_auth_stream() {
+    let (berthd, img) = berthd_with_busybox("authpush");
+    let registry = Registry::start(Some(("berth", "s3cret")));
+    let remote = format!("{}/library/busybox:auth", registry.host());
+    let err = fails(&berthd.bctr(&["images", "push", "--quiet", &remote, &img.name]));
+    assert!(err.contains("--user"), "{err}");
+    let err = fails(&berthd.bctr(&[
+        "images",
+        "push",
+        "--quiet",
+        "-u",
+        "berth:wrong",
+        &remote,
+        &img.name,
+    ]));
+    assert!(err.contains("check the user name and password"), "{err}");
+    ok(&berthd.bctr(&[
+        "images",
+        "push",
+        "--quiet",
+        "-u",
+        "berth:s3cret",
+        &remote,
+        &img.name,
+    ]));
+    // What was pushed pulls back with the same credentials.
+    let other = Berthd::start();
+    ok(&other.bctr(&[
+        "images",
+        "pull",
+        "--quiet",
+        "--no-unpack",
+        "-u",
+        "berth:s3cret",
+        &remote,
+    ]));
+    assert_eq!(
+        target_digest(&other, &remote),
+        target_digest(&berthd, &img.name)
+    );
 }

@@ -1,4 +1,4 @@
-//! `bctr images`: list, check, label, remove, pull, import and export images.
+//! `bctr images`: list, check, label, remove, pull, push, tag, import and export images.
 
 use std::collections::BTreeSet;
 
@@ -43,6 +43,10 @@ pub enum ImagesCommand {
     Export(super::export::ExportArgs),
     /// Pull an image from a registry through the daemon (the Transfer API), with progress.
     Pull(super::pull::PullArgs),
+    /// Push an image to a registry through the daemon (the Transfer API), with progress.
+    Push(super::push::PushArgs),
+    /// Give an image another name (through the Transfer API).
+    Tag(super::push::TagArgs),
     /// Import images from a tar archive (OCI layout or docker save).
     Import(super::import::ImportArgs),
     /// Unpack an image into snapshots inside berthd (layers extracted in parallel on overlayfs).
@@ -225,6 +229,8 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
         ImagesCommand::Unmount(args) => return super::mount::unmount(ctx, args).await,
         ImagesCommand::Export(args) => return super::export::run(ctx, args).await,
         ImagesCommand::Pull(args) => return super::pull::run(ctx, args).await,
+        ImagesCommand::Push(args) => return super::push::push(ctx, args).await,
+        ImagesCommand::Tag(args) => return super::push::tag(ctx, args).await,
     }
     Ok(())
 }

@@ -13,12 +13,14 @@ mod namespaces;
 mod plugins;
 mod progress;
 mod pull;
+mod push;
 mod run;
 mod server_unpack;
 mod snapshots;
 mod stdio;
 mod store;
 mod tasks;
+mod transfer;
 mod unpack;
 mod version;
 

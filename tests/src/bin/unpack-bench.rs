@@ -19,24 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_tests::fixtures::{self, FixtureImage, LayerBuilder, PlatformImage};
+use berth_tests::fixtures;
 use berth_tests::{ok, require_program, require_root, Berthd, Containerd};
 
 const BTRFS_PLUGIN: &str = "io.containerd.snapshotter.v1.btrfs";
-
-fn image(layers: usize, files: usize, kib: usize) -> FixtureImage {
-    let mut ls = Vec::new();
-    for l in 0..layers {
-        let mut b = LayerBuilder::new().dir(&format!("data/l{l}"), 0o755);
-        for f in 0..files {
-            let data = fixtures::large_blob_bytes(kib * 1024, (l * files + f) as u64 + 1);
-            b = b.file(&format!("data/l{l}/f{f:05}"), 0o644, data);
-        }
-        ls.push(b.build());
-    }
-    let primary = PlatformImage::new("linux", fixtures::host_arch(), ls, &["/bin/true"]);
-    FixtureImage::new("docker.io/library/bench:latest", primary, Vec::new())
-}
 
 fn time(f: impl FnOnce()) -> Duration {
     let t = Instant::now();
@@ -122,7 +108,7 @@ fn main() {
     let runs = args.get(3).copied().unwrap_or(1).max(1);
     let dir = tempfile::tempdir().expect("tempdir");
     eprintln!("building image: {layers} layers x {files} files x {kib} KiB ...");
-    let img = image(layers, files, kib);
+    let img = fixtures::many_file_image("docker.io/library/bench:latest", layers, files, kib);
     let archive = dir.path().join("bench.tar");
     fixtures::write_oci_archive(&archive, std::slice::from_ref(&img));
     let a = archive.to_str().expect("utf-8 path");

@@ -17,8 +17,9 @@
 //!     matching from `berth-oci`), [`Repository::fetch_blob`] (a [`BlobStream`] from an offset,
 //!     by HTTP Range, verified), and [`copy_blob_to_ingest`], which resumes a content-store
 //!     ingest at its offset, reports [`Progress`] and commits with the expected digest;
-//!   - push: [`Repository::blob_exists`], [`Repository::push_blob`] (cross-repository mount
-//!     first when asked, then one PUT up to `monolithic_upload_limit`, PATCH chunks above),
+//!   - push: [`Repository::blob_exists`], [`Repository::manifest_exists`],
+//!     [`Repository::push_blob`] (cross-repository mount first when asked, then one PUT up to
+//!     `monolithic_upload_limit`, PATCH chunks above),
 //!     [`push_blob_from_store`], [`Repository::push_manifest`].
 //!
 //! Walking an image (which children to fetch, in what order, how many layers at once) is the

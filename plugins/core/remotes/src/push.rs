@@ -1,4 +1,4 @@
-//! Push primitives: is a blob there, mount it from another repository, upload it (one PUT when
+//! Push primitives: is a blob (or manifest) there, mount it from another repository, upload it (one PUT when
 //! small, PATCH chunks when large), and put manifests by tag or digest.
 //!
 //! Pushes go to the first host allowed to push (as containerd's pusher does): mirrors are for
@@ -49,6 +49,35 @@ impl Repository {
             .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(unexpected(url, resp).await),
+        }
+    }
+
+    /// Whether the repository has `digest` as the manifest `tag_or_digest` (HEAD on the push
+    /// host): a tag that names another manifest is `false`, so it gets moved.
+    pub async fn manifest_exists(
+        &self,
+        tag_or_digest: &str,
+        digest: &Digest,
+    ) -> Result<bool, RemoteError> {
+        let host = self.push_host()?;
+        let url = self.url(host, &format!("manifests/{tag_or_digest}"));
+        let head = Request::new(Method::HEAD, url.clone())
+            .header(reqwest::header::ACCEPT, crate::MANIFEST_ACCEPT);
+        let resp = self.send(host, Action::Push, head).await?;
+        match resp.status() {
+            s if s.is_success() => {
+                let answered = resp
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok());
+                Ok(match answered {
+                    Some(a) => a == digest.as_str(),
+                    // Without the header only a digest names the content for sure.
+                    None => tag_or_digest == digest.as_str(),
+                })
+            }
             StatusCode::NOT_FOUND => Ok(false),
             _ => Err(unexpected(url, resp).await),
         }

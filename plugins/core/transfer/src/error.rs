@@ -20,6 +20,26 @@ pub enum TransferError {
         source: RemoteError,
     },
 
+    /// Anything the registry said or failed to say, with the reference being pushed to.
+    #[error("pushing to {reference}: {source}")]
+    Push {
+        reference: String,
+        #[source]
+        source: RemoteError,
+    },
+
+    /// The image to push is not in the image store.
+    #[error("image {0:?}: not found")]
+    ImageNotFound(String),
+
+    /// A blob an image's manifest names is not in the content store.
+    #[error("{digest} of image {image} is not in the content store: not found")]
+    MissingContent { image: String, digest: String },
+
+    /// None of an index's manifests for the wanted platforms is in the content store.
+    #[error("image {image} has no manifest for {platforms} in the content store: not found")]
+    NoLocalManifest { image: String, platforms: String },
+
     #[error("document {digest}: {source}")]
     Document {
         digest: String,
@@ -71,7 +91,12 @@ impl Classify for TransferError {
                 ErrorKind::InvalidArgument
             }
             TransferError::TooDeep { .. } => ErrorKind::OutOfRange,
-            TransferError::Remote { source, .. } => source.kind(),
+            TransferError::Remote { source, .. } | TransferError::Push { source, .. } => {
+                source.kind()
+            }
+            TransferError::ImageNotFound(_)
+            | TransferError::MissingContent { .. }
+            | TransferError::NoLocalManifest { .. } => ErrorKind::NotFound,
             TransferError::NoImageName => ErrorKind::NotFound,
             TransferError::Metadata(e) => e.kind(),
             TransferError::Content(e) => e.kind(),

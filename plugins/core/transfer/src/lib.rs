@@ -10,16 +10,23 @@
 //!   collector runs meanwhile), then by the image through the `containerd.io/gc.ref.content.*`
 //!   labels written on the index and manifests. Content the namespace already has is not fetched
 //!   again: a second pull transfers only the resolve request.
+//! - **push** ([`Transferrer::push`], image store → registry): walk the image in the content
+//!   store (the request's platforms, else all it has), upload the blobs the repository lacks in
+//!   parallel (`max_concurrent_uploaded_layers`, default 3), mounting them from another
+//!   repository of the same registry when their `containerd.io/distribution.source.*` label
+//!   names one, then the manifests, children first, the top one under the destination's tag.
 //! - **tag** ([`Transferrer::tag`], image store → image store): the source image's target stored
 //!   under the destination's name(s).
 //!
-//! Progress events are containerd's (`waiting`, `downloading`, `complete`, `already exists`,
-//! `extracting`, `extracted`, `saved`, and unnamed status lines), named as containerd names them
+//! Progress events are containerd's (`waiting`, `downloading`, `uploading`, `complete`,
+//! `already exists`, `extracting`, `extracted`, `saved`, and unnamed status lines; push adds
+//! `mounted` for a blob linked from another repository), named as containerd names them
 //! (`<kind>-<digest>`, parents up to the image name), so containerd's `ctr` renders them as its
 //! own.
 
 mod error;
 mod pull;
+mod push;
 mod store;
 
 use std::collections::BTreeMap;
@@ -42,6 +49,8 @@ pub use error::TransferError;
 pub struct Config {
     /// Blobs downloaded at once per pull.
     pub max_concurrent_downloads: usize,
+    /// Blobs uploaded at once per push (containerd's name).
+    pub max_concurrent_uploaded_layers: usize,
     /// containerd's registry `config_path` (`/etc/containerd/certs.d`), used when a request
     /// names no `host_dir` of its own.
     pub config_path: Option<PathBuf>,
@@ -52,12 +61,13 @@ impl Default for Config {
         Config {
             // containerd's default for the transfer service.
             max_concurrent_downloads: 3,
+            max_concurrent_uploaded_layers: 3,
             config_path: None,
         }
     }
 }
 
-/// A registry as a source (containerd's `OCIRegistry`).
+/// A registry as a source or a destination (containerd's `OCIRegistry`).
 #[derive(Clone, Default)]
 pub struct RegistrySource {
     pub reference: String,
@@ -105,7 +115,8 @@ pub struct UnpackConfig {
 pub struct ImageStore {
     pub name: String,
     pub labels: BTreeMap<String, String>,
-    /// Which manifests of an index to fetch; empty: this machine's platform.
+    /// Pull: which manifests of an index to fetch, empty: this machine's platform. Push:
+    /// which to push, empty: all the content store has.
     pub platforms: Vec<Platform>,
     pub all_metadata: bool,
     /// At most this many manifests of an index (0: no limit).
@@ -167,9 +178,11 @@ pub fn registration() -> Registration {
         &[types::METADATA, types::CONTENT, types::SERVICE],
         |ctx| {
             let config: Config = ctx.config()?;
-            if config.max_concurrent_downloads == 0 {
+            if config.max_concurrent_downloads == 0 || config.max_concurrent_uploaded_layers == 0 {
                 return Err(berth_plugin::InitError::Config(
-                    "max_concurrent_downloads must be at least 1".into(),
+                    "max_concurrent_downloads and max_concurrent_uploaded_layers must be at \
+                     least 1"
+                        .into(),
                 ));
             }
             let db = ctx.get_as::<MetadataDb>(types::METADATA)?;

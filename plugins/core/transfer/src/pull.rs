@@ -32,11 +32,11 @@ const MAX_DEPTH: usize = 5;
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// containerd's name for a descriptor in progress events and ingest refs: `<kind>-<digest>`.
-fn ref_key(desc: &Descriptor) -> String {
+pub(crate) fn ref_key(desc: &Descriptor) -> String {
     IngestTarget::for_descriptor("", desc, None).reference
 }
 
-fn size_i64(desc: &Descriptor) -> i64 {
+pub(crate) fn size_i64(desc: &Descriptor) -> i64 {
     i64::try_from(desc.size()).unwrap_or(i64::MAX)
 }
 
@@ -307,8 +307,9 @@ fn write_blob(
 }
 
 impl Transferrer {
-    /// The repository `reference` names, reached as `src` says.
-    async fn repository(
+    /// The repository `reference` names, reached as `src` says (a pull's source or a push's
+    /// destination).
+    pub(crate) async fn repository(
         &self,
         reference: &Reference,
         src: &RegistrySource,

@@ -1,6 +1,8 @@
 //! `containerd.services.transfer.v1.Transfer`: decodes the transfer objects (`OCIRegistry`,
-//! `ImageStore`) into `berth-transfer`'s types, wires the progress stream and a registry's auth
-//! stream through the stream manager (`berth-streams`), runs the engine, and maps its errors.
+//! `ImageStore`) into `berth-transfer`'s types (registry → image store is a pull, image store
+//! → registry a push, image store → image store a tag), wires the progress stream and a
+//! registry's auth stream through the stream manager (`berth-streams`), runs the engine, and
+//! maps its errors.
 //! Pairs the engine does not do answer Unimplemented with containerd's text.
 
 mod convert;
@@ -127,6 +129,40 @@ impl Transfer for TransferService {
 }
 
 impl TransferService {
+    /// The engine's view of an `OCIRegistry` (a pull's source or a push's destination); its
+    /// auth stream, if it names one, goes into `auth` to be closed when the transfer ends.
+    fn registry(
+        &self,
+        ns: &str,
+        r: &tt::OciRegistry,
+        auth: &mut Option<Stream>,
+    ) -> Result<RegistrySource, Status> {
+        let mut out = RegistrySource {
+            reference: r.reference.clone(),
+            ..Default::default()
+        };
+        if let Some(res) = &r.resolver {
+            if !res.auth_stream.is_empty() {
+                let s = self
+                    .streams
+                    .get(ns, &res.auth_stream)
+                    .map_err(|e| to_status(&e))?;
+                out.credentials = Some(credentials_over(s.clone(), r.reference.clone()));
+                *auth = Some(s);
+            }
+            out.headers = res
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            out.host_dir = Some(res.host_dir.clone())
+                .filter(|d| !d.is_empty())
+                .map(Into::into);
+            out.default_scheme = Some(res.default_scheme.clone()).filter(|s| !s.is_empty());
+        }
+        Ok(out)
+    }
+
     /// The transfer itself; `progress` is dropped by the time it returns.
     async fn run(
         &self,
@@ -146,36 +182,14 @@ impl TransferService {
         let op = match (decode(src_any)?, decode(dst_any)?) {
             (Object::Registry(r), Object::ImageStore(i)) => Op::Pull(r, i),
             (Object::ImageStore(s), Object::ImageStore(d)) => Op::Tag(s, d),
+            (Object::ImageStore(i), Object::Registry(r)) => Op::Push(i, r),
             _ => return Err(unsupported(req)),
         };
 
         let mut auth: Option<Stream> = None;
         let result = match op {
             Op::Pull(r, is) => {
-                let mut source = RegistrySource {
-                    reference: r.reference.clone(),
-                    ..Default::default()
-                };
-                if let Some(res) = &r.resolver {
-                    if !res.auth_stream.is_empty() {
-                        let s = self
-                            .streams
-                            .get(ns, &res.auth_stream)
-                            .map_err(|e| to_status(&e))?;
-                        source.credentials = Some(credentials_over(s.clone(), r.reference.clone()));
-                        auth = Some(s);
-                    }
-                    source.headers = res
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    source.host_dir = Some(res.host_dir.clone())
-                        .filter(|d| !d.is_empty())
-                        .map(Into::into);
-                    source.default_scheme =
-                        Some(res.default_scheme.clone()).filter(|s| !s.is_empty());
-                }
+                let source = self.registry(ns, &r, &mut auth)?;
                 let dst = convert::image_store(is);
                 let started = std::time::Instant::now();
                 let r = self.engine.pull(ns, &source, &dst, progress).await;
@@ -183,11 +197,22 @@ impl TransferService {
                     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                     tracing::info!(reference = %source.reference, ms, "pulled");
                 }
-                r
+                r.map(|_| ())
+            }
+            Op::Push(is, r) => {
+                let dst = self.registry(ns, &r, &mut auth)?;
+                let src = convert::image_store(is);
+                let started = std::time::Instant::now();
+                let r = self.engine.push(ns, &src, &dst, progress).await;
+                if let Ok(root) = &r {
+                    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    tracing::info!(reference = %dst.reference, digest = %root.digest(), ms, "pushed");
+                }
+                r.map(|_| ())
             }
             Op::Tag(s, d) => {
                 let (src, dst) = (convert::image_store(s), convert::image_store(d));
-                self.engine.tag(ns, &src, &dst, progress).await
+                self.engine.tag(ns, &src, &dst, progress).await.map(|_| ())
             }
         };
         // The client's side of the auth stream ends with the transfer.
@@ -195,7 +220,7 @@ impl TransferService {
             a.close();
         }
         match result {
-            Ok(_) => Ok(()),
+            Ok(()) => Ok(()),
             Err(e) => {
                 tracing::warn!(error = %e, "transfer failed");
                 Err(to_status(&e))
@@ -206,5 +231,6 @@ impl TransferService {
 
 enum Op {
     Pull(tt::OciRegistry, tt::ImageStore),
+    Push(tt::ImageStore, tt::OciRegistry),
     Tag(tt::ImageStore, tt::ImageStore),
 }
