@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_content_store::{ContentError, ContentStore};
@@ -446,39 +447,64 @@ impl Transferrer {
             job.emit("waiting", &b.desc, &b.parent, 0);
         }
         let limit = self.config.max_concurrent_downloads.max(1);
-        futures::stream::iter(blobs.iter().map(Ok))
+        // Indexes, manifests and configs first: the unpacker reads them to know the layers.
+        let (layer_blobs, documents): (Vec<&Blob>, Vec<&Blob>) = blobs
+            .iter()
+            .partition(|b| media::is_layer_type(b.desc.media_type().as_ref()));
+        futures::stream::iter(documents.into_iter().map(Ok))
             .try_for_each_concurrent(limit, |b| job.download(b))
             .await?;
 
-        // The image is recorded before it is unpacked: the unpacker resolves images by name.
-        let stored = {
-            let (this, ns, dst, target) = (
-                self.clone(),
-                job.ns.clone(),
-                dst.clone(),
-                meta_descriptor(root),
-            );
-            tokio::task::spawn_blocking(move || this.store_images(&ns, &dst, &target)).await??
+        // Then the layers, each unpacked as soon as it is in (extractions wait at the gate for
+        // theirs) rather than after the last download.
+        let target = meta_descriptor(root);
+        let gate = Arc::new(berth_unpack::LayerGate::default());
+        let downloads = async {
+            let r = futures::stream::iter(layer_blobs.iter().map(Ok))
+                .try_for_each_concurrent(limit, |b: &&Blob| {
+                    let gate = gate.clone();
+                    async move {
+                        job.download(b).await?;
+                        gate.ready(b.desc.digest().as_ref());
+                        Ok::<(), TransferError>(())
+                    }
+                })
+                .await;
+            gate.close(r.as_ref().err().map(ToString::to_string));
+            r
         };
         let layers: HashMap<String, &Blob> = blobs
             .iter()
             .map(|b| (b.desc.digest().to_string(), b))
             .collect();
-        if let Some(first) = stored.first() {
+        let unpacks = async {
             for u in &dst.unpacks {
-                self.unpack(job, &first.name, u, &layers).await?;
+                self.unpack(job, name, &target, u, &layers, gate.clone())
+                    .await?;
             }
-        }
+            Ok::<(), TransferError>(())
+        };
+        let (downloaded, unpacked) = tokio::join!(downloads, unpacks);
+        // A failed download is the cause of whatever the unpack then reported.
+        downloaded?;
+        unpacked?;
+
+        // The image is recorded only once it is whole: a failed pull leaves no image behind.
+        let (this, ns, dst) = (self.clone(), job.ns.clone(), dst.clone());
+        let stored =
+            tokio::task::spawn_blocking(move || this.store_images(&ns, &dst, &target)).await??;
         Ok(stored)
     }
 
-    /// Unpacks the stored image for one unpack configuration, with extraction progress.
+    /// Unpacks the image being pulled for one unpack configuration, with extraction progress.
     async fn unpack(
         &self,
         job: &Job<'_>,
         image: &str,
+        target: &berth_metadata::Descriptor,
         u: &crate::UnpackConfig,
         layers: &HashMap<String, &Blob>,
+        gate: Arc<berth_unpack::LayerGate>,
     ) -> Result<(), TransferError> {
         // containerd unpacks only for platforms this machine runs; others are skipped with a
         // warning, not an error.
@@ -497,6 +523,8 @@ impl Transferrer {
             image: image.to_owned(),
             snapshotter: u.snapshotter.clone(),
             platform: u.platform.clone(),
+            target: Some(target.clone()),
+            gate: Some(gate),
         };
         let (tx, mut rx) = mpsc::channel::<berth_unpack::Progress>(16);
         let forward = async {

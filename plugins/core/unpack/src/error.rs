@@ -111,6 +111,9 @@ pub enum UnpackError {
     Job(#[source] tokio::task::JoinError),
     #[error("a layer extraction thread panicked")]
     ExtractPanicked,
+    /// A pull unpacking while it downloads did not bring this layer.
+    #[error("layer {digest} was not fetched: {why}")]
+    LayerNotFetched { digest: String, why: String },
 }
 
 impl Classify for UnpackError {
@@ -136,6 +139,7 @@ impl Classify for UnpackError {
             UnsupportedLayer { .. } => ErrorKind::NotImplemented,
             NoMatchingManifest { .. } => ErrorKind::NotFound,
             Read { .. } | Staging { .. } | Job(_) | ExtractPanicked => ErrorKind::Internal,
+            LayerNotFetched { .. } => ErrorKind::Unavailable,
         }
     }
 }

@@ -23,6 +23,7 @@
 //! thread.
 
 mod error;
+mod gate;
 mod resolve;
 mod stack;
 
@@ -36,6 +37,7 @@ use berth_snapshots::Snapshots;
 use tokio::sync::mpsc;
 
 pub use error::UnpackError;
+pub use gate::LayerGate;
 pub use resolve::{Layer, ResolvedImage, MAX_DOCUMENT_SIZE, MAX_INDEX_DEPTH};
 
 /// How long the unpack lease lives if berthd dies before deleting it.
@@ -52,6 +54,12 @@ pub struct Request {
     /// Whose manifest to unpack: this platform and what it also runs (containerd's `Only`);
     /// `None` for this machine's.
     pub platform: Option<Platform>,
+    /// The image's target when it is not recorded yet (a pull records the image only once it
+    /// is whole); `None` to look `image` up in the images store.
+    pub target: Option<berth_metadata::Descriptor>,
+    /// Set by a pull that unpacks while it downloads: each layer waits at the gate until its
+    /// blob is in; `None` when every blob is already there.
+    pub gate: Option<std::sync::Arc<LayerGate>>,
 }
 
 impl Request {
@@ -174,7 +182,15 @@ impl Unpacker {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Unpacked, UnpackError> {
         let (ns, sn) = (req.namespace.as_str(), req.snapshotter());
-        let image = self.resolve(ns, &req.image, &req.matcher())?;
+        let image = match &req.target {
+            Some(target) => resolve::Resolver {
+                db: &self.db,
+                content: &self.content,
+                ns,
+            }
+            .resolve_target(&req.image, target, &req.matcher())?,
+            None => self.resolve(ns, &req.image, &req.matcher())?,
+        };
         let top = match image.layers.last() {
             Some(l) => l.chain_id.clone(),
             // `resolve` refuses manifests without layers.
@@ -195,6 +211,7 @@ impl Unpacker {
             sn,
             lease: &lease,
             layers: &image.layers,
+            gate: req.gate.as_deref(),
             progress,
         }
         .run()

@@ -91,10 +91,21 @@ impl Resolver<'_> {
     /// The layers of `image` for the most preferred platform `matcher` accepts.
     pub fn resolve(&self, image: &str, matcher: &Matcher) -> Result<ResolvedImage, UnpackError> {
         let img = self.db.get_image(self.ns, image)?;
+        self.resolve_target(image, &img.target, matcher)
+    }
+
+    /// The same for an image not recorded yet (a pull unpacks before it records the image):
+    /// its target, `image` naming it in errors.
+    pub fn resolve_target(
+        &self,
+        image: &str,
+        target: &berth_metadata::Descriptor,
+        matcher: &Matcher,
+    ) -> Result<ResolvedImage, UnpackError> {
         let target = Target {
-            media_type: img.target.media_type.clone(),
-            digest: parse_digest(&img.target.digest)?,
-            size: u64::try_from(img.target.size).unwrap_or(0),
+            media_type: target.media_type.clone(),
+            digest: parse_digest(&target.digest)?,
+            size: u64::try_from(target.size).unwrap_or(0),
             platform: None,
         };
         self.walk(image, &target, matcher, 0)?

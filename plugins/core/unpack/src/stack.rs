@@ -54,6 +54,8 @@ pub(crate) struct Job<'a> {
     pub sn: &'a str,
     pub lease: &'a str,
     pub layers: &'a [Layer],
+    /// Layers still being downloaded (see [`crate::LayerGate`]).
+    pub gate: Option<&'a crate::LayerGate>,
     pub progress: &'a (dyn Fn(Progress) + Sync),
 }
 
@@ -183,6 +185,14 @@ impl Job<'_> {
         Ok(out)
     }
 
+    /// Blocks until layer `i`'s blob is in the content store, when a pull is still bringing it.
+    fn wait_for(&self, i: usize) -> Result<(), UnpackError> {
+        match self.gate {
+            Some(gate) => gate.wait(self.layers[i].digest.as_str()),
+            None => Ok(()),
+        }
+    }
+
     /// Decompresses, hashes (against the diff_id) and extracts layer `i` into `dir`, in
     /// overlay's whiteout format when it has a parent.
     fn extract_one(
@@ -192,6 +202,7 @@ impl Job<'_> {
         prefix: XattrPrefix,
     ) -> Result<ApplyStats, UnpackError> {
         let l = &self.layers[i];
+        self.wait_for(i)?;
         std::fs::create_dir(dir).map_err(|source| UnpackError::Staging {
             path: dir.to_owned(),
             source,
@@ -290,6 +301,7 @@ impl Job<'_> {
                 0
             }
             None => {
+                self.wait_for(i)?;
                 let mounts = snapshots.prepare(ns, sn, lease, new)?;
                 let applied = match berth_diff::apply_layer(
                     &self.unpacker.content,

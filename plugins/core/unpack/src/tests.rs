@@ -407,6 +407,8 @@ fn request(image: &str) -> Request {
         image: image.into(),
         snapshotter: "native".into(),
         platform: None,
+        target: None,
+        gate: None,
     }
 }
 

@@ -79,6 +79,8 @@ impl Unpack for UnpackService {
             image: req.image,
             snapshotter: req.snapshotter,
             platform,
+            target: None,
+            gate: None,
         };
         let (tx, rx) = mpsc::channel(16);
         let (progress_tx, mut progress_rx) = mpsc::channel::<Progress>(16);

@@ -297,6 +297,8 @@ fn request(image: &str) -> Request {
         image: image.into(),
         snapshotter: SN.into(),
         platform: None,
+        target: None,
+        gate: None,
     }
 }
 
@@ -643,4 +645,65 @@ fn both_unpack_paths_refuse_an_oversized_pax_header() {
         DiffError::Archive(a) => expect(a, "diff service"),
         other => panic!("diff service: {other:?}"),
     }
+}
+
+/// A pull unpacks while it downloads: an unrecorded image (its target given), each layer
+/// extracted only after the gate says its blob is in, whatever order the blobs come in.
+#[test]
+fn a_gated_unpack_extracts_each_layer_only_once_it_is_in() {
+    require_root();
+    let f = overlay_fixture();
+    let (descs, diff_ids) = store_image(&f, "gated", &ordinary());
+    let target = f.db.get_image(NS, "gated").unwrap().target;
+    let gate = Arc::new(crate::LayerGate::default());
+    let log = std::sync::Mutex::new(Vec::<String>::new());
+    let req = Request {
+        image: "not-recorded".into(),
+        target: Some(target.clone()),
+        gate: Some(gate.clone()),
+        ..request("not-recorded")
+    };
+    let done = std::thread::scope(|s| {
+        s.spawn(|| {
+            // The top layer first, the bottom last: extraction must wait for each.
+            for d in descs.iter().rev() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                log.lock().unwrap().push(format!("ready {}", d.digest()));
+                gate.ready(d.digest().as_ref());
+            }
+            gate.close(None);
+        });
+        f.unpacker
+            .unpack_blocking(&req, &|p| {
+                if p.state == crate::LayerState::Extracted {
+                    log.lock().unwrap().push(format!("extracted {}", p.layer));
+                }
+            })
+            .unwrap()
+    });
+    assert_eq!(Some(&done.chain_id), berth_oci::chain_ids(&diff_ids).last());
+    let log = log.into_inner().unwrap();
+    for d in &descs {
+        let at = |what: &str| {
+            log.iter()
+                .position(|l| l == &format!("{what} {}", d.digest()))
+                .unwrap_or_else(|| panic!("no {what} {} in {log:?}", d.digest()))
+        };
+        assert!(at("ready") < at("extracted"), "{log:?}");
+    }
+
+    // A layer that never comes: the unpack fails saying why, and no chain is left half-made.
+    let (_, diff_ids) = store_image(&f, "broken", &hostile());
+    let target = f.db.get_image(NS, "broken").unwrap().target;
+    let gate = Arc::new(crate::LayerGate::default());
+    gate.close(Some("connection refused".into()));
+    let req = Request {
+        target: Some(target),
+        gate: Some(gate),
+        ..request("broken")
+    };
+    let e = f.unpacker.unpack_blocking(&req, &|_| {}).unwrap_err();
+    assert!(e.to_string().contains("connection refused"), "{e}");
+    let top = berth_oci::chain_ids(&diff_ids).last().unwrap().to_string();
+    assert!(f.db.get_snapshot_record(NS, "overlayfs", &top).is_err());
 }
