@@ -4,7 +4,8 @@
 //! - containerd 1.6 with `ctr images pull --plain-http` (ctr fetches and unpacks client-side);
 //! - berthd with `bctr images pull` (the daemon's Transfer service: parallel downloads into
 //!   resumable ingests, then the daemon-side unpack);
-//! - berthd with the same `ctr images pull --plain-http`.
+//! - berthd with the same `ctr images pull --plain-http`;
+//! - and, to show where the time goes, berthd with `bctr images pull --no-unpack` (download only).
 //!
 //! Run as root, from a release build:
 //!
@@ -58,9 +59,10 @@ fn main() {
         ok(&seeder.ctr(&["images", "push", "--plain-http", &remote]));
     }
 
-    let (mut t_containerd, mut t_bctr, mut t_ctr) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut t_containerd, mut t_bctr, mut t_ctr, mut t_fetch) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in 0..runs {
-        let order: [usize; 3] = if r % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+        let order: [usize; 4] = if r % 2 == 0 { [0, 1, 2, 3] } else { [3, 2, 1, 0] };
         for which in order {
             match which {
                 0 => {
@@ -75,10 +77,16 @@ fn main() {
                         ok(&berthd.bctr(&["images", "pull", "--quiet", &remote]));
                     }));
                 }
-                _ => {
+                2 => {
                     let berthd = Berthd::start_quiet();
                     t_ctr.push(time(|| {
                         ok(&berthd.ctr(&["images", "pull", "--plain-http", &remote]));
+                    }));
+                }
+                _ => {
+                    let berthd = Berthd::start_quiet();
+                    t_fetch.push(time(|| {
+                        ok(&berthd.bctr(&["images", "pull", "--quiet", "--no-unpack", &remote]));
                     }));
                 }
             }
@@ -98,6 +106,7 @@ fn main() {
         ("containerd 1.6, ctr pull", t_containerd),
         ("berthd, bctr pull (Transfer)", t_bctr),
         ("berthd, ctr pull (client-side)", t_ctr),
+        ("berthd, bctr pull --no-unpack", t_fetch),
     ] {
         let t = median(t).as_secs_f64();
         println!("{name:<38} {t:>10.2} {:>12.1} {:>8.2}", mb / t, t / base);
