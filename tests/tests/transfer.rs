@@ -625,3 +625,121 @@ fn bctr_push_with_credentials_over_the_auth_stream() {
         target_digest(&berthd, &img.name)
     );
 }
+
+#[test]
+fn bctr_run_pulls_a_missing_image_first() {
+    let (registry, remote) = seeded_registry("run");
+    let berthd = Berthd::start();
+    require_program("runc", "runc");
+    assert!(!image_names(&berthd).contains(&remote));
+    let out = berthd.bctr(&["run", "--rm", &remote, "run-pulls", "/bin/true"]);
+    ok(&out);
+    // The pull's progress went to stderr: stdout is the container's (here: nothing).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not found locally") && stderr.contains(&remote),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(image_names(&berthd).contains(&remote));
+    let snaps = ok(&berthd.ctr(&["snapshots", "--snapshotter", "overlayfs", "ls"]));
+    assert_eq!(snaps.lines().count(), 1 + 3, "{snaps}");
+    // Present now: a second run pulls nothing.
+    let out = berthd.bctr(&["run", "--rm", &remote, "run-again", "/bin/true"]);
+    ok(&out);
+    assert!(out.stderr.is_empty(), "{out:?}");
+
+    // A missing image that does not pull either: both said, and nothing left behind.
+    let missing = format!("{}/library/busybox:absent", registry.host());
+    let err = fails(&berthd.bctr(&["run", "--rm", &missing, "run-missing", "/bin/true"]));
+    assert!(
+        err.contains("not found locally") && err.contains("the pull failed"),
+        "{err}"
+    );
+    assert!(err.contains(&missing), "{err}");
+    assert!(!image_names(&berthd).contains(&missing));
+    let containers = ok(&berthd.ctr(&["containers", "ls", "-q"]));
+    assert!(containers.trim().is_empty(), "{containers}");
+}
+
+/// The digests `ctr content ls` lists.
+fn content_digests(berthd: &Berthd) -> BTreeSet<String> {
+    ok(&berthd.ctr(&["content", "ls"]))
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|d| d.starts_with("sha256:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_multi_platform_index_pulls_the_host_platform_and_others_on_request() {
+    require_root("pulling images");
+    let registry = Registry::start(None);
+    let seeder = Berthd::start_quiet();
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixtures::busybox_multiplatform_image("docker.io/library/busybox:multi");
+    let archive = dir.path().join("multi.tar");
+    fixtures::write_oci_archive(&archive, std::slice::from_ref(&img));
+    ok(&seeder.ctr(&[
+        "images",
+        "import",
+        "--all-platforms",
+        archive.to_str().unwrap(),
+    ]));
+    let remote = format!("{}/library/busybox:multi", registry.host());
+    ok(&seeder.ctr(&["images", "tag", &img.name, &remote]));
+    ok(&seeder.ctr(&["images", "push", "--plain-http", &remote]));
+
+    let other = &img.other_platforms[0];
+    let other_platform = format!("linux/{}", other.architecture);
+    let other_layer = other.layers[0].digest.clone();
+    let host_layers: Vec<String> = img.layers.iter().map(|l| l.digest.clone()).collect();
+
+    let berthd = Berthd::start();
+    ok(&berthd.bctr(&["images", "pull", "--quiet", &remote]));
+    assert_eq!(
+        target_digest(&berthd, &remote).as_deref(),
+        img.index_digest.as_deref()
+    );
+    let have = content_digests(&berthd);
+    for l in &host_layers {
+        assert!(have.contains(l), "host layer {l} missing: {have:?}");
+    }
+    assert!(have.contains(&img.manifest_digest), "{have:?}");
+    assert!(
+        !have.contains(&other_layer) && !have.contains(&other.manifest.digest),
+        "the {other_platform} content was pulled too: {have:?}"
+    );
+
+    // Another platform on request: its manifest, config and layer come (not unpacked here).
+    let out = berthd.bctr(&["images", "pull", "--platform", &other_platform, &remote]);
+    ok(&out);
+    // And they stay once the pull's lease is gone: the index (already here) holds them.
+    ok(&berthd.bctr(&["gc"]));
+    let have = content_digests(&berthd);
+    assert!(
+        have.contains(&other_layer)
+            && have.contains(&other.manifest.digest)
+            && have.contains(&other.config.digest),
+        "{have:?}"
+    );
+    let check = ok(&berthd.ctr(&["images", "check"]));
+    assert!(check.contains("complete"), "{check}");
+
+    // The host platform still runs.
+    require_program("runc", "runc");
+    ok(&berthd.bctr(&["run", "--rm", &remote, "multi-run", "/bin/true"]));
+}
+
+#[test]
+fn containerd_ctr_pulls_into_berthd_and_runs() {
+    let (_registry, remote) = seeded_registry("ctrpull");
+    let berthd = Berthd::start();
+    require_program("runc", "runc");
+    ok(&berthd.ctr(&["images", "pull", "--plain-http", &remote]));
+    assert!(image_names(&berthd).contains(&remote));
+    let snaps = ok(&berthd.ctr(&["snapshots", "--snapshotter", "overlayfs", "ls"]));
+    assert_eq!(snaps.lines().count(), 1 + 3, "{snaps}");
+    ok(&berthd.ctr(&["run", "--rm", &remote, "ctr-pulled", "/bin/true"]));
+}

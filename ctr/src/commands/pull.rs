@@ -42,7 +42,40 @@ pub struct PullArgs {
 
 pub async fn run(ctx: &Ctx, a: PullArgs) -> Result<(), CmdError> {
     let reference = bctr::reference::normalize_docker_ref(&a.reference).map_err(CmdError::Usage)?;
-    let p = match &a.platform {
+    pull(
+        ctx,
+        Pull {
+            reference: &reference,
+            platform: a.platform.as_deref(),
+            snapshotter: &a.snapshotter,
+            unpack: !a.no_unpack,
+            plain_http: a.plain_http,
+            user: a.user,
+            display: Display::choose(a.quiet),
+        },
+    )
+    .await
+}
+
+/// One pull through the daemon's Transfer service: `bctr images pull`'s, and `bctr run`'s of an
+/// image that is not here.
+pub(super) struct Pull<'a> {
+    /// A normalized reference (`docker.io/library/busybox:latest`), also the image's name.
+    pub reference: &'a str,
+    /// os/arch[/variant]; this machine's when `None`.
+    pub platform: Option<&'a str>,
+    /// Empty: the namespace's default.
+    pub snapshotter: &'a str,
+    pub unpack: bool,
+    pub plain_http: bool,
+    /// user[:password], given to the daemon when the registry asks.
+    pub user: Option<String>,
+    pub display: Display,
+}
+
+pub(super) async fn pull(ctx: &Ctx, a: Pull<'_>) -> Result<(), CmdError> {
+    let reference = a.reference.to_owned();
+    let p = match a.platform {
         Some(s) => platform::parse(s).map_err(|e| CmdError::Usage(format!("--platform: {e}")))?,
         None => berth_oci::host_platform(),
     };
@@ -52,10 +85,8 @@ pub async fn run(ctx: &Ctx, a: PullArgs) -> Result<(), CmdError> {
         variant: platform::variant(&p).to_owned(),
         ..Default::default()
     };
-    let unpacks = if a.no_unpack {
-        Vec::new()
-    } else {
-        let snapshotter = match super::images::resolve_snapshotter(ctx, &a.snapshotter).await {
+    let unpacks = if a.unpack {
+        let snapshotter = match super::images::resolve_snapshotter(ctx, a.snapshotter).await {
             Ok(s) => s,
             // A namespace the pull is about to create has no default of its own: the daemon's.
             Err(CmdError::Rpc(s)) if s.code() == Code::NotFound => String::new(),
@@ -65,6 +96,8 @@ pub async fn run(ctx: &Ctx, a: PullArgs) -> Result<(), CmdError> {
             platform: Some(proto_platform.clone()),
             snapshotter,
         }]
+    } else {
+        Vec::new()
     };
     let store = tt::ImageStore {
         name: reference.clone(),
@@ -72,7 +105,8 @@ pub async fn run(ctx: &Ctx, a: PullArgs) -> Result<(), CmdError> {
         unpacks,
         ..Default::default()
     };
-    let auth = match a.user.clone() {
+    let had_user = a.user.is_some();
+    let auth = match a.user {
         Some(user) => Some(AuthStream::open(ctx, user).await?),
         None => None,
     };
@@ -84,9 +118,9 @@ pub async fn run(ctx: &Ctx, a: PullArgs) -> Result<(), CmdError> {
         ctx,
         any(transfer::OCI_REGISTRY, source.encode_to_vec()),
         any(transfer::IMAGE_STORE, store.encode_to_vec()),
-        Display::choose(a.quiet),
+        a.display,
     )
     .await?;
     drop(auth);
-    result.map_err(|s| transfer::registry_error("pull", &reference, a.user.is_some(), s))
+    result.map_err(|s| transfer::registry_error("pull", &reference, had_user, s))
 }

@@ -710,6 +710,62 @@ async fn delete_task_quietly(ctx: &Ctx, id: &str) {
         .await;
 }
 
+/// The name of the image to run: `image` when the image store has it, else its normalized
+/// reference (`busybox` → `docker.io/library/busybox:latest`), pulled through the daemon's
+/// Transfer service if that is not here either — as Docker does, where `ctr run` would fail.
+async fn ensure_image(ctx: &Ctx, image: &str, flags: &ContainerFlags) -> Result<String, CmdError> {
+    if image_exists(ctx, image).await? {
+        return Ok(image.to_owned());
+    }
+    let reference = bctr::reference::normalize_docker_ref(image).map_err(|e| {
+        CmdError::Failed(format!(
+            "image \"{image}\": not found locally, and not a reference to pull: {e}"
+        ))
+    })?;
+    if reference != image && image_exists(ctx, &reference).await? {
+        return Ok(reference);
+    }
+    eprintln!("image {image} not found locally: pulling {reference}");
+    super::pull::pull(
+        ctx,
+        super::pull::Pull {
+            reference: &reference,
+            platform: flags.platform.as_deref(),
+            snapshotter: &flags.snapshotter,
+            unpack: true,
+            plain_http: false,
+            user: None,
+            display: super::transfer::Display::on_stderr(),
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        CmdError::Failed(m) => CmdError::Failed(format!(
+            "image \"{image}\": not found locally, and the pull failed: {m}"
+        )),
+        CmdError::Rpc(s) => CmdError::Failed(format!(
+            "image \"{image}\": not found locally, and the pull failed: {}",
+            s.message()
+        )),
+        other => other,
+    })?;
+    Ok(reference)
+}
+
+/// Whether the image store has `name` (Images.Get; NotFound is `false`).
+async fn image_exists(ctx: &Ctx, name: &str) -> Result<bool, CmdError> {
+    match ImagesClient::new(ctx.channel.clone())
+        .get(ctx.request(GetImageRequest {
+            name: name.to_owned(),
+        }))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(s) if s.code() == Code::NotFound => Ok(false),
+        Err(s) => Err(s.into()),
+    }
+}
+
 #[derive(Args)]
 pub struct RunArgs {
     /// Remove the container after running (not with --detach).
@@ -747,10 +803,11 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<(), CmdError> {
     if a.flags.tty && a.null_io {
         return Err(usage("tty and null-io cannot be used together"));
     }
+    let image = ensure_image(ctx, &a.image, &a.flags).await?;
     let container = new_container(
         ctx,
         NewContainer {
-            image: &a.image,
+            image: &image,
             id: &a.id,
             args: a.command,
             flags: &a.flags,

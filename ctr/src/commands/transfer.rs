@@ -238,8 +238,11 @@ pub(super) fn registry_error(
 /// How progress is shown.
 pub(super) enum Display {
     Quiet,
-    /// One line per change of state (a pipe, a log).
-    Lines,
+    /// One line per change of state (a pipe, a log); on stderr when stdout is not bctr's
+    /// (`bctr run`, where it is the container's).
+    Lines {
+        stderr: bool,
+    },
     /// Live bars, one per blob, under a terminal.
     Bars(MultiProgress),
 }
@@ -251,7 +254,17 @@ impl Display {
         } else if std::io::stdout().is_terminal() {
             Display::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stdout()))
         } else {
-            Display::Lines
+            Display::Lines { stderr: false }
+        }
+    }
+
+    /// Progress for a pull that precedes other output on stdout (`bctr run` of a missing
+    /// image): bars or lines on stderr.
+    pub(super) fn on_stderr() -> Display {
+        if std::io::stderr().is_terminal() {
+            Display::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+        } else {
+            Display::Lines { stderr: true }
         }
     }
 }
@@ -274,10 +287,18 @@ fn state(event: &str) -> &str {
     }
 }
 
-/// Writes a progress line; a closed stdout (`| head`) ends the display, not the pull.
-fn say(out_closed: &mut bool, line: std::fmt::Arguments<'_>) {
+/// Writes a progress line; a closed output (`| head`) ends the display, not the pull.
+fn say(out_closed: &mut bool, stderr: bool, line: std::fmt::Arguments<'_>) {
     use std::io::Write;
-    if !*out_closed && writeln!(std::io::stdout(), "{line}").is_err() {
+    if *out_closed {
+        return;
+    }
+    let written = if stderr {
+        writeln!(std::io::stderr(), "{line}")
+    } else {
+        writeln!(std::io::stdout(), "{line}")
+    };
+    if written.is_err() {
         *out_closed = true;
     }
 }
@@ -300,9 +321,9 @@ async fn show_progress(mut inbound: tonic::Streaming<prost_types::Any>, display:
         };
         match &display {
             Display::Quiet => {}
-            Display::Lines => {
+            Display::Lines { stderr } => {
                 if p.name.is_empty() {
-                    say(&mut out_closed, format_args!("{}", p.event));
+                    say(&mut out_closed, *stderr, format_args!("{}", p.event));
                     continue;
                 }
                 // Lines only when the state changes: `downloading` once, not per chunk.
@@ -314,11 +335,13 @@ async fn show_progress(mut inbound: tonic::Streaming<prost_types::Any>, display:
                     let digest = p.desc.as_ref().map(|d| d.digest.as_str()).unwrap_or("");
                     say(
                         &mut out_closed,
+                        *stderr,
                         format_args!("{} {} {digest}", p.name, p.event),
                     );
                 } else if p.total > 0 {
                     say(
                         &mut out_closed,
+                        *stderr,
                         format_args!(
                             "{} {} {}",
                             short(&p.name),
@@ -329,6 +352,7 @@ async fn show_progress(mut inbound: tonic::Streaming<prost_types::Any>, display:
                 } else {
                     say(
                         &mut out_closed,
+                        *stderr,
                         format_args!("{} {}", short(&p.name), state(&p.event)),
                     );
                 }

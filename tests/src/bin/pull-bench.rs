@@ -62,7 +62,11 @@ fn main() {
     let (mut t_containerd, mut t_bctr, mut t_ctr, mut t_fetch) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in 0..runs {
-        let order: [usize; 4] = if r % 2 == 0 { [0, 1, 2, 3] } else { [3, 2, 1, 0] };
+        let order: [usize; 4] = if r % 2 == 0 {
+            [0, 1, 2, 3]
+        } else {
+            [3, 2, 1, 0]
+        };
         for which in order {
             match which {
                 0 => {

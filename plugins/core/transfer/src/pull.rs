@@ -123,6 +123,32 @@ impl Job<'_> {
         Ok(())
     }
 
+    /// Sets `labels` on a document the namespace already has (its other labels stay).
+    async fn add_labels(
+        &self,
+        desc: &Descriptor,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(), TransferError> {
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let content = self.engine.content.clone();
+        let ns = self.ns.clone();
+        let digest = desc.digest().to_string();
+        tokio::task::spawn_blocking(move || -> Result<(), ContentError> {
+            let mut info = content.info(&ns, &digest)?;
+            if labels.iter().all(|(k, v)| info.labels.get(k) == Some(v)) {
+                return Ok(());
+            }
+            let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
+            info.labels = labels;
+            content.update(&ns, &info, &paths)?;
+            Ok(())
+        })
+        .await??;
+        Ok(())
+    }
+
     /// Walks from `root`: documents fetched and written, blobs to download returned.
     async fn walk(&self, root: &Descriptor, root_name: &str) -> Result<Vec<Blob>, TransferError> {
         let mut blobs = Vec::new();
@@ -152,13 +178,25 @@ impl Job<'_> {
                     });
                 }
                 let index = document::parse_index(&bytes, &mt).map_err(bad)?;
-                let mut children: Vec<Descriptor> = index
+                let all: Vec<&Descriptor> = index
                     .manifests()
                     .iter()
                     .filter(|d| {
                         let t = d.media_type().to_string();
                         media::is_manifest_type(&t) || media::is_index_type(&t)
                     })
+                    .collect();
+                // Every child, chosen or not (containerd labels before it filters): a later
+                // pull of another platform finds the index here and writes nothing to it, so
+                // only these labels keep that platform's manifest once the lease is gone.
+                for (i, c) in all.iter().enumerate() {
+                    labels.insert(
+                        format!("containerd.io/gc.ref.content.m.{i}"),
+                        c.digest().to_string(),
+                    );
+                }
+                let mut children: Vec<Descriptor> = all
+                    .into_iter()
                     .filter(|d| {
                         d.platform()
                             .as_ref()
@@ -182,12 +220,6 @@ impl Job<'_> {
                             .collect::<Vec<_>>()
                             .join(", "),
                     }));
-                }
-                for (i, c) in children.iter().enumerate() {
-                    labels.insert(
-                        format!("containerd.io/gc.ref.content.m.{i}"),
-                        c.digest().to_string(),
-                    );
                 }
                 // Reversed onto the stack, so they are fetched in the order chosen.
                 for c in children.into_iter().rev() {
@@ -220,6 +252,8 @@ impl Job<'_> {
                 )));
             }
             if existed {
+                // One an earlier pull (or another client) wrote may lack some of these labels.
+                self.add_labels(&desc, labels).await?;
                 self.emit("already exists", &desc, &parent, size_i64(&desc));
             } else {
                 self.write_document(&desc, bytes, labels).await?;
