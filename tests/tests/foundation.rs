@@ -163,6 +163,29 @@ fn bctr_without_daemon_says_which_socket_and_how_to_start() {
 }
 
 #[test]
+fn bctr_completion_scripts_need_no_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("none.sock");
+    for (shell, marks) in [
+        ("bash", ["_bctr()", "complete -F _bctr"]),
+        ("zsh", ["#compdef bctr", "'images:Manage images'"]),
+        ("fish", ["complete -c bctr", "images"]),
+    ] {
+        let out = berth_tests::run_client(&bin("bctr"), &sock, &["completion", shell]);
+        let script = ok(&out);
+        for mark in marks {
+            assert!(script.contains(mark), "{shell}: no {mark:?} in:\n{script}");
+        }
+        // Every subcommand is offered, down to the transfer ones.
+        for sub in ["pull", "push", "tag", "snapshots", "tasks"] {
+            assert!(script.contains(sub), "{shell}: no {sub:?}");
+        }
+    }
+    let bad = berth_tests::run_client(&bin("bctr"), &sock, &["completion", "tcsh"]);
+    assert!(fails(&bad).contains("tcsh"));
+}
+
+#[test]
 fn second_daemon_on_the_same_socket_refuses_to_start() {
     let berthd = Berthd::start();
     let out = berthd.command().output().unwrap();

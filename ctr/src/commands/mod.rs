@@ -85,6 +85,14 @@ pub enum Command {
     /// Display the daemon's events (optionally filtered, e.g. topic~=/tasks/).
     #[command(alias = "event")]
     Events { filters: Vec<String> },
+    /// Print a shell completion script (needs no daemon).
+    ///
+    /// bash: `bctr completion bash > /etc/bash_completion.d/bctr`; zsh: `bctr completion zsh >
+    /// "${fpath[1]}/_bctr"`; fish: `bctr completion fish > ~/.config/fish/completions/bctr.fish`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +144,19 @@ impl Ctx {
 }
 
 pub async fn run(cli: Cli) -> Result<(), CmdError> {
+    if let Command::Completion { shell } = cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        // Into a buffer first: clap_complete panics on a failed write (`| head`).
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "bctr", &mut script);
+        return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(CmdError::Failed(format!(
+                "write the completion script: {e}"
+            ))),
+        };
+    }
     let channel = bctr::client::connect(&cli.address).await?;
     let ctx = Ctx {
         channel,
@@ -155,6 +176,8 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
         Command::Containers { command } => containers::run(&ctx, command).await,
         Command::Tasks { command } => tasks::run(&ctx, command).await,
         Command::Events { filters } => events::run(&ctx, filters).await,
+        // Answered above, before connecting.
+        Command::Completion { .. } => Ok(()),
     }
 }
 
