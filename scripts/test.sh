@@ -17,6 +17,8 @@ command -v go >/dev/null || need_apt+=(golang-go)
 dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'ok installed' || need_apt+=(libseccomp-dev)
 # The btrfs snapshotter's tests format loop-backed btrfs filesystems (and enable quotas on one).
 command -v mkfs.btrfs >/dev/null && command -v btrfs >/dev/null || need_apt+=(btrfs-progs)
+# The devmapper snapshotter's VM tests format a base device with xfs too.
+command -v mkfs.xfs >/dev/null || need_apt+=(xfsprogs)
 # berth-remotes' tests push to and pull from a real local registry (Distribution), one of them
 # behind htpasswd basic auth.
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
