@@ -214,3 +214,98 @@ fn image_archive_with_an_oversized_tar_header_is_refused() {
     assert!(err.contains("extension header"), "{err}");
     assert_eq!(ok(&berthd.bctr(&["images", "ls", "-q"])).trim(), "");
 }
+
+/// `--format json` on every listing: one array of objects with the full values, and
+/// `--format table` is exactly the default output.
+#[test]
+fn listings_in_json() {
+    require_root("unpacking an image into overlayfs snapshots");
+    let dir = tempfile::tempdir().unwrap();
+    let (img, oci) = fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:json");
+    let berthd = Berthd::start();
+    ok(&berthd.bctr(&["images", "import", oci.to_str().unwrap()]));
+    ok(&berthd.bctr(&["leases", "create", "--id", "l-json", "a=b"]));
+    ok(&berthd.bctr(&["containers", "create", &img.name, "c-json", "/bin/true"]));
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut with: Vec<&str> = args.to_vec();
+        with.extend(["--format", "json"]);
+        let out = ok(&berthd.bctr(&with));
+        let v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let mut table = args.to_vec();
+        table.extend(["--format", "table"]);
+        assert_eq!(ok(&berthd.bctr(&table)), ok(&berthd.bctr(args)), "{args:?}");
+        v.as_array()
+            .unwrap_or_else(|| panic!("not an array: {out}"))
+            .clone()
+    };
+    let find = |rows: &[serde_json::Value], key: &str, val: &str| -> serde_json::Value {
+        rows.iter()
+            .find(|r| r[key] == val)
+            .unwrap_or_else(|| panic!("no {key}={val} in {rows:?}"))
+            .clone()
+    };
+
+    let plugins = json(&["plugins", "ls"]);
+    let overlay = plugins
+        .iter()
+        .find(|p| p["type"] == "io.containerd.snapshotter.v1" && p["id"] == "overlayfs")
+        .unwrap_or_else(|| panic!("{plugins:?}"));
+    assert!(overlay["status"].is_string() && overlay["platforms"].is_array());
+
+    let ns = json(&["namespaces", "ls"]);
+    assert!(find(&ns, "name", "default")["labels"].is_object());
+
+    let images = json(&["images", "ls"]);
+    let i = find(&images, "name", &img.name);
+    assert_eq!(i["digest"], img.manifest_digest.as_str());
+    assert!(i["size"].as_i64().unwrap() > 0, "{i}");
+    assert!(i["platforms"].is_array() && i["labels"].is_object());
+    let check = json(&["images", "check"]);
+    let c = find(&check, "name", &img.name);
+    assert_eq!(c["status"], "complete");
+    assert_eq!(c["unpacked"], true);
+
+    let content = json(&["content", "ls"]);
+    let blob = find(&content, "digest", &img.config_digest);
+    assert_eq!(blob["size"].as_u64().unwrap(), img.config_size);
+    let created = blob["created_at"].as_str().unwrap();
+    assert!(chrono_like_rfc3339(created), "{created}");
+    assert!(json(&["content", "active"]).is_empty());
+
+    let leases = json(&["leases", "ls"]);
+    assert_eq!(find(&leases, "id", "l-json")["labels"]["a"], "b");
+
+    // The rootfs chain: chain[0] = diff_id[0], chain[n] = sha256("chain[n-1] diff_id[n]").
+    let snapshots = json(&["snapshots", "ls"]);
+    let mut chain = String::new();
+    for layer in &img.layers {
+        let parent = chain.clone();
+        chain = if chain.is_empty() {
+            layer.diff_id.clone()
+        } else {
+            fixtures::sha256_digest(format!("{chain} {}", layer.diff_id).as_bytes())
+        };
+        let s = find(&snapshots, "key", &chain);
+        assert_eq!(s["parent"], parent.as_str());
+        assert_eq!(s["kind"], "Committed");
+    }
+    assert_eq!(find(&snapshots, "key", "c-json")["kind"], "Active");
+
+    let containers = json(&["containers", "ls"]);
+    assert_eq!(
+        find(&containers, "id", "c-json")["image"],
+        img.name.as_str()
+    );
+    assert!(json(&["tasks", "ls"]).is_empty());
+
+    // -q wins over --format.
+    assert_eq!(
+        ok(&berthd.bctr(&["leases", "ls", "-q", "--format", "json"])),
+        "l-json\n"
+    );
+}
+
+fn chrono_like_rfc3339(s: &str) -> bool {
+    s.len() >= 20 && s.as_bytes()[4] == b'-' && s.as_bytes()[10] == b'T' && s.ends_with('Z')
+}

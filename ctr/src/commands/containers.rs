@@ -13,9 +13,23 @@ use berth_api::tasks::{tasks_client::TasksClient, DeleteTaskRequest};
 use clap::{Args, Subcommand};
 use tonic::Code;
 
+use super::output::{labels as label_map, print_rows, rfc3339, ListFormat};
 use super::run::{self, ContainerFlags, NewContainer};
 use super::tasks::{get_process, load_container, status_name, LIST_TABLE};
 use super::{join_labels, label_args, stdio, CmdError, Ctx};
+
+/// One container in `containers ls --format json`.
+#[derive(serde::Serialize)]
+struct ContainerRow {
+    id: String,
+    image: String,
+    runtime: String,
+    snapshotter: String,
+    snapshot_key: String,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    labels: BTreeMap<String, String>,
+}
 
 #[derive(Subcommand)]
 pub enum ContainersCommand {
@@ -40,9 +54,11 @@ pub enum ContainersCommand {
     /// List containers.
     #[command(alias = "ls")]
     List {
-        /// Print only the container id.
+        /// Print only the container id (wins over --format).
         #[arg(long, short = 'q')]
         quiet: bool,
+        #[command(flatten)]
+        format: ListFormat,
         filters: Vec<String>,
     },
     /// Set and clear labels for a container.
@@ -80,7 +96,11 @@ pub async fn run(ctx: &Ctx, cmd: ContainersCommand) -> Result<(), CmdError> {
             )
             .await?;
         }
-        ContainersCommand::List { quiet, filters } => {
+        ContainersCommand::List {
+            quiet,
+            format,
+            filters,
+        } => {
             let list = client
                 .list(ctx.request(ListContainersRequest { filters }))
                 .await?
@@ -92,13 +112,31 @@ pub async fn run(ctx: &Ctx, cmd: ContainersCommand) -> Result<(), CmdError> {
                 }
                 return Ok(());
             }
-            let mut text = String::from("CONTAINER\tIMAGE\tRUNTIME\t\n");
-            for c in &list {
-                let image = if c.image.is_empty() { "-" } else { &c.image };
-                let runtime = c.runtime.as_ref().map_or("", |r| r.name.as_str());
-                text.push_str(&format!("{}\t{image}\t{runtime}\t\n", c.id));
-            }
-            LIST_TABLE.print(&text);
+            let rows: Vec<ContainerRow> = list
+                .iter()
+                .map(|c| ContainerRow {
+                    id: c.id.clone(),
+                    image: c.image.clone(),
+                    runtime: c
+                        .runtime
+                        .as_ref()
+                        .map_or("", |r| r.name.as_str())
+                        .to_owned(),
+                    snapshotter: c.snapshotter.clone(),
+                    snapshot_key: c.snapshot_key.clone(),
+                    created_at: rfc3339(c.created_at.as_ref()),
+                    updated_at: rfc3339(c.updated_at.as_ref()),
+                    labels: label_map(&c.labels),
+                })
+                .collect();
+            print_rows(format, &rows, |rows| {
+                let mut text = String::from("CONTAINER\tIMAGE\tRUNTIME\t\n");
+                for c in rows {
+                    let image = if c.image.is_empty() { "-" } else { &c.image };
+                    text.push_str(&format!("{}\t{image}\t{}\t\n", c.id, c.runtime));
+                }
+                LIST_TABLE.print(&text);
+            });
         }
         ContainersCommand::Delete {
             keep_snapshot,

@@ -12,16 +12,40 @@ use berth_api::content::{
 use clap::Subcommand;
 use tonic::Code;
 
+use super::output::{labels as label_map, print_rows, rfc3339, ListFormat};
 use super::store::ContentStore;
 use super::{join_labels, label_args, CmdError, Ctx};
+
+/// One blob in `content ls --format json`.
+#[derive(serde::Serialize)]
+struct BlobRow {
+    digest: String,
+    size: i64,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+/// One ingest in `content active --format json`.
+#[derive(serde::Serialize)]
+struct ActiveRow {
+    r#ref: String,
+    offset: i64,
+    total: i64,
+    expected: String,
+    started_at: Option<String>,
+    updated_at: Option<String>,
+}
 
 #[derive(Subcommand)]
 pub enum ContentCommand {
     /// Display active transfers.
     Active {
-        /// Print only the refs.
+        /// Print only the refs (wins over --format).
         #[arg(long, short = 'q')]
         quiet: bool,
+        #[command(flatten)]
+        format: ListFormat,
         /// Path to content store root (accepted for ctr compatibility; unused).
         #[arg(long, default_value = "/tmp/content", hide_default_value = true)]
         root: String,
@@ -69,9 +93,11 @@ pub enum ContentCommand {
     /// List all blobs in the store.
     #[command(alias = "list")]
     Ls {
-        /// Print only the blob digest.
+        /// Print only the blob digest (wins over --format).
         #[arg(long, short = 'q')]
         quiet: bool,
+        #[command(flatten)]
+        format: ListFormat,
         /// Filters (e.g. `labels."containerd.io/uncompressed"`).
         filters: Vec<String>,
     },
@@ -86,7 +112,11 @@ pub enum ContentCommand {
 pub async fn run(ctx: &Ctx, cmd: ContentCommand) -> Result<(), CmdError> {
     let mut client = ContentClient::new(ctx.channel.clone());
     match cmd {
-        ContentCommand::Ls { quiet, filters } => {
+        ContentCommand::Ls {
+            quiet,
+            format,
+            filters,
+        } => {
             let mut stream = client
                 .list(ctx.request(ListContentRequest { filters }))
                 .await?
@@ -102,21 +132,33 @@ pub async fn run(ctx: &Ctx, cmd: ContentCommand) -> Result<(), CmdError> {
                 }
                 return Ok(());
             }
-            let mut text = String::from("DIGEST\tSIZE\tAGE\tLABELS\n");
-            for i in &infos {
-                let labels = if i.labels.is_empty() {
-                    "-".to_owned()
-                } else {
-                    join_labels(&i.labels)
-                };
-                text.push_str(&format!(
-                    "{}\t{}\t{}\t{labels}\n",
-                    i.digest,
-                    human_size(i.size),
-                    age_since(i.created_at.as_ref())
-                ));
-            }
-            TabWriter::TABS.print(&text);
+            let rows: Vec<BlobRow> = infos
+                .iter()
+                .map(|i| BlobRow {
+                    digest: i.digest.clone(),
+                    size: i.size,
+                    created_at: rfc3339(i.created_at.as_ref()),
+                    updated_at: rfc3339(i.updated_at.as_ref()),
+                    labels: label_map(&i.labels),
+                })
+                .collect();
+            print_rows(format, &rows, |_| {
+                let mut text = String::from("DIGEST\tSIZE\tAGE\tLABELS\n");
+                for i in &infos {
+                    let labels = if i.labels.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        join_labels(&i.labels)
+                    };
+                    text.push_str(&format!(
+                        "{}\t{}\t{}\t{labels}\n",
+                        i.digest,
+                        human_size(i.size),
+                        age_since(i.created_at.as_ref())
+                    ));
+                }
+                TabWriter::TABS.print(&text);
+            });
         }
         ContentCommand::Get { digest } => {
             oci::validate_digest(&digest).map_err(CmdError::Usage)?;
@@ -214,6 +256,7 @@ pub async fn run(ctx: &Ctx, cmd: ContentCommand) -> Result<(), CmdError> {
         }
         ContentCommand::Active {
             quiet,
+            format,
             root: _,
             filter,
         } => {
@@ -230,16 +273,29 @@ pub async fn run(ctx: &Ctx, cmd: ContentCommand) -> Result<(), CmdError> {
                 }
                 return Ok(());
             }
-            let mut text = String::from("REF\tSIZE\tAGE\t\n");
-            for s in &statuses {
-                text.push_str(&format!(
-                    "{}\t{}\t{}\t\n",
-                    s.r#ref,
-                    human_size(s.offset),
-                    age_since(s.started_at.as_ref())
-                ));
-            }
-            TabWriter::TABS.print(&text);
+            let rows: Vec<ActiveRow> = statuses
+                .iter()
+                .map(|s| ActiveRow {
+                    r#ref: s.r#ref.clone(),
+                    offset: s.offset,
+                    total: s.total,
+                    expected: s.expected.clone(),
+                    started_at: rfc3339(s.started_at.as_ref()),
+                    updated_at: rfc3339(s.updated_at.as_ref()),
+                })
+                .collect();
+            print_rows(format, &rows, |_| {
+                let mut text = String::from("REF\tSIZE\tAGE\t\n");
+                for s in &statuses {
+                    text.push_str(&format!(
+                        "{}\t{}\t{}\t\n",
+                        s.r#ref,
+                        human_size(s.offset),
+                        age_since(s.started_at.as_ref())
+                    ));
+                }
+                TabWriter::TABS.print(&text);
+            });
         }
     }
     Ok(())

@@ -14,8 +14,39 @@ use berth_oci::{platform, Matcher};
 use clap::Subcommand;
 use tonic::Code;
 
+use super::output::{labels as label_map, print_rows, rfc3339, ListFormat};
 use super::store::{self, ContentStore, WalkError};
 use super::{join_labels, label_args, CmdError, Ctx};
+
+/// One image in `images ls --format json`.
+#[derive(serde::Serialize)]
+struct ImageRow {
+    name: String,
+    r#type: String,
+    digest: String,
+    /// Bytes of the host platform's manifest, config and layers; null when unknown.
+    size: Option<i64>,
+    platforms: Vec<String>,
+    labels: std::collections::BTreeMap<String, String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+/// One image in `images check --format json`.
+#[derive(serde::Serialize)]
+struct CheckRow {
+    name: String,
+    r#type: String,
+    digest: String,
+    /// complete, incomplete, unavailable or error.
+    status: String,
+    present: Option<usize>,
+    required: Option<usize>,
+    present_size: Option<u64>,
+    required_size: Option<u64>,
+    complete: bool,
+    unpacked: bool,
+}
 
 /// The namespace label naming the namespace's default snapshotter.
 const DEFAULT_SNAPSHOTTER_LABEL: &str = "containerd.io/defaults/snapshotter";
@@ -26,9 +57,11 @@ const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 pub enum ImagesCommand {
     /// Check existing images to ensure all content is available locally.
     Check {
-        /// Print only the ready image refs (fully downloaded and unpacked).
+        /// Print only the ready image refs (fully downloaded and unpacked; wins over --format).
         #[arg(long, short = 'q')]
         quiet: bool,
+        #[command(flatten)]
+        format: ListFormat,
         /// Snapshotter name; empty means the namespace's default.
         #[arg(
             long,
@@ -58,9 +91,11 @@ pub enum ImagesCommand {
     /// List images known to the daemon.
     #[command(alias = "list")]
     Ls {
-        /// Print only the image refs.
+        /// Print only the image refs (wins over --format).
         #[arg(long, short = 'q')]
         quiet: bool,
+        #[command(flatten)]
+        format: ListFormat,
         filters: Vec<String>,
     },
     /// Remove one or more images by reference.
@@ -92,7 +127,11 @@ pub fn image_target(img: &Image) -> Result<Descriptor, CmdError> {
 pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
     let mut client = ImagesClient::new(ctx.channel.clone());
     match cmd {
-        ImagesCommand::Ls { quiet, filters } => {
+        ImagesCommand::Ls {
+            quiet,
+            format,
+            filters,
+        } => {
             let images = client
                 .list(ctx.request(ListImagesRequest { filters }))
                 .await
@@ -108,12 +147,24 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
             let mut cs = ContentStore::new(ctx);
             let platform = Matcher::host();
             let mut text = String::from("REF\tTYPE\tDIGEST\tSIZE\tPLATFORMS\tLABELS\t\n");
+            let mut rows = Vec::new();
             for img in &images {
                 let proto = img.target.clone().unwrap_or_default();
+                let mut row = ImageRow {
+                    name: img.name.clone(),
+                    r#type: proto.media_type.clone(),
+                    digest: proto.digest.clone(),
+                    size: None,
+                    platforms: Vec::new(),
+                    labels: label_map(&img.labels),
+                    created_at: rfc3339(img.created_at.as_ref()),
+                    updated_at: rfc3339(img.updated_at.as_ref()),
+                };
                 let target = match image_target(img) {
                     Ok(t) => t,
                     Err(e) => {
                         eprintln!("bctr: {e}");
+                        rows.push(row);
                         text.push_str(&format!(
                             "{}\t{}\t{}\t-\t-\t-\t\n",
                             img.name, proto.media_type, proto.digest
@@ -122,8 +173,11 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
                     }
                 };
                 let (size, err) = store::image_size(&mut cs, &target, &platform).await;
-                if let Some(e) = err {
-                    eprintln!("bctr: failed calculating size for image {}: {e}", img.name);
+                match err {
+                    Some(e) => {
+                        eprintln!("bctr: failed calculating size for image {}: {e}", img.name)
+                    }
+                    None => row.size = Some(size),
                 }
                 let platforms = match store::image_platforms(&mut cs, &target).await {
                     Err(e) => {
@@ -134,13 +188,15 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
                         "-".to_owned()
                     }
                     Ok(ps) if ps.is_empty() => "-".to_owned(),
-                    Ok(ps) => ps
-                        .iter()
-                        .map(platform::format)
-                        .collect::<BTreeSet<_>>()
-                        .into_iter()
-                        .collect::<Vec<_>>()
-                        .join(","),
+                    Ok(ps) => {
+                        row.platforms = ps
+                            .iter()
+                            .map(platform::format)
+                            .collect::<BTreeSet<_>>()
+                            .into_iter()
+                            .collect();
+                        row.platforms.join(",")
+                    }
                 };
                 let labels = if img.labels.is_empty() {
                     "-".to_owned()
@@ -154,8 +210,11 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
                     target.digest(),
                     progress_bytes(size)
                 ));
+                row.r#type = target.media_type().to_string();
+                row.digest = target.digest().to_string();
+                rows.push(row);
             }
-            TabWriter::SPACES.print(&text);
+            print_rows(format, &rows, |_| TabWriter::SPACES.print(&text));
         }
         ImagesCommand::Rm { sync, names } => {
             let mut first_err: Option<CmdError> = None;
@@ -220,9 +279,10 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCommand) -> Result<(), CmdError> {
         }
         ImagesCommand::Check {
             quiet,
+            format,
             snapshotter,
             filters,
-        } => return check(ctx, &mut client, quiet, &snapshotter, filters).await,
+        } => return check(ctx, &mut client, (quiet, format), &snapshotter, filters).await,
         ImagesCommand::Import(args) => return super::import::run(ctx, args).await,
         ImagesCommand::Mount(args) => return super::mount::mount(ctx, args).await,
         ImagesCommand::Unpack(args) => return super::server_unpack::run(ctx, args).await,
@@ -328,7 +388,7 @@ async fn check_content(
 async fn check(
     ctx: &Ctx,
     client: &mut ImagesClient<tonic::transport::Channel>,
-    quiet: bool,
+    (quiet, format): (bool, ListFormat),
     snapshotter: &str,
     filters: Vec<String>,
 ) -> Result<(), CmdError> {
@@ -338,9 +398,10 @@ async fn check(
         .map_err(super::rpc_context("failed listing images"))?
         .into_inner()
         .images;
-    if images.is_empty() {
+    if images.is_empty() && format.format == super::output::Format::Table {
         return Ok(());
     }
+    let mut rows = Vec::new();
     let mut cs = ContentStore::new(ctx);
     let mut exit_err: Option<CmdError> = None;
     let mut text = String::new();
@@ -357,6 +418,18 @@ async fn check(
             }
         };
         let mut complete = true;
+        let mut row = CheckRow {
+            name: img.name.clone(),
+            r#type: target.media_type().to_string(),
+            digest: target.digest().to_string(),
+            status: "error".to_owned(),
+            present: None,
+            required: None,
+            present_size: None,
+            required_size: None,
+            complete: false,
+            unpacked: false,
+        };
         let (status, size) = match check_content(&mut cs, &target).await {
             Err(e) => {
                 eprintln!("bctr: unable to check {}: {e}", img.name);
@@ -370,6 +443,9 @@ async fn check(
             Ok((None, present)) => {
                 complete = false;
                 let present_size: u64 = present.iter().map(Descriptor::size).sum();
+                row.status = "unavailable".to_owned();
+                row.present = Some(present.len());
+                row.present_size = Some(present_size);
                 (
                     format!("unavailable ({}/?)", present.len()),
                     format!("{}/?", progress_bytes(present_size as i64)),
@@ -384,6 +460,11 @@ async fn check(
                 } else {
                     "complete"
                 };
+                row.status = word.to_owned();
+                row.present = Some(present.len());
+                row.required = Some(required.len());
+                row.present_size = Some(present_size);
+                row.required_size = Some(required_size);
                 (
                     format!("{word} ({}/{})", present.len(), required.len()),
                     format!(
@@ -405,6 +486,9 @@ async fn check(
                 false
             }
         };
+        row.complete = complete;
+        row.unpacked = unpacked;
+        rows.push(row);
         if quiet {
             if complete {
                 println!("{}", img.name);
@@ -419,7 +503,7 @@ async fn check(
         }
     }
     if !quiet {
-        TabWriter::SPACES.print(&text);
+        print_rows(format, &rows, |_| TabWriter::SPACES.print(&text));
     }
     match exit_err {
         Some(e) => Err(e),

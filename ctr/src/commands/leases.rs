@@ -9,7 +9,16 @@ use bctr::table::TabWriter;
 use berth_api::leases::{leases_client::LeasesClient, CreateRequest, DeleteRequest, ListRequest};
 use clap::Subcommand;
 
+use super::output::{labels as label_map, print_rows, rfc3339, ListFormat};
 use super::{join_labels, CmdError, Ctx};
+
+/// One lease in `leases ls --format json`.
+#[derive(serde::Serialize)]
+struct LeaseRow {
+    id: String,
+    created_at: Option<String>,
+    labels: std::collections::BTreeMap<String, String>,
+}
 
 /// The gRPC header naming the lease a request works under.
 pub const LEASE_HEADER: &str = "containerd-lease";
@@ -19,9 +28,11 @@ pub enum LeasesCommand {
     /// List all active leases.
     #[command(alias = "list")]
     Ls {
-        /// Print only the lease IDs.
+        /// Print only the lease IDs (wins over --format).
         #[arg(long, short = 'q')]
         quiet: bool,
+        #[command(flatten)]
+        format: ListFormat,
         /// Filters (e.g. `id==abc`, `labels."k"==v`).
         filters: Vec<String>,
     },
@@ -119,7 +130,11 @@ fn format_created(ts: Option<&prost_types::Timestamp>) -> String {
 pub async fn run(ctx: &Ctx, cmd: LeasesCommand) -> Result<(), CmdError> {
     let mut client = LeasesClient::new(ctx.channel.clone());
     match cmd {
-        LeasesCommand::Ls { quiet, filters } => {
+        LeasesCommand::Ls {
+            quiet,
+            format,
+            filters,
+        } => {
             let leases = client
                 .list(ctx.request(ListRequest { filters }))
                 .await
@@ -132,20 +147,30 @@ pub async fn run(ctx: &Ctx, cmd: LeasesCommand) -> Result<(), CmdError> {
                 }
                 return Ok(());
             }
-            let mut text = String::from("ID\tCREATED AT\tLABELS\t\n");
-            for l in &leases {
-                let labels = if l.labels.is_empty() {
-                    "-".to_owned()
-                } else {
-                    join_labels(&l.labels)
-                };
-                text.push_str(&format!(
-                    "{}\t{}\t{labels}\t\n",
-                    l.id,
-                    format_created(l.created_at.as_ref())
-                ));
-            }
-            TabWriter::SPACES.print(&text);
+            let rows: Vec<LeaseRow> = leases
+                .iter()
+                .map(|l| LeaseRow {
+                    id: l.id.clone(),
+                    created_at: rfc3339(l.created_at.as_ref()),
+                    labels: label_map(&l.labels),
+                })
+                .collect();
+            print_rows(format, &rows, |_| {
+                let mut text = String::from("ID\tCREATED AT\tLABELS\t\n");
+                for l in &leases {
+                    let labels = if l.labels.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        join_labels(&l.labels)
+                    };
+                    text.push_str(&format!(
+                        "{}\t{}\t{labels}\t\n",
+                        l.id,
+                        format_created(l.created_at.as_ref())
+                    ));
+                }
+                TabWriter::SPACES.print(&text);
+            });
         }
         LeasesCommand::Create {
             id,

@@ -10,6 +10,7 @@ mod import;
 mod leases;
 mod mount;
 mod namespaces;
+mod output;
 mod plugins;
 mod progress;
 mod pull;

@@ -7,7 +7,15 @@ use berth_api::namespaces::{
 };
 use clap::Subcommand;
 
+use super::output::{print_rows, ListFormat};
 use super::{parse_labels, CmdError, Ctx};
+
+/// One namespace in `namespaces ls --format json`.
+#[derive(serde::Serialize)]
+struct NamespaceRow {
+    name: String,
+    labels: std::collections::BTreeMap<String, String>,
+}
 
 #[derive(Subcommand)]
 pub enum NamespacesCommand {
@@ -20,9 +28,11 @@ pub enum NamespacesCommand {
     /// List namespaces.
     #[command(alias = "list")]
     Ls {
-        /// Print only the names.
+        /// Print only the names (wins over --format).
         #[arg(long, short = 'q')]
         quiet: bool,
+        #[command(flatten)]
+        format: ListFormat,
     },
     /// Set or clear (`key=`) labels on a namespace.
     Label { name: String, labels: Vec<String> },
@@ -51,7 +61,7 @@ pub async fn run(ctx: &Ctx, cmd: NamespacesCommand) -> Result<(), CmdError> {
                 }))
                 .await?;
         }
-        NamespacesCommand::Ls { quiet } => {
+        NamespacesCommand::Ls { quiet, format } => {
             let mut namespaces = client
                 .list(ctx.request(ListNamespacesRequest::default()))
                 .await?
@@ -64,12 +74,21 @@ pub async fn run(ctx: &Ctx, cmd: NamespacesCommand) -> Result<(), CmdError> {
                 }
                 return Ok(());
             }
-            let mut t = Table::new(1, 1);
-            t.row(["NAME", "LABELS"]);
-            for ns in &namespaces {
-                t.row([ns.name.clone(), format_labels(&ns.labels)]);
-            }
-            t.print();
+            let rows: Vec<NamespaceRow> = namespaces
+                .iter()
+                .map(|ns| NamespaceRow {
+                    name: ns.name.clone(),
+                    labels: super::output::labels(&ns.labels),
+                })
+                .collect();
+            print_rows(format, &rows, |_| {
+                let mut t = Table::new(1, 1);
+                t.row(["NAME", "LABELS"]);
+                for ns in &namespaces {
+                    t.row([ns.name.clone(), format_labels(&ns.labels)]);
+                }
+                t.print();
+            });
         }
         NamespacesCommand::Label { name, labels } => {
             let labels = parse_labels(&labels)?;

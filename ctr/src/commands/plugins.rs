@@ -3,16 +3,32 @@ use berth_api::introspection::{introspection_client::IntrospectionClient, Plugin
 use berth_api::types::Platform;
 use clap::Subcommand;
 
+use super::output::{print_rows, ListFormat};
 use super::{CmdError, Ctx};
+
+/// One plugin in `plugins ls --format json`.
+#[derive(serde::Serialize)]
+struct PluginRow {
+    r#type: String,
+    id: String,
+    platforms: Vec<String>,
+    status: &'static str,
+    requires: Vec<String>,
+    capabilities: Vec<String>,
+    exports: std::collections::BTreeMap<String, String>,
+    error: Option<String>,
+}
 
 #[derive(Subcommand)]
 pub enum PluginsCommand {
     /// List plugins, optionally filtered (`type==io.containerd.snapshotter.v1`).
     #[command(alias = "list")]
     Ls {
-        /// Print every detail of each plugin.
+        /// Print every detail of each plugin (table format; the JSON always has them).
         #[arg(long, short = 'd')]
         detailed: bool,
+        #[command(flatten)]
+        format: ListFormat,
         filters: Vec<String>,
     },
 }
@@ -36,36 +52,55 @@ fn status(p: &Plugin) -> &'static str {
 }
 
 pub async fn run(ctx: &Ctx, cmd: PluginsCommand) -> Result<(), CmdError> {
-    let PluginsCommand::Ls { detailed, filters } = cmd;
+    let PluginsCommand::Ls {
+        detailed,
+        format,
+        filters,
+    } = cmd;
     let plugins = IntrospectionClient::new(ctx.channel.clone())
         .plugins(ctx.request(PluginsRequest { filters }))
         .await?
         .into_inner()
         .plugins;
-    if detailed {
-        print_detailed(&plugins);
-        return Ok(());
-    }
-    let mut t = Table::new(4, 4);
-    t.row(["TYPE", "ID", "PLATFORMS", "STATUS"]);
-    for p in &plugins {
-        let platforms = if p.platforms.is_empty() {
-            "-".to_owned()
-        } else {
-            p.platforms
+    let rows: Vec<PluginRow> = plugins
+        .iter()
+        .map(|p| PluginRow {
+            r#type: p.r#type.clone(),
+            id: p.id.clone(),
+            platforms: p.platforms.iter().map(platform).collect(),
+            status: status(p),
+            requires: p.requires.clone(),
+            capabilities: p.capabilities.clone(),
+            exports: p
+                .exports
                 .iter()
-                .map(platform)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        t.row([
-            p.r#type.clone(),
-            p.id.clone(),
-            platforms,
-            status(p).to_owned(),
-        ]);
-    }
-    t.print();
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            error: p.init_err.as_ref().map(|e| e.message.clone()),
+        })
+        .collect();
+    print_rows(format, &rows, |rows| {
+        if detailed {
+            print_detailed(&plugins);
+            return;
+        }
+        let mut t = Table::new(4, 4);
+        t.row(["TYPE", "ID", "PLATFORMS", "STATUS"]);
+        for p in rows {
+            let platforms = if p.platforms.is_empty() {
+                "-".to_owned()
+            } else {
+                p.platforms.join(",")
+            };
+            t.row([
+                p.r#type.clone(),
+                p.id.clone(),
+                platforms,
+                p.status.to_owned(),
+            ]);
+        }
+        t.print();
+    });
     Ok(())
 }
 

@@ -11,7 +11,19 @@ use berth_api::snapshots::{
 use berth_api::types::Mount;
 use clap::{Args, Subcommand};
 
+use super::output::{labels as label_map, print_rows, rfc3339, ListFormat};
 use super::{join_labels, label_args, CmdError, Ctx};
+
+/// One snapshot in `snapshots ls --format json`.
+#[derive(serde::Serialize)]
+struct SnapshotRow {
+    key: String,
+    parent: String,
+    kind: &'static str,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    labels: BTreeMap<String, String>,
+}
 use bctr::units::progress_bytes;
 
 #[derive(Args)]
@@ -32,7 +44,10 @@ pub struct SnapshotsArgs {
 enum SnapshotsCommand {
     /// List snapshots.
     #[command(alias = "list")]
-    Ls,
+    Ls {
+        #[command(flatten)]
+        format: ListFormat,
+    },
     /// Show the snapshots as a tree of parents and children.
     Tree,
     /// Show one snapshot's details as JSON.
@@ -165,13 +180,27 @@ pub async fn run(ctx: &Ctx, args: SnapshotsArgs) -> Result<(), CmdError> {
     let sn = args.snapshotter;
     let mut client = SnapshotsClient::new(ctx.channel.clone());
     match args.command {
-        SnapshotsCommand::Ls => {
-            let mut t = Table::new(1, 1);
-            t.row(["KEY", "PARENT", "KIND"]);
-            for i in list(ctx, &sn).await? {
-                t.row([i.name.clone(), i.parent.clone(), kind(i.kind).to_owned()]);
-            }
-            t.print();
+        SnapshotsCommand::Ls { format } => {
+            let rows: Vec<SnapshotRow> = list(ctx, &sn)
+                .await?
+                .iter()
+                .map(|i| SnapshotRow {
+                    key: i.name.clone(),
+                    parent: i.parent.clone(),
+                    kind: kind(i.kind),
+                    created_at: rfc3339(i.created_at.as_ref()),
+                    updated_at: rfc3339(i.updated_at.as_ref()),
+                    labels: label_map(&i.labels),
+                })
+                .collect();
+            print_rows(format, &rows, |rows| {
+                let mut t = Table::new(1, 1);
+                t.row(["KEY", "PARENT", "KIND"]);
+                for i in rows {
+                    t.row([i.key.clone(), i.parent.clone(), i.kind.to_owned()]);
+                }
+                t.print();
+            });
         }
         SnapshotsCommand::Tree => {
             let infos = list(ctx, &sn).await?;

@@ -20,18 +20,31 @@ use oci_spec::runtime::Process as ProcessSpec;
 use tonic::transport::Channel;
 use tonic::Code;
 
+use super::output::{print_rows, rfc3339, ListFormat};
 use super::run::{self, exit_with, TaskIo, STOP_SIGNAL_LABEL};
 use super::stdio::{self, Fifos, Io, RawTerminal};
 use super::{CmdError, Ctx};
+
+/// One task in `tasks ls --format json`.
+#[derive(serde::Serialize)]
+struct TaskRow {
+    task: String,
+    pid: u32,
+    status: String,
+    exit_status: u32,
+    exited_at: Option<String>,
+}
 
 #[derive(Subcommand)]
 pub enum TasksCommand {
     /// List tasks.
     #[command(alias = "ls")]
     List {
-        /// Print only the task id.
+        /// Print only the task id (wins over --format).
         #[arg(long, short = 'q')]
         quiet: bool,
+        #[command(flatten)]
+        format: ListFormat,
     },
     /// Start a container that has been created.
     Start(StartArgs),
@@ -184,7 +197,7 @@ fn spec_terminal(c: &Container) -> bool {
 pub async fn run(ctx: &Ctx, cmd: TasksCommand) -> Result<(), CmdError> {
     let mut tasks = TasksClient::new(ctx.channel.clone());
     match cmd {
-        TasksCommand::List { quiet } => {
+        TasksCommand::List { quiet, format } => {
             let list = tasks
                 .list(ctx.request(ListTasksRequest::default()))
                 .await?
@@ -196,11 +209,23 @@ pub async fn run(ctx: &Ctx, cmd: TasksCommand) -> Result<(), CmdError> {
                 }
                 return Ok(());
             }
-            let mut text = String::from("TASK\tPID\tSTATUS\t\n");
-            for t in &list {
-                text.push_str(&format!("{}\t{}\t{}\n", t.id, t.pid, status_name(t.status)));
-            }
-            LIST_TABLE.print(&text);
+            let rows: Vec<TaskRow> = list
+                .iter()
+                .map(|t| TaskRow {
+                    task: t.id.clone(),
+                    pid: t.pid,
+                    status: status_name(t.status).to_string(),
+                    exit_status: t.exit_status,
+                    exited_at: rfc3339(t.exited_at.as_ref()),
+                })
+                .collect();
+            print_rows(format, &rows, |rows| {
+                let mut text = String::from("TASK\tPID\tSTATUS\t\n");
+                for t in rows {
+                    text.push_str(&format!("{}\t{}\t{}\n", t.task, t.pid, t.status));
+                }
+                LIST_TABLE.print(&text);
+            });
         }
         TasksCommand::Start(a) => {
             let c = load_container(ctx, &a.container).await?;
