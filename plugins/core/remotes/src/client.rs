@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
@@ -30,6 +31,12 @@ pub struct ClientConfig {
     pub upload_chunk_size: usize,
     /// The largest manifest or index accepted (they are held in memory).
     pub max_manifest_size: u64,
+    /// How long a TCP (and TLS) connection to a registry host may take.
+    pub connect_timeout: Duration,
+    /// How long a registry may send nothing — no response headers, no body bytes — before the
+    /// request is given up on: a registry that hangs fails the pull with a timeout instead of
+    /// holding it forever. A slow but moving download never trips it.
+    pub read_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -42,6 +49,9 @@ impl Default for ClientConfig {
             upload_chunk_size: 8 << 20,
             // Distribution refuses manifests over 4 MiB.
             max_manifest_size: 4 << 20,
+            // containerd's dialer gives a connection 30 s.
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -108,6 +118,33 @@ impl RegistryClient {
         &self.inner.config
     }
 
+    /// A request that got no response: a timeout says which limit ran out, anything else is a
+    /// host that cannot be reached.
+    pub(crate) fn transport_error(&self, url: &str, source: reqwest::Error) -> RemoteError {
+        if !source.is_timeout() {
+            return RemoteError::Connect {
+                url: url.to_owned(),
+                source,
+            };
+        }
+        let config = &self.inner.config;
+        let what = if source.is_connect() {
+            format!(
+                "connecting (no connection within {:?})",
+                config.connect_timeout
+            )
+        } else {
+            format!(
+                "waiting for a response (nothing for {:?})",
+                config.read_timeout
+            )
+        };
+        RemoteError::Timeout {
+            url: url.to_owned(),
+            what,
+        }
+    }
+
     /// The repository a reference names, with its hosts read from the hosts directory (a small
     /// file read: call it from a blocking context or accept the short read).
     pub fn repository(&self, reference: &Reference) -> Result<Repository, RemoteError> {
@@ -152,6 +189,8 @@ impl RegistryClient {
         };
         let mut builder = reqwest::Client::builder()
             .user_agent(self.inner.config.user_agent.clone())
+            .connect_timeout(self.inner.config.connect_timeout)
+            .read_timeout(self.inner.config.read_timeout)
             .danger_accept_invalid_certs(host.skip_verify);
         for ca in &host.ca {
             let pem = std::fs::read(ca).map_err(|source| RemoteError::Read {
@@ -275,10 +314,10 @@ impl Repository {
         if let Some(body) = &req.body {
             builder = builder.body(body.clone());
         }
-        builder.send().await.map_err(|source| RemoteError::Connect {
-            url: req.url.clone(),
-            source,
-        })
+        builder
+            .send()
+            .await
+            .map_err(|source| self.client.transport_error(&req.url, source))
     }
 
     /// Sends `req` to `host`, answering one authentication challenge if the registry makes one.
@@ -441,6 +480,21 @@ pub(crate) async fn unexpected(url: String, resp: Response) -> RemoteError {
     }
 }
 
+/// A response body that broke off: a registry that stopped sending (the read timeout) or a
+/// connection that ended early.
+pub(crate) fn body_error(url: &str, doing: &str, e: reqwest::Error) -> RemoteError {
+    if e.is_timeout() {
+        return RemoteError::Timeout {
+            url: url.to_owned(),
+            what: format!("{doing} (the registry stopped sending)"),
+        };
+    }
+    RemoteError::InvalidResponse {
+        url: url.to_owned(),
+        reason: format!("{doing}: {}", chain(&e)),
+    }
+}
+
 /// Reads a response body whole, refusing more than `limit` bytes.
 pub(crate) async fn read_limited(
     url: &str,
@@ -461,10 +515,7 @@ pub(crate) async fn read_limited(
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| RemoteError::InvalidResponse {
-            url: url.to_owned(),
-            reason: format!("reading the body: {}", chain(&e)),
-        })?
+        .map_err(|e| body_error(url, "reading the body", e))?
     {
         buf.extend_from_slice(&chunk);
         if buf.len() as u64 > limit {

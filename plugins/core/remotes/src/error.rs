@@ -102,6 +102,9 @@ pub enum RemoteError {
         source: reqwest::Error,
     },
 
+    #[error("registry {url} timed out {what}: check that it is up and reachable")]
+    Timeout { url: String, what: String },
+
     #[error("registry {url} answered {status}: {message}")]
     Status {
         url: String,
@@ -185,7 +188,7 @@ impl Classify for RemoteError {
                 ErrorKind::FailedPrecondition
             }
             RemoteError::NotFound { .. } => ErrorKind::NotFound,
-            RemoteError::Connect { .. } => ErrorKind::Unavailable,
+            RemoteError::Connect { .. } | RemoteError::Timeout { .. } => ErrorKind::Unavailable,
             RemoteError::Status { status, .. } => match status {
                 429 | 502..=504 => ErrorKind::Unavailable,
                 _ => ErrorKind::Unknown,

@@ -7,8 +7,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, RANGE};
 use reqwest::{Method, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 
-use crate::client::{read_limited, unexpected, Action, Host, Repository, Request};
-use crate::error::chain;
+use crate::client::{body_error, read_limited, unexpected, Action, Host, Repository, Request};
 use crate::{Reference, RemoteError};
 
 /// The manifest types asked for, best first (as containerd's resolver sends them).
@@ -89,6 +88,7 @@ impl Repository {
                     .and_then(|l| l.parse::<u64>().ok())
                     .filter(|n| *n > 0);
                 if let (Some(digest), Some(size), Some(mt)) = (digest, size, media_type_of(&resp)) {
+                    refuse_web_page(&url, &mt)?;
                     return descriptor(&mt, &digest, size);
                 }
                 // Some registries answer HEAD without a digest or length: ask with GET.
@@ -115,6 +115,9 @@ impl Repository {
             return Err(unexpected(url, resp).await);
         }
         let mt = media_type_of(&resp);
+        if let Some(mt) = &mt {
+            refuse_web_page(&url, mt)?;
+        }
         let body = read_limited(
             &url,
             resp,
@@ -122,6 +125,12 @@ impl Repository {
             "manifest",
         )
         .await?;
+        if !body.trim_ascii_start().starts_with(b"{") {
+            return Err(RemoteError::InvalidResponse {
+                url,
+                reason: "the answer is not a JSON manifest (is this a registry?)".to_owned(),
+            });
+        }
         let actual = Digest::sha256(&body);
         if let Some(p) = pinned {
             if *p != actual {
@@ -262,6 +271,20 @@ impl Repository {
 
 /// Chooses from an index the manifest for the best platform `matcher` accepts (containerd's
 /// order: the matcher's preference, then the index's order).
+/// A web page where a manifest should be: a proxy's login portal or a web server on the
+/// registry's port. Said plainly rather than carried on as a manifest of type `text/html`.
+fn refuse_web_page(url: &str, media_type: &str) -> Result<(), RemoteError> {
+    if media_type.starts_with("text/html") {
+        return Err(RemoteError::InvalidResponse {
+            url: url.to_owned(),
+            reason: format!(
+                "answered a web page ({media_type}) instead of a manifest (is this a registry?)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub fn select_manifest(
     index_desc: &Descriptor,
     index_bytes: &[u8],
@@ -359,10 +382,7 @@ impl BlobStream {
             .resp
             .chunk()
             .await
-            .map_err(|e| RemoteError::InvalidResponse {
-                url: self.url.clone(),
-                reason: format!("reading blob {}: {}", self.digest, chain(&e)),
-            })?;
+            .map_err(|e| body_error(&self.url, &format!("reading blob {}", self.digest), e))?;
         match chunk {
             Some(c) => {
                 self.position += c.len() as u64;

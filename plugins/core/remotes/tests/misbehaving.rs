@@ -1,0 +1,226 @@
+//! Registries that misbehave: one that never answers, one that stops in the middle of a blob,
+//! one that serves a web page where a manifest should be, one that cuts a blob short. Each is a
+//! clear error naming the URL, in bounded time, never a hang or a panic. The "registry" is a few
+//! lines of scripted HTTP on a loopback port.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use berth_oci::{media, DescriptorBuilder, Digest, MediaType};
+use berth_plugin::{Classify, ErrorKind};
+use berth_remotes::{ClientConfig, Reference, RegistryClient, RemoteError};
+
+/// What the scripted server does with each request it reads (method and path given).
+type Script = fn(&str, &str, &mut TcpStream);
+
+/// Serves `script` on a loopback port until the test ends; returns the port.
+fn serve(script: Script) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                while let Some((method, path)) = read_request(&mut conn) {
+                    script(&method, &path, &mut conn);
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Reads one request head; `None` when the client closed the connection.
+fn read_request(conn: &mut TcpStream) -> Option<(String, String)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let mut first = text.lines().next()?.split_whitespace();
+    Some((first.next()?.to_owned(), first.next()?.to_owned()))
+}
+
+fn respond(conn: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
+    let mut out = format!("HTTP/1.1 {status}\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let _ = conn.write_all(out.as_bytes());
+    let _ = conn.write_all(body);
+}
+
+/// Answers the `/v2/` version check as Distribution does; false for any other path.
+fn answered_ping(path: &str, conn: &mut TcpStream) -> bool {
+    if path == "/v2/" {
+        respond(conn, "200 OK", &[("Content-Length", "2".into())], b"{}");
+        return true;
+    }
+    false
+}
+
+/// A client that gives up after 1 s of silence.
+fn impatient() -> RegistryClient {
+    RegistryClient::new(ClientConfig {
+        read_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        ..ClientConfig::default()
+    })
+}
+
+fn blob() -> Vec<u8> {
+    (0..256 * 1024u32).map(|i| (i % 251) as u8).collect()
+}
+
+fn blob_descriptor() -> berth_oci::Descriptor {
+    let data = blob();
+    DescriptorBuilder::default()
+        .media_type(MediaType::from(media::OCI_LAYER_GZIP))
+        .digest(berth_oci::oci_spec::image::Digest::from(&Digest::sha256(
+            &data,
+        )))
+        .size(data.len() as u64)
+        .build()
+        .expect("descriptor")
+}
+
+/// Reads a blob to its end, or to the first error.
+async fn read_blob(port: u16) -> Result<u64, RemoteError> {
+    let client = impatient();
+    let reference = Reference::parse(&format!("127.0.0.1:{port}/x/y:z")).expect("reference");
+    let repo = client.repository(&reference)?;
+    let mut stream = repo.fetch_blob(&blob_descriptor(), 0).await?;
+    let mut n = 0;
+    while let Some(chunk) = stream.next_chunk().await? {
+        n += chunk.len() as u64;
+    }
+    Ok(n)
+}
+
+#[tokio::test]
+async fn a_registry_that_never_answers_times_out() {
+    let port = serve(|_, _, _| std::thread::sleep(Duration::from_secs(30)));
+    let client = impatient();
+    let reference = Reference::parse(&format!("127.0.0.1:{port}/x/y:z")).expect("reference");
+    let repo = client.repository(&reference).expect("repository");
+    let start = Instant::now();
+    let e = repo
+        .resolve(&reference)
+        .await
+        .expect_err("a silent registry");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(matches!(e, RemoteError::Timeout { .. }), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("http://127.0.0.1:{port}/v2/x/y/manifests/z")),
+        "{msg}"
+    );
+    assert!(msg.contains("timed out"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_registry_that_stops_in_the_middle_of_a_blob_times_out() {
+    let port = serve(|_, path, conn| {
+        if answered_ping(path, conn) {
+            return;
+        }
+        let data = blob();
+        respond(
+            conn,
+            "200 OK",
+            &[("Content-Length", data.len().to_string())],
+            &data[..data.len() / 2],
+        );
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let start = Instant::now();
+    let e = read_blob(port).await.expect_err("a stalled blob");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(matches!(e, RemoteError::Timeout { .. }), "{e:?}");
+    assert!(e.to_string().contains("stopped sending"), "{e}");
+}
+
+#[tokio::test]
+async fn a_blob_cut_short_is_an_error_not_a_short_blob() {
+    let port = serve(|_, path, conn| {
+        if answered_ping(path, conn) {
+            return;
+        }
+        let data = blob();
+        respond(
+            conn,
+            "200 OK",
+            &[("Content-Length", data.len().to_string())],
+            &data[..data.len() / 2],
+        );
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+    });
+    let e = read_blob(port).await.expect_err("a truncated blob");
+    let msg = e.to_string();
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(!matches!(e, RemoteError::Timeout { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_web_page_instead_of_a_manifest_is_refused() {
+    let port = serve(|method, path, conn| {
+        if answered_ping(path, conn) {
+            return;
+        }
+        let page = b"<html><body>Please log in</body></html>";
+        let headers = [
+            ("Content-Type", "text/html; charset=utf-8".to_owned()),
+            ("Content-Length", page.len().to_string()),
+        ];
+        let body: &[u8] = if method == "HEAD" { b"" } else { page };
+        respond(conn, "200 OK", &headers, body);
+    });
+    let client = impatient();
+    let reference = Reference::parse(&format!("127.0.0.1:{port}/x/y:z")).expect("reference");
+    let repo = client.repository(&reference).expect("repository");
+    let e = repo.resolve(&reference).await.expect_err("a web page");
+    let msg = e.to_string();
+    assert!(msg.contains("web page"), "{msg}");
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+}
+
+#[tokio::test]
+async fn a_manifest_that_is_not_json_is_refused() {
+    let port = serve(|method, path, conn| {
+        if answered_ping(path, conn) {
+            return;
+        }
+        // No digest header: the client must GET and look at the body.
+        let body = b"this is not json";
+        let headers = [
+            ("Content-Type", media::OCI_MANIFEST.to_owned()),
+            ("Content-Length", body.len().to_string()),
+        ];
+        respond(
+            conn,
+            "200 OK",
+            &headers,
+            if method == "HEAD" { b"" } else { body },
+        );
+    });
+    let client = impatient();
+    let reference = Reference::parse(&format!("127.0.0.1:{port}/x/y:z")).expect("reference");
+    let repo = client.repository(&reference).expect("repository");
+    let e = repo.resolve(&reference).await.expect_err("not json");
+    assert!(e.to_string().contains("not a JSON manifest"), "{e}");
+}
