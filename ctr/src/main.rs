@@ -14,7 +14,8 @@ use bctr::client::DEFAULT_ADDRESS;
 #[command(
     name = "bctr",
     version,
-    about = "Admin client for berthd (containerd-compatible)"
+    about = "Admin client for berthd (containerd-compatible)",
+    after_help = commands::examples::BCTR
 )]
 pub struct Cli {
     /// Daemon socket.
@@ -97,5 +98,36 @@ mod tests {
     #[test]
     fn command_tree_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// The commands an admin reaches for first say how to use them in `--help`.
+    #[test]
+    fn help_has_examples() {
+        let mut cli = super::Cli::command();
+        let paths: &[&[&str]] = &[
+            &[],
+            &["run"],
+            &["images", "pull"],
+            &["images", "push"],
+            &["images", "tag"],
+            &["images", "import"],
+            &["images", "export"],
+            &["tasks", "exec"],
+            &["snapshots"],
+        ];
+        for path in paths {
+            let mut cmd = &mut cli;
+            for name in *path {
+                cmd = cmd
+                    .find_subcommand_mut(name)
+                    .unwrap_or_else(|| panic!("no subcommand {name}"));
+            }
+            let help = cmd.render_long_help().to_string();
+            assert!(
+                help.contains("Examples:\n  bctr "),
+                "bctr {}: {help}",
+                path.join(" ")
+            );
+        }
     }
 }

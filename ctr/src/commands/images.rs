@@ -73,6 +73,7 @@ pub enum ImagesCommand {
         filters: Vec<String>,
     },
     /// Export images to an OCI tar archive.
+    #[command(after_help = super::examples::EXPORT)]
     Export(super::export::ExportArgs),
     /// Pull an image from a registry through the daemon (the Transfer API), with progress.
     Pull(super::pull::PullArgs),
@@ -81,6 +82,7 @@ pub enum ImagesCommand {
     /// Give an image another name (through the Transfer API).
     Tag(super::push::TagArgs),
     /// Import images from a tar archive (OCI layout or docker save).
+    #[command(after_help = super::examples::IMPORT)]
     Import(super::import::ImportArgs),
     /// Unpack an image into snapshots inside berthd (layers extracted in parallel on overlayfs).
     Unpack(super::server_unpack::UnpackArgs),

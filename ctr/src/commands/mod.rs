@@ -3,6 +3,7 @@
 mod containers;
 mod content;
 mod events;
+pub(crate) mod examples;
 mod export;
 mod gc;
 mod images;
@@ -65,11 +66,12 @@ pub enum Command {
         command: leases::LeasesCommand,
     },
     /// Manage snapshots.
-    #[command(aliases = ["snapshot", "s"])]
+    #[command(aliases = ["snapshot", "s"], after_help = examples::SNAPSHOTS)]
     Snapshots(snapshots::SnapshotsArgs),
     /// Run berthd's garbage collector now and show what it freed.
     Gc,
     /// Run a container.
+    #[command(after_help = examples::RUN)]
     Run(Box<run::RunArgs>),
     /// Manage containers.
     #[command(aliases = ["c", "container"])]

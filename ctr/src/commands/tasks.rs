@@ -65,6 +65,7 @@ pub enum TasksCommand {
     /// List processes for a container.
     Ps { container: String },
     /// Execute an additional process in a running container.
+    #[command(after_help = super::examples::EXEC)]
     Exec(ExecArgs),
     /// Pause a running container.
     Pause { container: String },
