@@ -541,3 +541,23 @@ pub fn in_a_terminal(cmd: &str) -> Output {
         .output()
         .expect("run script")
 }
+
+/// The virtualenv's python with `grpcio` from PyPI (scripts/test.sh makes it).
+pub fn grpcio_python() -> PathBuf {
+    let python = std::env::var_os("BERTH_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pyvenv/bin/python")
+        });
+    let ok = Command::new(&python)
+        .args(["-c", "import grpc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} cannot import grpc: create it with `python3 -m venv target/pyvenv && \
+         target/pyvenv/bin/pip install grpcio` (scripts/test.sh does this)",
+        python.display()
+    );
+    python
+}

@@ -7,30 +7,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use berth_tests::h2raw::{RawClient, CONTINUATION, END_HEADERS, HEADERS};
-use berth_tests::{require_root, Berthd, Containerd};
+use berth_tests::{grpcio_python, require_root, Berthd, Containerd};
 
 const VERSION: &str = "/containerd.services.version.v1.Version/Version";
 const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
-
-/// The virtualenv's python with `grpcio` from PyPI (scripts/test.sh makes it).
-fn grpcio_python() -> PathBuf {
-    let python = std::env::var_os("BERTH_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pyvenv/bin/python")
-        });
-    let ok = Command::new(&python)
-        .args(["-c", "import grpc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{} cannot import grpc: create it with `python3 -m venv target/pyvenv && \
-         target/pyvenv/bin/pip install grpcio` (scripts/test.sh does this)",
-        python.display()
-    );
-    python
-}
 
 fn run_python_clients(
     python: &PathBuf,
