@@ -3,12 +3,11 @@
 //! specs and their seccomp profiles, signals, Go-shaped JSON) that the commands share. The
 //! integration tests use the same connection code to talk to berthd directly.
 
-pub mod archive;
 pub mod client;
 pub mod gojson;
 pub mod oci;
 pub mod protojson;
-pub mod reference;
+pub use berth_image_archive::reference;
 pub mod seccomp;
 pub mod signals;
 pub mod spec;

@@ -1,24 +1,35 @@
-//! `bctr images import`: reads an OCI image layout tar or a `docker save` tar, streams every
-//! file into the content store, builds a Docker manifest and an OCI index for docker archives,
-//! labels the content with containerd's GC references, and creates the image records, all under
-//! a temporary lease, as containerd's client does. Unpacking follows unless `--no-unpack`.
+//! `bctr images import`: an OCI image layout tar or a `docker save` tar into the image store.
+//!
+//! By default through the daemon, as containerd 2.x's `ctr` imports: the archive streams to the
+//! daemon over a data stream (`ImageImportStream`), and the daemon stores it, names the images
+//! (an `ImageStore` built from the flags exactly as `ctr` builds it) and unpacks them, while bctr
+//! shows the bytes sent and the daemon's progress.
+//!
+//! With `--local`, or by itself when the daemon has no Transfer service (containerd 1.x), as
+//! containerd 1.x's client imports: bctr reads the archive, streams every file into the content
+//! store, builds a Docker manifest and an OCI index for docker archives, labels the content
+//! with containerd's GC references and creates the image records, all under a temporary lease;
+//! unpacking follows unless `--no-unpack`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 
-use bctr::archive::{self, BlobInfo, DockerArchiveManifest, OciLayout};
 use bctr::oci::{self, media, Descriptor, DescriptorExt};
-use bctr::reference::{self, RefTranslator};
 use berth_api::images::{
     images_client::ImagesClient, CreateImageRequest, Image, UpdateImageRequest,
 };
+use berth_api::types::transfer as tt;
+use berth_image_archive::model::{self as archive, BlobInfo, DockerArchiveManifest, OciLayout};
+use berth_image_archive::reference::{self, RefTranslator};
 use berth_oci::{platform, Matcher};
 use clap::Args;
+use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 use tonic::Code;
 
 use super::progress::{self, ProgressReader};
 use super::store::{self, ContentStore, CHUNK};
+use super::transfer::{self, any, DataStream, Display, Meter, OpenError};
 use super::{leases, rpc_context, unpack, CmdError, Ctx};
 
 #[derive(Args)]
@@ -42,9 +53,20 @@ pub struct ImportArgs {
     /// Import content for a specific platform.
     #[arg(long, default_value = "", hide_default_value = true)]
     platform: String,
-    /// Unpack from the client, layer by layer, as ctr does, even when the daemon can unpack.
+    /// Unpack from the client, layer by layer, as ctr 1.x does, even when the daemon can unpack
+    /// (implies --local).
     #[arg(long)]
     local_unpack: bool,
+    /// Import from the client (as containerd 1.x's ctr) rather than through the daemon's
+    /// Transfer API; the default when the daemon has no Transfer service.
+    #[arg(long)]
+    local: bool,
+    /// Labels for the imported images (key=value; may be repeated).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Print no progress.
+    #[arg(long, short = 'q')]
+    quiet: bool,
     /// Skip unpacking the images.
     #[arg(long)]
     no_unpack: bool,
@@ -76,6 +98,188 @@ pub async fn run(ctx: &Ctx, args: ImportArgs) -> Result<(), CmdError> {
             "--skip-digest-for-named must be specified with --digests option".into(),
         ));
     }
+    let labels = super::parse_labels(&args.labels)?;
+    if args.local || args.local_unpack {
+        return run_local(ctx, args, labels).await;
+    }
+    match through_transfer(ctx, &args, &labels).await {
+        Ok(()) => Ok(()),
+        // Nothing was printed or read yet (or the archive is a file, read again from its start).
+        Err(Via::NoTransfer) => run_local(ctx, args, labels).await,
+        Err(Via::Failed(e)) => Err(e),
+    }
+}
+
+/// How an import through the daemon ended when it did not succeed.
+enum Via {
+    /// The daemon has no Transfer service for archives: import from the client instead.
+    NoTransfer,
+    Failed(CmdError),
+}
+
+impl From<CmdError> for Via {
+    fn from(e: CmdError) -> Via {
+        Via::Failed(e)
+    }
+}
+
+/// The platform the flags name as the API's (this machine's when none).
+fn proto_platform(spec: &str) -> Result<berth_api::types::Platform, CmdError> {
+    let p = if spec.is_empty() {
+        berth_oci::host_platform()
+    } else {
+        platform::parse(spec).map_err(|e| CmdError::Usage(format!("--platform: {e}")))?
+    };
+    Ok(berth_api::types::Platform {
+        os: platform::os(&p),
+        architecture: platform::arch(&p),
+        variant: platform::variant(&p).to_owned(),
+        ..Default::default()
+    })
+}
+
+/// The destination as containerd 2.x's `ctr images import` builds it: the archive's images
+/// named through a prefix reference (`--base-name`, else `import-<date>` which names in the
+/// archive may overwrite), with digest names for `--digests`; the index kept as
+/// `--index-name`; the platform filter and unpack configuration of `--platform` /
+/// `--all-platforms` / `--no-unpack`.
+///
+/// One difference: `ctr` sets the reference's "skip named digest" to the *opposite* of
+/// `--skip-digest-for-named` (so its `--digests` alone gives named images no digest name);
+/// bctr follows the flag's meaning, which is also what its `--local` import and containerd
+/// 1.x do.
+fn image_store(
+    args: &ImportArgs,
+    labels: &[(String, String)],
+    snapshotter: Option<String>,
+) -> Result<tt::ImageStore, CmdError> {
+    let (prefix, overwrite) = if args.base_name.is_empty() {
+        (
+            format!("import-{}", chrono::Local::now().format("%Y-%m-%d")),
+            true,
+        )
+    } else {
+        (args.base_name.clone(), false)
+    };
+    let reference = tt::ImageReference {
+        name: prefix,
+        is_prefix: true,
+        allow_overwrite: overwrite,
+        add_digest: args.digests,
+        skip_named_digest: args.digests && args.skip_digest_for_named,
+    };
+    // Even with --all-platforms only this machine's platform is unpacked, as ctr does.
+    let unpack_platform = proto_platform(if args.all_platforms {
+        ""
+    } else {
+        &args.platform
+    })?;
+    Ok(tt::ImageStore {
+        name: args.index_name.clone(),
+        labels: labels.iter().cloned().collect(),
+        platforms: if args.all_platforms {
+            Vec::new()
+        } else {
+            vec![unpack_platform.clone()]
+        },
+        extra_references: vec![reference],
+        unpacks: snapshotter
+            .map(|snapshotter| tt::UnpackConfiguration {
+                platform: Some(unpack_platform),
+                snapshotter,
+            })
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    })
+}
+
+/// The import through the daemon's Transfer API.
+async fn through_transfer(
+    ctx: &Ctx,
+    args: &ImportArgs,
+    labels: &[(String, String)],
+) -> Result<(), Via> {
+    let snapshotter = if args.no_unpack {
+        None
+    } else {
+        Some(
+            match super::images::resolve_snapshotter(ctx, &args.snapshotter).await {
+                Ok(s) => s,
+                // A namespace the import is about to create has no default of its own: the daemon's.
+                Err(CmdError::Rpc(s)) if s.code() == Code::NotFound => String::new(),
+                Err(e) => return Err(e.into()),
+            },
+        )
+    };
+    let store = image_store(args, labels, snapshotter)?;
+    let data = match DataStream::open(ctx, "import").await {
+        Ok(d) => d,
+        Err(OpenError::NoStreaming) => return Err(Via::NoTransfer),
+        Err(OpenError::Failed(e)) => return Err(e.into()),
+    };
+    let from_stdin = args.input == "-";
+    let (input, total): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>) = if from_stdin
+    {
+        (Box::new(tokio::io::stdin()), None)
+    } else {
+        let f = tokio::fs::File::open(&args.input)
+            .await
+            .map_err(|e| CmdError::Failed(format!("open {}: {e}", args.input)))?;
+        let len = f.metadata().await.ok().map(|m| m.len());
+        (Box::new(f), len)
+    };
+    let source = tt::ImageImportStream {
+        stream: data.id.clone(),
+        // Empty: the daemon finds out whether the archive is compressed (containerd's ctr).
+        media_type: String::new(),
+        force_compress: args.compress_blobs,
+    };
+    let meter = Meter::new("sent", total);
+    let sending = tokio::spawn(data.send(input, meter.clone()));
+    let result = transfer::run_metered(
+        ctx,
+        any(transfer::IMAGE_IMPORT_STREAM, source.encode_to_vec()),
+        any(transfer::IMAGE_STORE, store.encode_to_vec()),
+        Display::choose(args.quiet),
+        Some(meter),
+    )
+    .await;
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            sending.abort();
+            return Err(e.into());
+        }
+    };
+    match result {
+        Ok(()) => {
+            // The daemon has read the archive and closed the stream: this ends at once.
+            let _ = sending.await;
+            Ok(())
+        }
+        Err(s) => {
+            sending.abort();
+            if s.code() == Code::Unimplemented {
+                if from_stdin {
+                    return Err(Via::Failed(CmdError::Failed(format!(
+                        "the daemon cannot import through its Transfer API ({}); use                          `bctr images import --local -`",
+                        s.message()
+                    ))));
+                }
+                return Err(Via::NoTransfer);
+            }
+            Err(Via::Failed(CmdError::Rpc(s)))
+        }
+    }
+}
+
+/// The import from the client (containerd 1.x's `ctr images import`).
+async fn run_local(
+    ctx: &Ctx,
+    args: ImportArgs,
+    labels: Vec<(String, String)>,
+) -> Result<(), CmdError> {
     let (prefix, translator) = if args.base_name.is_empty() {
         let p = format!("import-{}", chrono::Local::now().format("%Y-%m-%d"));
         (p.clone(), RefTranslator::AddPrefix(p))
@@ -119,6 +323,7 @@ pub async fn run(ctx: &Ctx, args: ImportArgs) -> Result<(), CmdError> {
         index_name: &args.index_name,
         matcher: &matcher,
         compress: args.compress_blobs,
+        labels: labels.into_iter().collect(),
     };
     let result = import(&leased, input, &opts).await;
     bar.finish_and_clear();
@@ -158,6 +363,8 @@ struct ImportOptions<'a> {
     index_name: &'a str,
     matcher: &'a Matcher,
     compress: bool,
+    /// `--label`s of every image record.
+    labels: HashMap<String, String>,
 }
 
 async fn import(
@@ -238,15 +445,19 @@ async fn import(
     for img in &images {
         let record = Image {
             name: img.name.clone(),
+            labels: opts.labels.clone(),
             target: Some(oci::to_proto(&img.target)),
             ..Image::default()
         };
+        // The target, and the labels only when some were given (containerd's client).
+        let mut paths = vec!["target".to_owned()];
+        if !opts.labels.is_empty() {
+            paths.push("labels".into());
+        }
         let updated = client
             .update(ctx.request(UpdateImageRequest {
                 image: Some(record.clone()),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["target".into()],
-                }),
+                update_mask: Some(prost_types::FieldMask { paths }),
                 source_date_epoch: None,
             }))
             .await;
@@ -376,7 +587,7 @@ async fn import_index(
     let Some(manifests) = docker_manifests else {
         return Err(CmdError::Failed("unrecognized image format".into()));
     };
-    archive::resolve_symlinks(&mut blobs, &symlinks).map_err(CmdError::Failed)?;
+    archive::resolve_symlinks(&mut blobs, &symlinks).map_err(failed)?;
 
     let mut index_entries = Vec::new();
     for m in &manifests {
@@ -389,7 +600,7 @@ async fn import_index(
         let layers = resolve_layers(cs, &layer_files, &blobs, compress)
             .await
             .map_err(|e| CmdError::Failed(format!("failed to resolve layers: {e}")))?;
-        let manifest = archive::docker_manifest_json(&config, &layers).map_err(CmdError::Failed)?;
+        let manifest = archive::docker_manifest_json(&config, &layers).map_err(failed)?;
         let desc = write_document(cs, &manifest, media::DOCKER_MANIFEST)
             .await
             .map_err(|e| CmdError::Failed(format!("write docker manifest: {e}")))?;
@@ -399,13 +610,16 @@ async fn import_index(
                 .map_err(|e| CmdError::Failed(format!("unable to resolve platform: {e}")))?,
         );
         let tags = m.repo_tags.clone().unwrap_or_default();
-        index_entries.extend(
-            archive::docker_index_entries(&desc, Some(platform), &tags)
-                .map_err(CmdError::Failed)?,
-        );
+        index_entries
+            .extend(archive::docker_index_entries(&desc, Some(platform), &tags).map_err(failed)?);
     }
-    let index = archive::index_json(index_entries).map_err(CmdError::Failed)?;
+    let index = archive::index_json(index_entries).map_err(failed)?;
     write_document(cs, &index, media::OCI_INDEX).await
+}
+
+/// An archive-model error as bctr's.
+fn failed(e: archive::ModelError) -> CmdError {
+    CmdError::Failed(e.to_string())
 }
 
 /// A tar reading failure as one line: a corrupt header is said so, not quoted.

@@ -41,7 +41,8 @@ pub struct PullArgs {
 }
 
 pub async fn run(ctx: &Ctx, a: PullArgs) -> Result<(), CmdError> {
-    let reference = bctr::reference::normalize_docker_ref(&a.reference).map_err(CmdError::Usage)?;
+    let reference = bctr::reference::normalize_docker_ref(&a.reference)
+        .map_err(|e| CmdError::Usage(e.to_string()))?;
     pull(
         ctx,
         Pull {

@@ -68,7 +68,8 @@ async fn image_exists(ctx: &Ctx, name: &str) -> Result<bool, CmdError> {
 }
 
 pub async fn push(ctx: &Ctx, a: PushArgs) -> Result<(), CmdError> {
-    let remote = bctr::reference::normalize_docker_ref(&a.remote).map_err(CmdError::Usage)?;
+    let remote = bctr::reference::normalize_docker_ref(&a.remote)
+        .map_err(|e| CmdError::Usage(e.to_string()))?;
     // The local name as given, else as normalised (`busybox` is stored as
     // docker.io/library/busybox:latest); when neither exists the daemon says so.
     let given = a.local.clone().unwrap_or_else(|| a.remote.clone());

@@ -1,6 +1,7 @@
 //! One error type for the engine, keeping each cause, classified for gRPC.
 
 use berth_content_store::ContentError;
+use berth_image_archive::{ExportError, ImportError, StoreError};
 use berth_metadata::MetaError;
 use berth_oci::DocumentError;
 use berth_plugin::{Classify, ErrorKind};
@@ -82,6 +83,23 @@ pub enum TransferError {
 
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+
+    /// The archive being imported (containerd's messages: "unrecognized image format", …).
+    #[error(transparent)]
+    Import(#[from] ImportError),
+
+    #[error(transparent)]
+    Export(#[from] ExportError<StoreError>),
+
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    /// containerd's `ErrEmptyWalk`: the platform filter left nothing of the archive.
+    #[error("image might be filtered out")]
+    FilteredOut,
+
+    #[error("{0}: not implemented")]
+    NotImplemented(String),
 }
 
 impl Classify for TransferError {
@@ -102,6 +120,11 @@ impl Classify for TransferError {
             TransferError::Content(e) => e.kind(),
             TransferError::Unpack { source, .. } => source.kind(),
             TransferError::Read { .. } | TransferError::Task(_) => ErrorKind::Internal,
+            TransferError::Import(e) => e.kind(),
+            TransferError::Export(e) => e.kind(),
+            TransferError::Store(e) => e.kind(),
+            TransferError::FilteredOut => ErrorKind::InvalidArgument,
+            TransferError::NotImplemented(_) => ErrorKind::NotImplemented,
         }
     }
 }

@@ -17,14 +17,25 @@
 //!   names one, then the manifests, children first, the top one under the destination's tag.
 //! - **tag** ([`Transferrer::tag`], image store → image store): the source image's target stored
 //!   under the destination's name(s).
+//! - **import** ([`Transferrer::import`], archive stream → image store): an OCI layout or
+//!   `docker save` tar read into the content store as it streams in (`berth-image-archive`),
+//!   its documents labelled with their children, the manifests of the wanted platforms
+//!   unpacked, then the images recorded under the names containerd's image store gives them
+//!   (`io.containerd.import.ref-source`, prefix and digest references), all under a lease.
+//! - **export** ([`Transferrer::export`], image store → archive stream): the images the store
+//!   names written as an OCI layout tar (with Docker's `manifest.json`), byte for byte as
+//!   containerd 1.6's exporter writes it, to any `io::Write`.
 //!
 //! Progress events are containerd's (`waiting`, `downloading`, `uploading`, `complete`,
-//! `already exists`, `extracting`, `extracted`, `saved`, and unnamed status lines; push adds
-//! `mounted` for a blob linked from another repository), named as containerd names them
+//! `already exists`, `extracting`, `extracted`, `saved`, and unnamed status lines such as
+//! `Importing` / `Completed import`; push adds `mounted` for a blob linked from another
+//! repository), named as containerd names them
 //! (`<kind>-<digest>`, parents up to the image name), so containerd's `ctr` renders them as its
 //! own.
 
 mod error;
+mod export;
+mod import;
 mod pull;
 mod push;
 mod store;
@@ -41,7 +52,9 @@ use berth_remotes::CredentialCallback;
 use berth_unpack::Unpacker;
 use serde::Deserialize;
 
+pub use berth_image_archive::ExportOptions;
 pub use error::TransferError;
+pub use import::ImportStream;
 
 /// The engine's `[plugins."io.containerd.transfer.v1.local"]` section.
 #[derive(Debug, Clone, Deserialize)]

@@ -10,6 +10,8 @@ use tonic::Status;
 
 const OCI_REGISTRY: &str = "containerd.types.transfer.OCIRegistry";
 const IMAGE_STORE: &str = "containerd.types.transfer.ImageStore";
+const IMAGE_IMPORT_STREAM: &str = "containerd.types.transfer.ImageImportStream";
+const IMAGE_EXPORT_STREAM: &str = "containerd.types.transfer.ImageExportStream";
 const PROGRESS: &str = "containerd.types.transfer.Progress";
 const AUTH_REQUEST: &str = "containerd.types.transfer.AuthRequest";
 const AUTH_RESPONSE: &str = "containerd.types.transfer.AuthResponse";
@@ -18,7 +20,11 @@ const AUTH_RESPONSE: &str = "containerd.types.transfer.AuthResponse";
 pub(crate) enum Object {
     Registry(tt::OciRegistry),
     ImageStore(tt::ImageStore),
-    /// A type the engine does not move images to or from (archive streams, …).
+    /// An archive the client streams in.
+    ImportStream(tt::ImageImportStream),
+    /// An archive streamed out to the client.
+    ExportStream(tt::ImageExportStream),
+    /// A type the engine does not move images to or from.
     Other,
 }
 
@@ -31,6 +37,12 @@ pub(crate) fn decode(a: &prost_types::Any) -> Result<Object, Status> {
     Ok(match berth_streams::type_name(&a.type_url) {
         OCI_REGISTRY => Object::Registry(tt::OciRegistry::decode(a.value.as_slice()).map_err(bad)?),
         IMAGE_STORE => Object::ImageStore(tt::ImageStore::decode(a.value.as_slice()).map_err(bad)?),
+        IMAGE_IMPORT_STREAM => {
+            Object::ImportStream(tt::ImageImportStream::decode(a.value.as_slice()).map_err(bad)?)
+        }
+        IMAGE_EXPORT_STREAM => {
+            Object::ExportStream(tt::ImageExportStream::decode(a.value.as_slice()).map_err(bad)?)
+        }
         _ => Object::Other,
     })
 }
@@ -66,6 +78,16 @@ pub(crate) fn image_store(is: tt::ImageStore) -> berth_transfer::ImageStore {
                 snapshotter: u.snapshotter,
             })
             .collect(),
+    }
+}
+
+/// The API's export options as the engine's (containerd's `ImageExportStream`).
+pub(crate) fn export_options(s: &tt::ImageExportStream) -> berth_transfer::ExportOptions {
+    berth_transfer::ExportOptions {
+        platforms: s.platforms.iter().map(platform_of).collect(),
+        all_platforms: s.all_platforms,
+        skip_compatibility_manifest: s.skip_compatibility_manifest,
+        skip_non_distributable: s.skip_non_distributable,
     }
 }
 
@@ -168,10 +190,55 @@ mod tests {
             };
             assert!(matches!(decode(&a), Ok(Object::Registry(x)) if x.reference == r.reference));
         }
+        let import = tt::ImageImportStream {
+            stream: "import-1".into(),
+            media_type: String::new(),
+            force_compress: true,
+        };
+        for url in [
+            IMAGE_IMPORT_STREAM.to_owned(),
+            format!("type.googleapis.com/{IMAGE_IMPORT_STREAM}"),
+        ] {
+            let a = prost_types::Any {
+                type_url: url,
+                value: import.encode_to_vec(),
+            };
+            assert!(
+                matches!(decode(&a), Ok(Object::ImportStream(x)) if x.stream == "import-1" && x.force_compress)
+            );
+        }
+        let export = tt::ImageExportStream {
+            stream: "export-1".into(),
+            platforms: vec![berth_api::types::Platform {
+                os: "linux".into(),
+                architecture: "arm64".into(),
+                ..Default::default()
+            }],
+            skip_compatibility_manifest: true,
+            ..Default::default()
+        };
+        let a = prost_types::Any {
+            type_url: IMAGE_EXPORT_STREAM.into(),
+            value: export.encode_to_vec(),
+        };
+        let Ok(Object::ExportStream(x)) = decode(&a) else {
+            panic!("not an export stream");
+        };
+        let o = export_options(&x);
+        assert!(o.skip_compatibility_manifest && !o.all_platforms);
+        assert_eq!(platform::format(&o.platforms[0]), "linux/arm64");
         let other = prost_types::Any {
-            type_url: "containerd.types.transfer.ImageImportStream".into(),
+            type_url: "containerd.types.transfer.Something".into(),
             value: Vec::new(),
         };
         assert!(matches!(decode(&other), Ok(Object::Other)));
+        let garbage = prost_types::Any {
+            type_url: IMAGE_IMPORT_STREAM.into(),
+            value: vec![0xff, 0xff, 0xff],
+        };
+        assert_eq!(
+            decode(&garbage).err().map(|s| s.code()),
+            Some(tonic::Code::InvalidArgument)
+        );
     }
 }

@@ -1,10 +1,13 @@
 //! `containerd.services.transfer.v1.Transfer`: decodes the transfer objects (`OCIRegistry`,
-//! `ImageStore`) into `berth-transfer`'s types (registry → image store is a pull, image store
-//! → registry a push, image store → image store a tag), wires the progress stream and a
-//! registry's auth stream through the stream manager (`berth-streams`), runs the engine, and
-//! maps its errors.
+//! `ImageStore`, `ImageImportStream`, `ImageExportStream`) into `berth-transfer`'s types
+//! (registry → image store is a pull, image store → registry a push, image store → image store
+//! a tag, import stream → image store an import, image store → export stream an export), wires
+//! the progress stream, a registry's auth stream and an archive's data stream (`bytestream`,
+//! containerd's binary stream protocol) through the stream manager (`berth-streams`), runs the
+//! engine, and maps its errors.
 //! Pairs the engine does not do answer Unimplemented with containerd's text.
 
+mod bytestream;
 mod convert;
 
 use std::sync::Arc;
@@ -183,6 +186,8 @@ impl TransferService {
             (Object::Registry(r), Object::ImageStore(i)) => Op::Pull(r, i),
             (Object::ImageStore(s), Object::ImageStore(d)) => Op::Tag(s, d),
             (Object::ImageStore(i), Object::Registry(r)) => Op::Push(i, r),
+            (Object::ImportStream(s), Object::ImageStore(i)) => Op::Import(s, i),
+            (Object::ImageStore(i), Object::ExportStream(s)) => Op::Export(i, s),
             _ => return Err(unsupported(req)),
         };
 
@@ -214,6 +219,47 @@ impl TransferService {
                 let (src, dst) = (convert::image_store(s), convert::image_store(d));
                 self.engine.tag(ns, &src, &dst, progress).await.map(|_| ())
             }
+            Op::Import(s, is) => {
+                // A stream that does not exist is NotFound, as containerd's stream getter says.
+                let stream = self.streams.get(ns, &s.stream).map_err(|e| to_status(&e))?;
+                let (reader, receiving) = bytestream::receive(stream);
+                let src = berth_transfer::ImportStream {
+                    reader: Box::new(reader),
+                    media_type: s.media_type,
+                    force_compress: s.force_compress,
+                };
+                let dst = convert::image_store(is);
+                let r = self.engine.import(ns, src, &dst, progress).await;
+                // The client's side of the data stream ends with the import.
+                receiving.finish();
+                r.map(|_| ())
+            }
+            Op::Export(is, s) => {
+                let stream = self.streams.get(ns, &s.stream).map_err(|e| to_status(&e))?;
+                let (writer, sending) = bytestream::send(stream);
+                let src = convert::image_store(is);
+                let options = convert::export_options(&s);
+                let r = self
+                    .engine
+                    .export(ns, &src, options, Box::new(writer), progress)
+                    .await;
+                // Everything written reaches the client (and the stream closes) before the
+                // answer does.
+                let sent = sending.finish().await;
+                match (r, sent) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), Ok(bytes)) => {
+                        tracing::debug!(bytes, "archive sent");
+                        Ok(())
+                    }
+                    (Ok(()), Err(e)) => {
+                        tracing::warn!(error = %e, "the client did not receive the whole archive");
+                        return Err(Status::unavailable(format!(
+                            "sending the archive: {e}: unavailable"
+                        )));
+                    }
+                }
+            }
         };
         // The client's side of the auth stream ends with the transfer.
         if let Some(a) = auth {
@@ -233,4 +279,6 @@ enum Op {
     Pull(tt::OciRegistry, tt::ImageStore),
     Push(tt::ImageStore, tt::OciRegistry),
     Tag(tt::ImageStore, tt::ImageStore),
+    Import(tt::ImageImportStream, tt::ImageStore),
+    Export(tt::ImageStore, tt::ImageExportStream),
 }

@@ -1,6 +1,39 @@
 //! Image references the way containerd's archive code treats them: Docker normalisation
 //! (`alpine` → `docker.io/library/alpine:latest`), the familiar form written to `manifest.json`,
 //! the OCI `ref.name` (just the tag) and the name translators of `ctr images import`.
+//!
+//! This is Docker's `reference` grammar, not the registry client's (`berth-remotes`): archives
+//! need its exact messages and its familiar form, and bctr uses it without a registry client.
+
+/// Why a reference does not parse, with Docker's wording.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("invalid reference format")]
+    Format,
+    #[error("invalid reference format: repository name must be lowercase")]
+    Uppercase,
+    #[error("invalid repository name ({0}), cannot specify 64-byte hexadecimal strings")]
+    HexName(String),
+    #[error("repository name must not be more than 255 characters")]
+    TooLong,
+}
+
+/// A name that could not be normalised or familiarised, with containerd's context.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("normalize image ref {input:?}: {source}")]
+    Normalize {
+        input: String,
+        #[source]
+        source: ReferenceError,
+    },
+    #[error("failed to parse {input:?}: {source}")]
+    Familiarize {
+        input: String,
+        #[source]
+        source: ReferenceError,
+    },
+}
 
 /// A parsed Docker reference: `domain/path[:tag][@digest]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,20 +174,17 @@ fn is_tag(s: &str) -> bool {
 }
 
 /// Docker's `ParseNormalizedNamed`.
-pub fn parse_normalized_named(s: &str) -> Result<Named, String> {
-    let invalid = |why: &str| format!("invalid reference format{why}");
+pub fn parse_normalized_named(s: &str) -> Result<Named, ReferenceError> {
     if s.len() == 64
         && s.chars()
             .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
     {
-        return Err(format!(
-            "invalid repository name ({s}), cannot specify 64-byte hexadecimal strings"
-        ));
+        return Err(ReferenceError::HexName(s.to_owned()));
     }
     // Split off the digest, then the tag (a ':' after the last '/').
     let (rest, digest) = match s.split_once('@') {
         Some((r, d)) => {
-            crate::oci::validate_digest(d).map_err(|_| invalid(""))?;
+            berth_oci::Digest::validate(d).map_err(|_| ReferenceError::Format)?;
             (r, Some(d.to_owned()))
         }
         None => (s, None),
@@ -169,11 +199,11 @@ pub fn parse_normalized_named(s: &str) -> Result<Named, String> {
     };
     if let Some(t) = &tag {
         if !is_tag(t) {
-            return Err(invalid(""));
+            return Err(ReferenceError::Format);
         }
     }
     if name.is_empty() {
-        return Err(invalid(""));
+        return Err(ReferenceError::Format);
     }
     // Docker's splitDockerDomain.
     let (mut domain, mut path) = match name.split_once('/') {
@@ -193,13 +223,13 @@ pub fn parse_normalized_named(s: &str) -> Result<Named, String> {
         path = format!("library/{path}");
     }
     if path.to_lowercase() != path {
-        return Err(invalid(": repository name must be lowercase"));
+        return Err(ReferenceError::Uppercase);
     }
     if !is_domain(&domain) || !path.split('/').all(is_path_component) {
-        return Err(invalid(""));
+        return Err(ReferenceError::Format);
     }
     if domain.len() + 1 + path.len() > 255 {
-        return Err("repository name must not be more than 255 characters".into());
+        return Err(ReferenceError::TooLong);
     }
     Ok(Named {
         domain,
@@ -211,8 +241,11 @@ pub fn parse_normalized_named(s: &str) -> Result<Named, String> {
 
 /// containerd's `normalizeReference` (Docker's `ParseDockerRef`): normalised, `:latest` added
 /// when there is neither tag nor digest, the tag dropped when there is a digest.
-pub fn normalize_docker_ref(s: &str) -> Result<String, String> {
-    let mut n = parse_normalized_named(s).map_err(|e| format!("normalize image ref {s:?}: {e}"))?;
+pub fn normalize_docker_ref(s: &str) -> Result<String, NameError> {
+    let mut n = parse_normalized_named(s).map_err(|source| NameError::Normalize {
+        input: s.to_owned(),
+        source,
+    })?;
     if n.digest.is_some() {
         n.tag = None;
     } else if n.tag.is_none() {
@@ -222,8 +255,11 @@ pub fn normalize_docker_ref(s: &str) -> Result<String, String> {
 }
 
 /// containerd's `familiarizeReference`: the short form `docker save` writes in RepoTags.
-pub fn familiarize(s: &str) -> Result<String, String> {
-    let mut n = parse_normalized_named(s).map_err(|e| format!("failed to parse {s:?}: {e}"))?;
+pub fn familiarize(s: &str) -> Result<String, NameError> {
+    let mut n = parse_normalized_named(s).map_err(|source| NameError::Familiarize {
+        input: s.to_owned(),
+        source,
+    })?;
     if n.tag.is_none() && n.digest.is_none() {
         n.tag = Some("latest".into());
     }
@@ -291,6 +327,12 @@ impl RefTranslator {
         }
         format!("{prefix}:{r}")
     }
+
+    fn prefix(&self) -> &str {
+        match self {
+            RefTranslator::AddPrefix(p) | RefTranslator::FilterPrefix(p) => p,
+        }
+    }
 }
 
 /// containerd's `imageName`: the full-name annotation as is, else the translated `ref.name`.
@@ -298,16 +340,46 @@ pub fn image_name(
     annotations: &std::collections::BTreeMap<String, String>,
     translator: Option<&RefTranslator>,
 ) -> String {
-    if let Some(n) = annotations.get(crate::oci::ANNOTATION_IMAGE_NAME) {
+    if let Some(n) = annotations.get(berth_oci::ANNOTATION_IMAGE_NAME) {
         if !n.is_empty() {
             return n.clone();
         }
     }
-    match annotations.get(crate::oci::ANNOTATION_REF_NAME) {
+    match annotations.get(berth_oci::ANNOTATION_REF_NAME) {
         Some(n) if !n.is_empty() => match translator {
             Some(t) => t.translate(n),
             None => n.clone(),
         },
+        _ => String::new(),
+    }
+}
+
+/// containerd 2.x's `imageName`, as the Transfer image store names an imported manifest: a
+/// full-name annotation counts only when the translator leaves it as it is (a name outside a
+/// `--base-name` prefix is dropped, not kept), else the translated `ref.name`. A translator
+/// without a prefix names nothing.
+pub fn stored_image_name(
+    annotations: &std::collections::BTreeMap<String, String>,
+    translator: &RefTranslator,
+) -> String {
+    let translate = |r: &str| {
+        if translator.prefix().is_empty() {
+            String::new()
+        } else {
+            translator.translate(r)
+        }
+    };
+    if let Some(n) = annotations.get(berth_oci::ANNOTATION_IMAGE_NAME) {
+        if !n.is_empty() {
+            return if translate(n) == *n {
+                n.clone()
+            } else {
+                String::new()
+            };
+        }
+    }
+    match annotations.get(berth_oci::ANNOTATION_REF_NAME) {
+        Some(n) if !n.is_empty() => translate(n),
         _ => String::new(),
     }
 }
@@ -397,14 +469,49 @@ mod tests {
     #[test]
     fn image_names_prefer_the_full_annotation() {
         let mut a = std::collections::BTreeMap::new();
-        a.insert(crate::oci::ANNOTATION_REF_NAME.to_owned(), "1.0".to_owned());
+        a.insert(berth_oci::ANNOTATION_REF_NAME.to_owned(), "1.0".to_owned());
         let t = RefTranslator::AddPrefix("p".into());
         assert_eq!(image_name(&a, Some(&t)), "p:1.0");
         a.insert(
-            crate::oci::ANNOTATION_IMAGE_NAME.to_owned(),
+            berth_oci::ANNOTATION_IMAGE_NAME.to_owned(),
             "docker.io/library/x:1".to_owned(),
         );
         assert_eq!(image_name(&a, Some(&t)), "docker.io/library/x:1");
         assert_eq!(image_name(&Default::default(), Some(&t)), "");
+    }
+
+    #[test]
+    fn stored_names_follow_containerd_2() {
+        let mut a = std::collections::BTreeMap::new();
+        a.insert(berth_oci::ANNOTATION_REF_NAME.to_owned(), "1.0".to_owned());
+        let add = RefTranslator::AddPrefix("import-2024-01-01".into());
+        let filter = RefTranslator::FilterPrefix("example.org/app".into());
+        assert_eq!(stored_image_name(&a, &add), "import-2024-01-01:1.0");
+        assert_eq!(stored_image_name(&a, &filter), "example.org/app:1.0");
+        a.insert(
+            berth_oci::ANNOTATION_IMAGE_NAME.to_owned(),
+            "docker.io/library/x:1".to_owned(),
+        );
+        assert_eq!(stored_image_name(&a, &add), "docker.io/library/x:1");
+        // Outside the base name: not stored (1.6's image_name kept it).
+        assert_eq!(stored_image_name(&a, &filter), "");
+        assert_eq!(image_name(&a, Some(&filter)), "docker.io/library/x:1");
+        assert_eq!(
+            stored_image_name(&a, &RefTranslator::AddPrefix(String::new())),
+            ""
+        );
+        assert_eq!(stored_image_name(&Default::default(), &add), "");
+    }
+
+    #[test]
+    fn errors_say_docker_s_words() {
+        assert_eq!(
+            normalize_docker_ref("Upper").unwrap_err().to_string(),
+            "normalize image ref \"Upper\": invalid reference format: repository name must be lowercase"
+        );
+        assert_eq!(
+            familiarize("a:b:c").unwrap_err().to_string(),
+            "failed to parse \"a:b:c\": invalid reference format"
+        );
     }
 }
