@@ -941,3 +941,40 @@ fn a_layer_that_does_not_match_its_digest_fails_the_pull_and_records_nothing() {
     ok(&berthd.bctr(&["images", "pull", "--quiet", &remote]));
     assert!(image_names(&berthd).contains(&remote));
 }
+
+/// A registry that accepts the connection and never answers: the pull fails once the
+/// configured read timeout (`registry_read_timeout`, 1 s here) has passed, with an error that
+/// names the registry and says it timed out; nothing is recorded and the daemon serves on.
+#[test]
+fn a_registry_that_hangs_fails_the_pull_after_the_read_timeout() {
+    require_root("pulling images");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        // Hold every connection open, unanswered, until the test ends.
+        let conns: Vec<_> = silent.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(60));
+        drop(conns);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("berthd.toml");
+    std::fs::write(
+        &config,
+        "[plugins.\"io.containerd.transfer.v1.local\"]\n  registry_read_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    let berthd = Berthd::start_with(&["--config", config.to_str().unwrap()]);
+    let remote = format!("127.0.0.1:{port}/library/busybox:hangs");
+    let started = std::time::Instant::now();
+    let err = fails(&berthd.bctr(&["images", "pull", &remote]));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.contains("timed out"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!image_names(&berthd).contains(&remote));
+    ok(&berthd.bctr(&["version"]));
+    drop(held);
+}

@@ -43,6 +43,7 @@ mod store;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_content_store::ContentStore;
 use berth_metadata::MetadataDb;
@@ -67,6 +68,25 @@ pub struct Config {
     /// containerd's registry `config_path` (`/etc/containerd/certs.d`), used when a request
     /// names no `host_dir` of its own.
     pub config_path: Option<PathBuf>,
+    /// How long a connection to a registry may take (`"30s"`, as containerd's dialer).
+    #[serde(deserialize_with = "duration")]
+    pub registry_connect_timeout: Duration,
+    /// How long a registry may send nothing (no answer, no bytes of a body) before a pull or
+    /// push gives up on it; a slow download that keeps moving is never cut. Berth's own setting:
+    /// containerd waits on a silent registry forever.
+    #[serde(deserialize_with = "duration")]
+    pub registry_read_timeout: Duration,
+}
+
+/// A duration written as containerd's configs write them: `"30s"`, `"1m30s"`, `"500ms"`.
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    let v = humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration: {e}")))?;
+    if v.is_zero() {
+        return Err(serde::de::Error::custom("a timeout must be longer than 0s"));
+    }
+    Ok(v)
 }
 
 impl Default for Config {
@@ -76,6 +96,8 @@ impl Default for Config {
             max_concurrent_downloads: 3,
             max_concurrent_uploaded_layers: 3,
             config_path: None,
+            registry_connect_timeout: Duration::from_secs(30),
+            registry_read_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -362,6 +362,8 @@ impl Transferrer {
         let client = RegistryClient::new(ClientConfig {
             hosts_dir: hosts_dir.clone(),
             credentials,
+            connect_timeout: self.config.registry_connect_timeout,
+            read_timeout: self.config.registry_read_timeout,
             ..Default::default()
         });
         let registry = reference.registry().to_owned();
