@@ -978,3 +978,49 @@ fn a_registry_that_hangs_fails_the_pull_after_the_read_timeout() {
     ok(&berthd.bctr(&["version"]));
     drop(held);
 }
+
+/// Under a terminal (`script` gives bctr a pty), pull and import draw live bars — a line per
+/// layer with its bar, bytes and speed, redrawn in place with terminal escapes — where a pipe
+/// gets plain lines (the other tests).
+#[test]
+fn progress_draws_live_bars_under_a_terminal() {
+    let (registry, _) = seeded_registry("pty");
+    // Slowed to 2 MiB/s so that the bars are drawn while the layers move.
+    let proxy = berth_tests::registry::ThrottledProxy::start(registry.port(), 2 << 20);
+    let remote = format!("{}/library/busybox:pty", proxy.host());
+    let berthd = Berthd::start();
+    let bctr = berth_tests::bin("bctr");
+    let sock = berthd.socket();
+    let out = berth_tests::in_a_terminal(&format!(
+        "{} --address {} images pull {remote}",
+        bctr.display(),
+        sock.display()
+    ));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(image_names(&berthd).contains(&remote), "{text}");
+    assert!(text.contains("\x1b["), "no terminal escapes: {text:?}");
+    assert!(text.contains("layer-sha256:"), "{text:?}");
+    assert!(
+        text.contains("=>") || text.contains("=]"),
+        "no bar: {text:?}"
+    );
+    assert!(
+        text.contains("MiB") || text.contains("KiB"),
+        "no sizes: {text:?}"
+    );
+
+    // An import through Transfer: the archive's bytes as a bar beside the daemon's events.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, archive) = fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:ptyi");
+    let out = berth_tests::in_a_terminal(&format!(
+        "{} --address {} images import {}",
+        bctr.display(),
+        sock.display(),
+        archive.display()
+    ));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\x1b["), "no terminal escapes: {text:?}");
+    assert!(text.contains("archive"), "{text:?}");
+}
