@@ -409,7 +409,7 @@ fn unknown_and_not_yet_implemented_rpcs_are_unimplemented() {
                 "default",
                 berth_api::transfer::TransferRequest {
                     source: Some(any("ImageImportStream")),
-                    destination: Some(any("ImageStore")),
+                    destination: Some(any("ImageExportStream")),
                     options: None,
                 },
             ))
@@ -418,7 +418,7 @@ fn unknown_and_not_yet_implemented_rpcs_are_unimplemented() {
         assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
         assert!(
             err.message()
-                .contains("method Transfer not implemented for type.googleapis.com/containerd.types.transfer.ImageImportStream to"),
+                .contains("method Transfer not implemented for type.googleapis.com/containerd.types.transfer.ImageImportStream to type.googleapis.com/containerd.types.transfer.ImageExportStream"),
             "{err:?}"
         );
         // A method no service has.
