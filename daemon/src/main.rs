@@ -146,6 +146,7 @@ fn main() -> ExitCode {
         eprintln!("berthd: {e}");
         return ExitCode::from(2);
     }
+    berth_idle_trim::limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
