@@ -114,29 +114,6 @@ pub fn rootfs_chain_id(config: &ImageConfiguration) -> Result<String, String> {
     Ok(berth_oci::chain_id(&diff_ids(config)?).map_or_else(String::new, Digest::into_string))
 }
 
-/// What the first bytes of a blob say about its compression.
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub enum Compression {
-    Uncompressed,
-    Gzip,
-    Zstd,
-}
-
-/// containerd's `DetectCompression` over a blob's first bytes.
-pub fn detect_compression(head: &[u8]) -> Compression {
-    if head.starts_with(&[0x1f, 0x8b, 0x08]) {
-        Compression::Gzip
-    } else if head.len() >= 4 && {
-        // zstd frame magic, or a skippable frame 0x184D2A5?
-        let m = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-        m == 0xFD2F_B528 || (m & 0xFFFF_FFF0) == 0x184D_2A50
-    } {
-        Compression::Zstd
-    } else {
-        Compression::Uncompressed
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,19 +171,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rootfs_chain_id(&empty).unwrap(), "");
-    }
-
-    #[test]
-    fn compression() {
-        assert_eq!(
-            detect_compression(&[0x1f, 0x8b, 0x08, 0]),
-            Compression::Gzip
-        );
-        assert_eq!(
-            detect_compression(&[0x28, 0xb5, 0x2f, 0xfd]),
-            Compression::Zstd
-        );
-        assert_eq!(detect_compression(b"hello.txt"), Compression::Uncompressed);
-        assert_eq!(detect_compression(b""), Compression::Uncompressed);
     }
 }

@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod h2raw;
 pub mod hostile;
 pub mod registry;
+pub mod streams;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

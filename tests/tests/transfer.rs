@@ -11,15 +11,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use berth_api::streaming::{streaming_client::StreamingClient, StreamInit};
 use berth_api::transfer::{transfer_client::TransferClient, TransferOptions, TransferRequest};
 use berth_api::types::transfer as tt;
 use berth_api::types::Platform;
 use berth_tests::registry::Registry;
+use berth_tests::streams::{any, open_stream};
 use berth_tests::{fails, fixtures, ok, require_root, Berthd};
 use prost::Message as _;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 const NS: &str = "default";
@@ -37,14 +35,6 @@ fn seeded_registry(tag: &str) -> (Registry, String) {
     ok(&seeder.ctr(&["images", "tag", &img.name, &remote]));
     ok(&seeder.ctr(&["images", "push", "--plain-http", &remote]));
     (registry, remote)
-}
-
-fn any(name: &str, value: Vec<u8>) -> prost_types::Any {
-    // containerd's Go clients send bare type names (typeurl); Berth must accept them.
-    prost_types::Any {
-        type_url: name.to_owned(),
-        value,
-    }
 }
 
 fn host_platform() -> Platform {
@@ -82,36 +72,6 @@ fn registry_source(reference: &str, auth_stream: &str) -> prost_types::Any {
     any("containerd.types.transfer.OCIRegistry", r.encode_to_vec())
 }
 
-/// A stream opened as containerd's client opens one: `StreamInit`, then the server's `Empty`.
-/// Returns the sender for the client's messages and the server's messages after the ack.
-async fn open_stream(
-    ch: &tonic::transport::Channel,
-    id: &str,
-) -> (
-    mpsc::Sender<prost_types::Any>,
-    tonic::Streaming<prost_types::Any>,
-) {
-    let (tx, rx) = mpsc::channel(8);
-    let init = StreamInit { id: id.to_owned() };
-    tx.send(any(
-        "containerd.services.streaming.v1.StreamInit",
-        init.encode_to_vec(),
-    ))
-    .await
-    .unwrap();
-    let mut inbound = StreamingClient::new(ch.clone())
-        .stream(bctr::client::request(NS, ReceiverStream::new(rx)))
-        .await
-        .expect("Streaming.Stream")
-        .into_inner();
-    let ack = inbound.message().await.unwrap().expect("acknowledgement");
-    assert!(
-        ack.type_url.ends_with("google.protobuf.Empty"),
-        "ack: {ack:?}"
-    );
-    (tx, inbound)
-}
-
 /// What containerd 2.x's `ctr images pull` does over the API: a progress stream, then Transfer.
 /// Returns the Transfer result and the progress events received until the server closed the
 /// stream.
@@ -121,7 +81,7 @@ async fn pull(
     dst: prost_types::Any,
 ) -> (Result<(), tonic::Status>, Vec<tt::Progress>) {
     let id = format!("progress-{}", std::process::id());
-    let (_keep, mut inbound) = open_stream(ch, &id).await;
+    let (_keep, mut inbound) = open_stream(ch, NS, &id).await;
     let collect = tokio::spawn(async move {
         let mut events = Vec::new();
         while let Some(m) = inbound.next().await {
@@ -355,7 +315,7 @@ fn credentials_come_over_the_auth_stream() {
     for (password, want_ok) in [("wrong", false), ("s3cret", true)] {
         let (result, asked) = rt.block_on(async {
             let id = format!("auth-{password}");
-            let (tx, mut inbound) = open_stream(&ch, &id).await;
+            let (tx, mut inbound) = open_stream(&ch, NS, &id).await;
             // The client's side of containerd's auth stream: answer each AuthRequest.
             let answer = tokio::spawn(async move {
                 let mut asked = Vec::new();

@@ -13,14 +13,13 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use berth_api::streaming::{streaming_client::StreamingClient, StreamInit};
 use berth_api::transfer::{transfer_client::TransferClient, TransferOptions, TransferRequest};
 use berth_api::types::transfer as tt;
 use berth_api::types::Platform;
+use berth_tests::streams::{any, open_stream};
 use berth_tests::{bin, fails, fixtures, ok, require_root, Berthd, Containerd};
 use prost::Message as _;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 const NS: &str = "default";
@@ -30,14 +29,6 @@ const PREFIX: &str = "import-2024-01-01";
 const GO_MAX_READ: usize = 32 * 1024;
 /// containerd's receive window (`windowSize`).
 const GO_WINDOW: i32 = 64 * 1024;
-
-fn any(name: &str, value: Vec<u8>) -> prost_types::Any {
-    // containerd's Go clients send bare type names (typeurl); Berth must accept them.
-    prost_types::Any {
-        type_url: name.to_owned(),
-        value,
-    }
-}
 
 fn host_platform() -> Platform {
     Platform {
@@ -107,35 +98,6 @@ fn export_pair(stream: &str, names: &[&str]) -> (prost_types::Any, prost_types::
             es.encode_to_vec(),
         ),
     )
-}
-
-/// A stream opened as containerd's client opens one: `StreamInit`, then the server's `Empty`.
-async fn open_stream(
-    ch: &tonic::transport::Channel,
-    id: &str,
-) -> (
-    mpsc::Sender<prost_types::Any>,
-    tonic::Streaming<prost_types::Any>,
-) {
-    let (tx, rx) = mpsc::channel(16);
-    let init = StreamInit { id: id.to_owned() };
-    tx.send(any(
-        "containerd.services.streaming.v1.StreamInit",
-        init.encode_to_vec(),
-    ))
-    .await
-    .unwrap();
-    let mut inbound = StreamingClient::new(ch.clone())
-        .stream(bctr::client::request(NS, ReceiverStream::new(rx)))
-        .await
-        .expect("Streaming.Stream")
-        .into_inner();
-    let ack = inbound.message().await.unwrap().expect("acknowledgement");
-    assert!(
-        ack.type_url.ends_with("google.protobuf.Empty"),
-        "ack: {ack:?}"
-    );
-    (tx, inbound)
 }
 
 fn type_name(url: &str) -> &str {
@@ -237,7 +199,7 @@ async fn transfer(
     dst: prost_types::Any,
 ) -> (Result<(), tonic::Status>, Vec<tt::Progress>) {
     let id = format!("progress-{}", unique());
-    let (_keep, mut inbound) = open_stream(ch, &id).await;
+    let (_keep, mut inbound) = open_stream(ch, NS, &id).await;
     let collect = tokio::spawn(async move {
         let mut events = Vec::new();
         while let Some(m) = inbound.next().await {
@@ -284,7 +246,7 @@ async fn import(
     store: prost_types::Any,
 ) -> (Result<(), tonic::Status>, Vec<tt::Progress>, i64) {
     let id = format!("import-{}", unique());
-    let (tx, inbound) = open_stream(ch, &id).await;
+    let (tx, inbound) = open_stream(ch, NS, &id).await;
     let sender = tokio::spawn(go_send(tx, inbound, archive));
     let (result, events) = transfer(ch, import_source(&id), store).await;
     let most = tokio::time::timeout(Duration::from_secs(20), sender)
@@ -300,7 +262,7 @@ async fn export(
     names: &[&str],
 ) -> (Result<(), tonic::Status>, Vec<u8>) {
     let id = format!("export-{}", unique());
-    let (tx, inbound) = open_stream(ch, &id).await;
+    let (tx, inbound) = open_stream(ch, NS, &id).await;
     let receiver = tokio::spawn(go_receive(tx, inbound));
     let (src, dst) = export_pair(&id, names);
     let (result, _events) = transfer(ch, src, dst).await;

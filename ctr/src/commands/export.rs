@@ -21,7 +21,7 @@ use tonic::Code;
 use super::images::image_target;
 use super::progress;
 use super::store::{ContentStore, ReadError, WalkError};
-use super::transfer::{self, any, DataStream, Display, Meter, OpenError};
+use super::transfer::{self, any, DataStream, Display, Meter, OpenError, Via};
 use super::{CmdError, Ctx};
 
 #[derive(Args)]
@@ -81,19 +81,6 @@ pub async fn run(ctx: &Ctx, args: ExportArgs) -> Result<(), CmdError> {
         Ok(()) => Ok(()),
         Err(Via::NoTransfer) => run_local(ctx, &args, &out, options).await,
         Err(Via::Failed(e)) => Err(e),
-    }
-}
-
-/// How an export through the daemon ended when it did not succeed.
-enum Via {
-    /// The daemon has no Transfer service for archives: export from the client instead.
-    NoTransfer,
-    Failed(CmdError),
-}
-
-impl From<CmdError> for Via {
-    fn from(e: CmdError) -> Via {
-        Via::Failed(e)
     }
 }
 

@@ -29,7 +29,7 @@ use tonic::Code;
 
 use super::progress::{self, ProgressReader};
 use super::store::{self, ContentStore, CHUNK};
-use super::transfer::{self, any, DataStream, Display, Meter, OpenError};
+use super::transfer::{self, any, DataStream, Display, Meter, OpenError, Via};
 use super::{leases, rpc_context, unpack, CmdError, Ctx};
 
 #[derive(Args)]
@@ -107,19 +107,6 @@ pub async fn run(ctx: &Ctx, args: ImportArgs) -> Result<(), CmdError> {
         // Nothing was printed or read yet (or the archive is a file, read again from its start).
         Err(Via::NoTransfer) => run_local(ctx, args, labels).await,
         Err(Via::Failed(e)) => Err(e),
-    }
-}
-
-/// How an import through the daemon ended when it did not succeed.
-enum Via {
-    /// The daemon has no Transfer service for archives: import from the client instead.
-    NoTransfer,
-    Failed(CmdError),
-}
-
-impl From<CmdError> for Via {
-    fn from(e: CmdError) -> Via {
-        Via::Failed(e)
     }
 }
 

@@ -684,6 +684,19 @@ async fn show_progress(mut inbound: tonic::Streaming<prost_types::Any>, display:
     }
 }
 
+/// How an import or export through the daemon ended when it did not succeed.
+pub(super) enum Via {
+    /// The daemon has no Transfer service for archives: do it from the client instead.
+    NoTransfer,
+    Failed(CmdError),
+}
+
+impl From<CmdError> for Via {
+    fn from(e: CmdError) -> Via {
+        Via::Failed(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

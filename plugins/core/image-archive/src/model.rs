@@ -326,6 +326,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn compression() {
+        assert_eq!(
+            detect_compression(&[0x1f, 0x8b, 0x08, 0]),
+            Compression::Gzip
+        );
+        assert_eq!(
+            detect_compression(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
+        assert_eq!(detect_compression(b"hello.txt"), Compression::Uncompressed);
+        assert_eq!(detect_compression(b""), Compression::Uncompressed);
+    }
+
+    #[test]
     fn clean_like_go() {
         assert_eq!(clean_path("./blobs/sha256/ab"), "blobs/sha256/ab");
         assert_eq!(clean_path("a//b/../c/"), "a/c");

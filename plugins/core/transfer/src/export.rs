@@ -16,8 +16,9 @@ use berth_oci::Descriptor;
 use tracing::Instrument as _;
 
 use crate::import::ARCHIVE_LEASE_TTL;
+use crate::jobs::status;
 use crate::store::oci_descriptor;
-use crate::{ImageStore, Progress, ProgressFn, TransferError, Transferrer};
+use crate::{ImageStore, ProgressFn, TransferError, Transferrer};
 
 /// Writes to the client's stream go out in pieces of about this much.
 const WRITE_BUFFER: usize = 128 * 1024;
@@ -51,19 +52,8 @@ impl Transferrer {
         writer: Box<dyn Write + Send>,
         progress: ProgressFn,
     ) -> Result<(), TransferError> {
-        let lease = format!("berth-export-{}", uuid::Uuid::new_v4().simple());
-        {
-            let (db, ns, lease) = (self.db.clone(), ns.to_owned(), lease.clone());
-            let labels = berth_metadata::expiring_in(ARCHIVE_LEASE_TTL);
-            tokio::task::spawn_blocking(move || db.create_lease(&ns, &lease, labels)).await??;
-        }
-        let status = |event: &str| {
-            progress(Progress {
-                event: event.to_owned(),
-                ..Default::default()
-            })
-        };
-        status("Exporting");
+        let lease = self.begin_lease(ns, "export", ARCHIVE_LEASE_TTL).await?;
+        status(&progress, "Exporting");
         let started = Instant::now();
         let (this, ns_owned, lease_owned, src) =
             (self.clone(), ns.to_owned(), lease.clone(), src.clone());
@@ -88,7 +78,7 @@ impl Transferrer {
         .and_then(|r| r);
         self.end_lease(ns, &lease, "export").await;
         let bytes = result?;
-        status("Completed export");
+        status(&progress, "Completed export");
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(bytes, ms, "exported");
         Ok(())

@@ -21,6 +21,7 @@ use berth_oci::{document, media, Descriptor, Matcher};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
+use crate::jobs::{host_can_unpack, status};
 use crate::pull::{ref_key, size_i64};
 use crate::store::{meta_descriptor, oci_descriptor, REF_SOURCE, REF_SOURCE_ANNOTATION};
 use crate::{ImageStore, Progress, ProgressFn, TransferError, Transferrer, UnpackConfig};
@@ -102,38 +103,16 @@ impl Transferrer {
         dst: &ImageStore,
         progress: ProgressFn,
     ) -> Result<Vec<Image>, TransferError> {
-        let lease = format!("berth-import-{}", uuid::Uuid::new_v4().simple());
-        {
-            let (db, ns, lease) = (self.db.clone(), ns.to_owned(), lease.clone());
-            let labels = berth_metadata::expiring_in(ARCHIVE_LEASE_TTL);
-            tokio::task::spawn_blocking(move || db.create_lease(&ns, &lease, labels)).await??;
-        }
-        let status = |event: &str| {
-            progress(Progress {
-                event: event.to_owned(),
-                ..Default::default()
-            })
-        };
-        status("Importing");
+        let lease = self.begin_lease(ns, "import", ARCHIVE_LEASE_TTL).await?;
+        status(&progress, "Importing");
         let started = Instant::now();
         let result = self.import_leased(ns, &lease, src, dst, &progress).await;
         self.end_lease(ns, &lease, "import").await;
         let images = result?;
-        status("Completed import");
+        status(&progress, "Completed import");
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(images = images.len(), ms, "imported");
         Ok(images)
-    }
-
-    /// Deletes a job's lease; a failure leaves it to expire.
-    pub(crate) async fn end_lease(&self, ns: &str, lease: &str, job: &str) {
-        let (db, ns, lease) = (self.db.clone(), ns.to_owned(), lease.to_owned());
-        let r = tokio::task::spawn_blocking(move || db.delete_lease(&ns, &lease)).await;
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, job, "cannot delete the lease; it expires"),
-            Err(e) => tracing::warn!(error = %e, job, "cannot delete the lease; it expires"),
-        }
     }
 
     async fn import_leased(
@@ -356,15 +335,8 @@ impl Transferrer {
         layers: &HashMap<String, (Descriptor, String)>,
         progress: &ProgressFn,
     ) -> Result<(), TransferError> {
-        if let Some(p) = &u.platform {
-            if !Matcher::host().matches(p) {
-                tracing::warn!(
-                    platform = %berth_oci::platform::format(p),
-                    snapshotter = %u.snapshotter,
-                    "unpack configuration not supported, skipping"
-                );
-                return Ok(());
-            }
+        if !host_can_unpack(u) {
+            return Ok(());
         }
         let image = manifest_name(manifest);
         let snapshotter = if u.snapshotter.is_empty() {

@@ -36,6 +36,7 @@
 mod error;
 mod export;
 mod import;
+mod jobs;
 mod pull;
 mod push;
 mod store;

@@ -21,6 +21,7 @@ use berth_remotes::{
 use futures::TryStreamExt;
 use tokio::sync::mpsc;
 
+use crate::jobs::host_can_unpack;
 use crate::store::meta_descriptor;
 use crate::{ImageStore, Progress, ProgressFn, RegistrySource, TransferError, Transferrer};
 
@@ -422,12 +423,7 @@ impl Transferrer {
         });
 
         // Everything fetched from here is the lease's until the image holds it.
-        let lease = format!("berth-transfer-{}", uuid::Uuid::new_v4().simple());
-        {
-            let (db, ns, lease) = (self.db.clone(), ns.to_owned(), lease.clone());
-            let labels = berth_metadata::expiring_in(LEASE_TTL);
-            tokio::task::spawn_blocking(move || db.create_lease(&ns, &lease, labels)).await??;
-        }
+        let lease = self.begin_lease(ns, "transfer", LEASE_TTL).await?;
         let matcher = if dst.platforms.is_empty() {
             Matcher::host()
         } else {
@@ -542,17 +538,8 @@ impl Transferrer {
         layers: &HashMap<String, &Blob>,
         gate: Arc<berth_unpack::LayerGate>,
     ) -> Result<(), TransferError> {
-        // containerd unpacks only for platforms this machine runs; others are skipped with a
-        // warning, not an error.
-        if let Some(p) = &u.platform {
-            if !Matcher::host().matches(p) {
-                tracing::warn!(
-                    platform = %berth_oci::platform::format(p),
-                    snapshotter = %u.snapshotter,
-                    "unpack configuration not supported, skipping"
-                );
-                return Ok(());
-            }
+        if !host_can_unpack(u) {
+            return Ok(());
         }
         let req = berth_unpack::Request {
             namespace: job.ns.clone(),
