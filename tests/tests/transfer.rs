@@ -11,7 +11,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use berth_api::transfer::{transfer_client::TransferClient, TransferOptions, TransferRequest};
 use berth_api::types::transfer as tt;
 use berth_api::types::Platform;
 use berth_tests::registry::Registry;
@@ -73,43 +72,12 @@ fn registry_source(reference: &str, auth_stream: &str) -> prost_types::Any {
 }
 
 /// What containerd 2.x's `ctr images pull` does over the API: a progress stream, then Transfer.
-/// Returns the Transfer result and the progress events received until the server closed the
-/// stream.
 async fn pull(
     ch: &tonic::transport::Channel,
     src: prost_types::Any,
     dst: prost_types::Any,
 ) -> (Result<(), tonic::Status>, Vec<tt::Progress>) {
-    let id = format!("progress-{}", std::process::id());
-    let (_keep, mut inbound) = open_stream(ch, NS, &id).await;
-    let collect = tokio::spawn(async move {
-        let mut events = Vec::new();
-        while let Some(m) = inbound.next().await {
-            let m = m.expect("progress stream");
-            assert!(m.type_url.ends_with("containerd.types.transfer.Progress"));
-            events.push(tt::Progress::decode(m.value.as_slice()).unwrap());
-        }
-        events
-    });
-    let result = TransferClient::new(ch.clone())
-        .transfer(bctr::client::request(
-            NS,
-            TransferRequest {
-                source: Some(src),
-                destination: Some(dst),
-                options: Some(TransferOptions {
-                    progress_stream: id,
-                }),
-            },
-        ))
-        .await
-        .map(|_| ());
-    // The server closes the progress stream when the transfer is done.
-    let events = tokio::time::timeout(Duration::from_secs(20), collect)
-        .await
-        .expect("the progress stream ends after the transfer")
-        .unwrap();
-    (result, events)
+    berth_tests::streams::transfer(ch, NS, src, dst).await
 }
 
 fn events_of<'a>(events: &'a [tt::Progress], kind: &str) -> Vec<&'a tt::Progress> {

@@ -13,14 +13,12 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use berth_api::transfer::{transfer_client::TransferClient, TransferOptions, TransferRequest};
 use berth_api::types::transfer as tt;
 use berth_api::types::Platform;
 use berth_tests::streams::{any, open_stream};
 use berth_tests::{bin, fails, fixtures, ok, require_root, Berthd, Containerd};
 use prost::Message as _;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
 
 const NS: &str = "default";
 /// The prefix containerd 2.x's ctr names imports with (`import-<date>`), at a fixed date.
@@ -191,41 +189,13 @@ async fn go_receive(
     }
 }
 
-/// A Transfer call with its progress stream; the result and the events received until the
-/// daemon closed the stream.
+/// A transfer as containerd 2.x's client makes it; the result and the progress events.
 async fn transfer(
     ch: &tonic::transport::Channel,
     src: prost_types::Any,
     dst: prost_types::Any,
 ) -> (Result<(), tonic::Status>, Vec<tt::Progress>) {
-    let id = format!("progress-{}", unique());
-    let (_keep, mut inbound) = open_stream(ch, NS, &id).await;
-    let collect = tokio::spawn(async move {
-        let mut events = Vec::new();
-        while let Some(m) = inbound.next().await {
-            let m = m.expect("progress stream");
-            events.push(tt::Progress::decode(m.value.as_slice()).unwrap());
-        }
-        events
-    });
-    let result = TransferClient::new(ch.clone())
-        .transfer(bctr::client::request(
-            NS,
-            TransferRequest {
-                source: Some(src),
-                destination: Some(dst),
-                options: Some(TransferOptions {
-                    progress_stream: id,
-                }),
-            },
-        ))
-        .await
-        .map(|_| ());
-    let events = tokio::time::timeout(Duration::from_secs(20), collect)
-        .await
-        .expect("the progress stream ends after the transfer")
-        .unwrap();
-    (result, events)
+    berth_tests::streams::transfer(ch, NS, src, dst).await
 }
 
 fn unique() -> String {
