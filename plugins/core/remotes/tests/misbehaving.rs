@@ -78,6 +78,17 @@ fn blob() -> Vec<u8> {
     (0..256 * 1024u32).map(|i| (i % 251) as u8).collect()
 }
 
+/// Headers announcing the whole blob, then only its first half.
+fn send_half_a_blob(conn: &mut TcpStream) {
+    let data = blob();
+    respond(
+        conn,
+        "200 OK",
+        &[("Content-Length", data.len().to_string())],
+        &data[..data.len() / 2],
+    );
+}
+
 fn blob_descriptor() -> berth_oci::Descriptor {
     let data = blob();
     DescriptorBuilder::default()
@@ -132,17 +143,10 @@ async fn a_registry_that_never_answers_times_out() {
 #[tokio::test]
 async fn a_registry_that_stops_in_the_middle_of_a_blob_times_out() {
     let port = serve(|_, path, conn| {
-        if answered_ping(path, conn) {
-            return;
+        if !answered_ping(path, conn) {
+            send_half_a_blob(conn);
+            std::thread::sleep(Duration::from_secs(30));
         }
-        let data = blob();
-        respond(
-            conn,
-            "200 OK",
-            &[("Content-Length", data.len().to_string())],
-            &data[..data.len() / 2],
-        );
-        std::thread::sleep(Duration::from_secs(30));
     });
     let start = Instant::now();
     let e = read_blob(port).await.expect_err("a stalled blob");
@@ -158,17 +162,10 @@ async fn a_registry_that_stops_in_the_middle_of_a_blob_times_out() {
 #[tokio::test]
 async fn a_blob_cut_short_is_an_error_not_a_short_blob() {
     let port = serve(|_, path, conn| {
-        if answered_ping(path, conn) {
-            return;
+        if !answered_ping(path, conn) {
+            send_half_a_blob(conn);
+            let _ = conn.shutdown(std::net::Shutdown::Both);
         }
-        let data = blob();
-        respond(
-            conn,
-            "200 OK",
-            &[("Content-Length", data.len().to_string())],
-            &data[..data.len() / 2],
-        );
-        let _ = conn.shutdown(std::net::Shutdown::Both);
     });
     let e = read_blob(port).await.expect_err("a truncated blob");
     let msg = e.to_string();
