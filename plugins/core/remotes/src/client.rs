@@ -65,8 +65,8 @@ pub struct RegistryClient {
 
 struct Inner {
     config: ClientConfig,
-    /// One HTTP client (connection pool) per TLS setup, keyed by CA files and skip_verify.
-    http: Mutex<HashMap<String, reqwest::Client>>,
+    /// The HTTP clients (connection pools) of each TLS setup, keyed by CA files and skip_verify.
+    http: Mutex<HashMap<String, HttpClients>>,
     /// What earlier challenges earned, per host.
     auth: Mutex<HashMap<String, HostAuth>>,
 }
@@ -86,11 +86,22 @@ pub(crate) enum Action {
     Push,
 }
 
-/// One host of a repository with the HTTP client for its TLS setup.
+/// One host of a repository with the HTTP clients for its TLS setup.
 #[derive(Clone)]
 pub(crate) struct Host {
     pub(crate) config: RegistryHost,
     pub(crate) http: reqwest::Client,
+    /// For requests that send a body (blob uploads). reqwest's read timeout runs from the moment
+    /// a request is sent until its response headers arrive, so it would also cut an upload that
+    /// simply takes longer than the timeout to send; uploads get the connect timeout only.
+    pub(crate) upload: reqwest::Client,
+}
+
+/// A TLS setup's clients: see [`Host`].
+#[derive(Clone)]
+struct HttpClients {
+    http: reqwest::Client,
+    upload: reqwest::Client,
 }
 
 /// A repository on a registry (`docker.io` + `library/busybox`), reached through its hosts.
@@ -161,8 +172,12 @@ impl RegistryClient {
         let hosts = hosts
             .into_iter()
             .map(|config| {
-                let http = self.http_for(&config)?;
-                Ok(Host { config, http })
+                let HttpClients { http, upload } = self.http_for(&config)?;
+                Ok(Host {
+                    config,
+                    http,
+                    upload,
+                })
             })
             .collect::<Result<Vec<_>, RemoteError>>()?;
         Ok(Repository {
@@ -173,7 +188,7 @@ impl RegistryClient {
         })
     }
 
-    fn http_for(&self, host: &RegistryHost) -> Result<reqwest::Client, RemoteError> {
+    fn http_for(&self, host: &RegistryHost) -> Result<HttpClients, RemoteError> {
         let key = format!("{:?}|{}", host.ca, host.skip_verify);
         let mut cache = self
             .inner
@@ -187,24 +202,33 @@ impl RegistryClient {
             host: host.host.clone(),
             source,
         };
-        let mut builder = reqwest::Client::builder()
-            .user_agent(self.inner.config.user_agent.clone())
-            .connect_timeout(self.inner.config.connect_timeout)
-            .read_timeout(self.inner.config.read_timeout)
-            .danger_accept_invalid_certs(host.skip_verify);
+        let mut certs = Vec::new();
         for ca in &host.ca {
             let pem = std::fs::read(ca).map_err(|source| RemoteError::Read {
                 path: ca.display().to_string(),
                 source,
             })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(tls)?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+            certs.extend(reqwest::Certificate::from_pem_bundle(&pem).map_err(tls)?);
         }
-        let client = builder.build().map_err(tls)?;
-        cache.insert(key, client.clone());
-        Ok(client)
+        let build = |read_timeout: Option<Duration>| {
+            let mut builder = reqwest::Client::builder()
+                .user_agent(self.inner.config.user_agent.clone())
+                .connect_timeout(self.inner.config.connect_timeout)
+                .danger_accept_invalid_certs(host.skip_verify);
+            if let Some(t) = read_timeout {
+                builder = builder.read_timeout(t);
+            }
+            for cert in &certs {
+                builder = builder.add_root_certificate(cert.clone());
+            }
+            builder.build().map_err(tls)
+        };
+        let clients = HttpClients {
+            http: build(Some(self.inner.config.read_timeout))?,
+            upload: build(None)?,
+        };
+        cache.insert(key, clients.clone());
+        Ok(clients)
     }
 }
 
@@ -301,8 +325,12 @@ impl Repository {
         req: &Request,
         authorization: Option<&str>,
     ) -> Result<Response, RemoteError> {
-        let mut builder = host
-            .http
+        let client = if req.body.is_some() {
+            &host.upload
+        } else {
+            &host.http
+        };
+        let mut builder = client
             .request(req.method.clone(), &req.url)
             .headers(req.headers.clone());
         for (k, v) in &host.config.headers {

@@ -221,3 +221,37 @@ async fn a_manifest_that_is_not_json_is_refused() {
     let e = repo.resolve(&reference).await.expect_err("not json");
     assert!(e.to_string().contains("not a JSON manifest"), "{e}");
 }
+
+/// The read timeout is for a registry that stops answering, not for an upload that takes long:
+/// a manifest PUT that the registry takes 2 s to read (twice the 1 s timeout) still succeeds.
+#[tokio::test]
+async fn an_upload_longer_than_the_read_timeout_is_not_cut() {
+    const BODY: usize = 16 * 1024;
+    let port = serve(|_, path, conn| {
+        if answered_ping(path, conn) {
+            return;
+        }
+        // Read the body slowly: 1 KiB every 125 ms.
+        let mut chunk = [0u8; 1024];
+        for _ in 0..BODY / chunk.len() {
+            std::thread::sleep(Duration::from_millis(125));
+            if conn.read_exact(&mut chunk).is_err() {
+                return;
+            }
+        }
+        respond(conn, "201 Created", &[("Content-Length", "0".into())], b"");
+    });
+    let client = impatient();
+    let reference = Reference::parse(&format!("127.0.0.1:{port}/x/y:z")).expect("reference");
+    let repo = client.repository(&reference).expect("repository");
+    let body = bytes::Bytes::from(vec![b' '; BODY]);
+    let start = Instant::now();
+    repo.push_manifest("z", media::OCI_MANIFEST, body)
+        .await
+        .expect("a slow upload is not a silent registry");
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -73,7 +73,8 @@ pub struct Config {
     #[serde(deserialize_with = "duration")]
     pub registry_connect_timeout: Duration,
     /// How long a registry may send nothing (no answer, no bytes of a body) before a pull or
-    /// push gives up on it; a slow download that keeps moving is never cut. Berth's own setting:
+    /// push gives up on it; a slow download that keeps moving is never cut, and uploads (whose
+    /// request may take longer than this to send) are not timed. Berth's own setting:
     /// containerd waits on a silent registry forever.
     #[serde(deserialize_with = "duration")]
     pub registry_read_timeout: Duration,
