@@ -3,6 +3,8 @@
 //! joins, freezes, signals and removes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -49,6 +51,25 @@ pub enum FreezerState {
     /// v1 only: the kernel is still stopping tasks.
     Freezing,
     Frozen,
+}
+
+/// How a new process enters a cgroup without being migrated afterwards.
+///
+/// Moving a whole process (a write to `cgroup.procs`) takes the kernel's global threadgroup
+/// write lock, and the first taking in a while waits for an RCU grace period: 5–10 ms per
+/// container on this kind of host, most of a container's start. Two ways in skip the lock: being
+/// forked straight into a v2 cgroup (`clone3` with `CLONE_INTO_CGROUP`), and a single-threaded
+/// process moving its own thread by writing `0` to a v1 hierarchy's `tasks` file (the kernel
+/// needs no threadgroup stability for the writer itself). The files are opened here, by the
+/// caller, so that the child only writes.
+#[derive(Debug, Default)]
+pub struct Entry {
+    /// The v2 directory to fork the process into; on a hybrid host the unified hierarchy's,
+    /// where membership is a courtesy (`None` when it cannot be opened).
+    pub clone_into: Option<File>,
+    /// Each v1 hierarchy's `tasks` file, open for writing: the new process writes `0` to each
+    /// before it makes another thread or process.
+    pub own_tasks: Vec<(PathBuf, File)>,
 }
 
 /// A container's cgroup.
@@ -190,6 +211,51 @@ impl Cgroup {
                 .chain(unified.as_deref())
                 .collect(),
             Layout::V2 { dir, .. } => vec![dir],
+        }
+    }
+
+    /// Opens what a new process needs to enter this cgroup by itself (see [`Entry`]).
+    pub fn entry(&self) -> Result<Entry> {
+        let open_dir = |dir: &Path| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY)
+                .open(dir)
+        };
+        match &self.layout {
+            Layout::V1 { dirs, unified } => {
+                let mut own_tasks = Vec::new();
+                for dir in unique(dirs.values()) {
+                    let path = dir.join("tasks");
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|source| Error::Write {
+                            path: path.clone(),
+                            value: "0".into(),
+                            source,
+                        })?;
+                    own_tasks.push((path, file));
+                }
+                let clone_into = unified.as_deref().and_then(|d| match open_dir(d) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        debug!(error = %e, "hybrid host: process not placed in the unified hierarchy");
+                        None
+                    }
+                });
+                Ok(Entry {
+                    clone_into,
+                    own_tasks,
+                })
+            }
+            Layout::V2 { dir, .. } => Ok(Entry {
+                clone_into: Some(open_dir(dir).map_err(|source| Error::Read {
+                    path: dir.clone(),
+                    source,
+                })?),
+                own_tasks: Vec::new(),
+            }),
         }
     }
 

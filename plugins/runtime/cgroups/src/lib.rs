@@ -34,7 +34,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use cgroup::{Cgroup, FreezerState};
+pub use cgroup::{Cgroup, Entry, FreezerState};
 pub use error::{Error, Result};
 pub use hierarchy::{Hierarchy, OwnCgroups};
 pub use oom::OomWatcher;

@@ -57,12 +57,17 @@ pub struct Request<'a> {
     /// no migration afterwards, whose write lock costs a RCU grace period (milliseconds) per
     /// container. `None`, or a kernel without it, falls back to [`Parent::joined`] migrating.
     pub cgroup_dir: Option<RawFd>,
+    /// cgroup v1 `tasks` files, open for writing: the intermediate process, single-threaded,
+    /// writes `0` to each first thing and so joins those hierarchies itself, which the kernel
+    /// does without the migration's write lock.
+    pub cgroup_tasks: &'a [(PathBuf, File)],
 }
 
 /// The shim's part while the container is made.
 pub trait Parent {
     /// The intermediate process exists (the container's process will be its child): place it in
-    /// the cgroup (unless `in_cgroup`: it was started there), set its OOM score.
+    /// the cgroup (unless `in_cgroup`: it was started there or joined by itself), set its OOM
+    /// score.
     fn joined(&mut self, pid: i32, in_cgroup: bool) -> std::result::Result<(), String>;
     /// The container process is about to `pivot_root`: run the hooks that run in the runtime's
     /// namespaces now (`prestart`, `createRuntime`) and return the container's state (JSON),
@@ -202,7 +207,9 @@ pub fn create(req: &Request<'_>, parent: &mut dyn Parent) -> Result<Created> {
     // Resolved now, in the shim, where errors are easy to report; the maps are written by the
     // shim for the intermediate once it has its user namespace.
     let (ours, theirs) = sync::pair()?;
-    let (forked, in_cgroup) = fork_into(req.cgroup_dir)?;
+    let (forked, cloned_into) = fork_into(req.cgroup_dir)?;
+    // On a hybrid host the v1 hierarchies are what counts; the unified one is a courtesy.
+    let in_cgroup = cloned_into || !req.cgroup_tasks.is_empty();
     match forked {
         ForkResult::Child => {
             drop(ours);
@@ -395,6 +402,14 @@ fn write_id_maps(spec: &Spec, pid: i32) -> Result<()> {
 
 /// Stage 2, in the forked intermediate.
 fn intermediate(req: &Request<'_>, ns: &Namespaces, ch: &Channel) -> Result<()> {
+    // Before any namespace changes: the files belong to the host's cgroup filesystem.
+    for (path, file) in req.cgroup_tasks {
+        use std::io::Write;
+        (&*file).write_all(b"0").map_err(|e| Error::Io {
+            action: "join the cgroup",
+            source: std::io::Error::new(e.kind(), format!("write 0 to {}: {e}", path.display())),
+        })?;
+    }
     for (flag, file) in &ns.join {
         nix::sched::setns(file, *flag).map_err(sys("join a namespace"))?;
     }

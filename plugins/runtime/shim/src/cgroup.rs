@@ -1,9 +1,7 @@
-//! The shim's side of a container's cgroup: the device rules every container keeps, the v2
-//! directory handed to `clone3`, how the cgroup filesystem is shown inside the container, and
-//! the OOM watcher in the shim's reactor.
+//! The shim's side of a container's cgroup: the device rules every container keeps, how the
+//! cgroup filesystem is shown inside the container, and the OOM watcher in the shim's reactor.
 
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use berth_cgroups::{Cgroup, Hierarchy};
@@ -56,19 +54,6 @@ impl AsRawFd for OomFd {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         std::os::fd::AsFd::as_fd(&self.0).as_raw_fd()
     }
-}
-
-/// The cgroup's directory on a unified (v2) host, opened for `CLONE_INTO_CGROUP`.
-pub fn v2_dir(cg: &Cgroup) -> Option<std::fs::File> {
-    if !cg.is_v2() {
-        return None;
-    }
-    let dir = cg.dir("")?;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY)
-        .open(dir)
-        .ok()
 }
 
 pub fn cgroup_mounts_for(h: &Hierarchy, cg: &Cgroup) -> CgroupMounts {

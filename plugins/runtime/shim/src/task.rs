@@ -15,7 +15,7 @@ use berth_shim::proto::{events as ev, task as pb, ProcessInfo, Status};
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 use tokio::sync::watch;
 
-use crate::cgroup::{apply_resources, cgroup_mounts_for, v2_dir, OomFd};
+use crate::cgroup::{apply_resources, cgroup_mounts_for, OomFd};
 use crate::error::{Error, Result};
 use crate::hooks;
 use crate::io::{Keep, StdioPaths};
@@ -353,7 +353,7 @@ impl Shim {
     /// forked processes (berth-container), then the shim's side of its stdio.
     fn launch(&self, l: &Launch<'_>) -> Result<(Created, Keep)> {
         let prepared = l.stdio.prepare(&self.id, &self.namespace)?;
-        let cgroup_dir = l.cgroup.and_then(v2_dir);
+        let entry = l.cgroup.map(Cgroup::entry).transpose()?.unwrap_or_default();
         let seccomp = l.seccomp;
         let load = move || -> std::result::Result<(), String> {
             match seccomp {
@@ -372,7 +372,8 @@ impl Shim {
             ],
             terminal: l.stdio.terminal,
             before_exec: Some(&load),
-            cgroup_dir: cgroup_dir.as_ref().map(AsRawFd::as_raw_fd),
+            cgroup_dir: entry.clone_into.as_ref().map(AsRawFd::as_raw_fd),
+            cgroup_tasks: &entry.own_tasks,
         };
         let mut parent = Parent {
             cgroup: l.cgroup,
