@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The v1 controllers this crate knows by name; other words in a v1 mount's options (`rw`,
-/// `name=systemd`, `clone_children`, …) are mount options, not controllers.
+/// `clone_children`, …) are mount options, not controllers. Named hierarchies without a
+/// controller (`name=systemd`) are kept too, under that name, for membership only (as runc:
+/// systemd and the tools reading it find the container there).
 const V1_CONTROLLERS: &[&str] = &[
     "blkio",
     "cpu",
@@ -42,7 +44,7 @@ pub enum Hierarchy {
     /// cgroup v1, possibly hybrid.
     V1 {
         /// Controller name → its mount point. Co-mounted controllers (`cpu,cpuacct`) map to the
-        /// same directory.
+        /// same directory; a named hierarchy is `name=<name>`.
         controllers: BTreeMap<String, PathBuf>,
         /// The `cgroup2` mount of a hybrid host (`/sys/fs/cgroup/unified`); it carries no
         /// resources we set, only membership.
@@ -76,6 +78,7 @@ impl Hierarchy {
     /// the v2 root, preferring `/sys/fs/cgroup` when several exist (bind mounts into containers).
     pub fn from_mountinfo(text: &str) -> Result<Hierarchy> {
         let mut controllers = BTreeMap::new();
+        let mut named = BTreeMap::new();
         let mut cgroup2: Vec<PathBuf> = Vec::new();
         for line in text.lines() {
             let Some(m) = MountLine::parse(line) else {
@@ -85,12 +88,16 @@ impl Hierarchy {
                 "cgroup2" => cgroup2.push(m.mount_point),
                 "cgroup" => {
                     for opt in m.super_options.split(',') {
-                        if V1_CONTROLLERS.contains(&opt) {
-                            // The first mount of a controller wins; later ones are bind mounts.
-                            controllers
-                                .entry(opt.to_string())
-                                .or_insert_with(|| m.mount_point.clone());
-                        }
+                        let map = if V1_CONTROLLERS.contains(&opt) {
+                            &mut controllers
+                        } else if opt.starts_with("name=") {
+                            &mut named
+                        } else {
+                            continue;
+                        };
+                        // The first mount of a hierarchy wins; later ones are bind mounts.
+                        map.entry(opt.to_string())
+                            .or_insert_with(|| m.mount_point.clone());
                     }
                 }
                 _ => {}
@@ -103,7 +110,10 @@ impl Hierarchy {
                 .or_else(|| mounts.first())
                 .cloned()
         };
+        // A named v1 hierarchy alone does not make a v1 host: v2 hosts may mount `name=systemd`
+        // for old containers.
         if !controllers.is_empty() {
+            controllers.append(&mut named);
             return Ok(Hierarchy::V1 {
                 controllers,
                 unified: preferred(&cgroup2),
@@ -285,15 +295,31 @@ mod tests {
         );
         assert_eq!(controllers["memory"], Path::new("/sys/fs/cgroup/memory"));
         assert_eq!(controllers["cpuacct"], Path::new("/sys/fs/cgroup/cpuacct"));
-        assert!(!controllers.contains_key("name=systemd"));
+        assert_eq!(
+            controllers["name=systemd"],
+            Path::new("/sys/fs/cgroup/systemd")
+        );
         assert!(!controllers.contains_key("rw"));
-        assert_eq!(controllers.len(), 8);
+        assert_eq!(controllers.len(), 9);
     }
 
     #[test]
     fn pure_v2() {
         assert_eq!(
             Hierarchy::from_mountinfo(V2).unwrap(),
+            Hierarchy::V2 {
+                root: "/sys/fs/cgroup".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_named_v1_hierarchy_alone_leaves_a_v2_host_v2() {
+        let with_systemd_v1 = format!(
+            "{V2}40 27 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n"
+        );
+        assert_eq!(
+            Hierarchy::from_mountinfo(&with_systemd_v1).unwrap(),
             Hierarchy::V2 {
                 root: "/sys/fs/cgroup".into()
             }
