@@ -435,14 +435,28 @@ fn intermediate(req: &Request<'_>, ns: &Namespaces, ch: &Channel) -> Result<()> 
     if !rest.is_empty() {
         nix::sched::unshare(rest).map_err(sys("unshare namespaces"))?;
     }
+    // The container process shares the channel with this one, and the shim reads its messages
+    // in order: Pid first. A gate keeps the process from speaking before the pid is out (an exec
+    // reaches Ready in a few syscalls, which under load can beat this process's one send).
+    let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     // SAFETY: single-threaded (this process was forked from a single-threaded shim); the child
     // ends in `_exit` or `execve`.
     match unsafe { nix::unistd::fork() }.map_err(sys("fork the container process"))? {
         ForkResult::Parent { child } => {
+            drop(gate_r);
             ch.send(Kind::Pid, &child.as_raw().to_le_bytes())?;
+            nix::unistd::write(&gate_w, b"p").map_err(sys("open the gate"))?;
             Ok(())
         }
         ForkResult::Child => {
+            drop(gate_w);
+            let mut byte = [0u8; 1];
+            // End of file without the byte: this process failed to report the pid; give up.
+            if !matches!(nix::unistd::read(&gate_r, &mut byte), Ok(1)) {
+                // SAFETY: see `create`.
+                unsafe { libc::_exit(1) }
+            }
+            drop(gate_r);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 container_process(req, ns, ch)
             }));
