@@ -26,9 +26,10 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GcConfig {
-    /// The largest share of time collections may take: after a collection that took `d`, the
-    /// next waits at least `d / pause_threshold - d` (containerd's default 0.02). Berth does not
-    /// pause writers for the metadata pass; the driver and blob sweeps hold them out.
+    /// The largest share of time collections may take: with `d` the average collection time
+    /// (at least 5 ms, as containerd), the next collection waits `d / pause_threshold - d` after
+    /// the last (containerd's default 0.02: 245 ms or more). Berth does not pause writers for
+    /// the metadata pass; the driver and blob sweeps hold them out.
     pub pause_threshold: f64,
     /// Accepted for containerd compatibility; every deletion schedules a collection.
     pub deletion_threshold: u32,
@@ -114,10 +115,51 @@ struct Inner {
     /// Serialises collections: a sync delete waits for its own full run.
     running: tokio::sync::Mutex<()>,
     last: Mutex<Option<Stats>>,
-    /// When the last collection ended and how long it took (for `pause_threshold`).
-    last_run: Mutex<Option<(Instant, Duration)>>,
+    /// When the last collection ended, and the collections' time so far (for `pause_threshold`).
+    last_run: Mutex<Option<Pacing>>,
     pause_threshold: f64,
     d: Durations,
+}
+
+/// containerd's floor on the average collection time used for pacing: a fast collection must
+/// not make the next one follow almost at once.
+const MIN_PACED_COLLECTION: Duration = Duration::from_millis(5);
+
+/// The collections' timing, for `pause_threshold`.
+#[derive(Debug, Clone)]
+struct Pacing {
+    ended: Instant,
+    total: Duration,
+    runs: u32,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            ended: Instant::now(),
+            total: Duration::ZERO,
+            runs: 0,
+        }
+    }
+}
+
+impl Pacing {
+    fn record(&mut self, took: Duration) {
+        self.ended = Instant::now();
+        self.total += took;
+        self.runs = self.runs.saturating_add(1);
+    }
+
+    /// The quiet owed after the last collection, as containerd's scheduler computes its
+    /// interval: with `d` the average collection time, at least 5 ms, `d / threshold - d`, so
+    /// collections take at most `threshold` of the time; none for a threshold outside (0, 1).
+    fn quiet_after(&self, threshold: f64) -> Duration {
+        if !(threshold > 0.0 && threshold < 1.0) || self.runs == 0 {
+            return Duration::ZERO;
+        }
+        let avg = (self.total / self.runs).max(MIN_PACED_COLLECTION);
+        avg.mul_f64(1.0 / threshold - 1.0)
+    }
 }
 
 /// Handle to the collector; cheap to clone.
@@ -168,11 +210,12 @@ impl Scheduler {
             );
         }
         *self.inner.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats.clone());
-        *self
-            .inner
+        self.inner
             .last_run
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), stats.duration));
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(Pacing::default)
+            .record(stats.duration);
         Ok(stats)
     }
 
@@ -215,20 +258,17 @@ impl Scheduler {
     }
 
     /// How long to wait before the next collection so that collections stay within
-    /// `pause_threshold` of the time: a collection that took `d` is followed by at least
-    /// `d / pause_threshold - d` of quiet.
+    /// `pause_threshold` of the time (see [`Pacing`]).
     fn pause_left(&self) -> Option<Duration> {
-        let threshold = self.inner.pause_threshold;
-        if !(threshold > 0.0 && threshold < 1.0) {
-            return None;
-        }
-        let (ended, took) = (*self
+        let pacing = self
             .inner
             .last_run
             .lock()
-            .unwrap_or_else(|p| p.into_inner()))?;
-        let gap = took.mul_f64(1.0 / threshold - 1.0);
-        gap.checked_sub(ended.elapsed())
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        pacing
+            .quiet_after(self.inner.pause_threshold)
+            .checked_sub(pacing.ended.elapsed())
     }
 
     async fn collect_logged(&self) {
@@ -452,6 +492,21 @@ pub fn registration() -> Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacing_follows_containerds_interval() {
+        let mut p = Pacing::default();
+        assert_eq!(p.quiet_after(0.02), Duration::ZERO, "no collection yet");
+        // Fast collections count as 5 ms: 5 / 0.02 - 5 = 245 ms.
+        p.record(Duration::from_millis(2));
+        assert_eq!(p.quiet_after(0.02), Duration::from_millis(245));
+        // The average, not the last: (2 + 18) / 2 = 10 ms -> 490 ms.
+        p.record(Duration::from_millis(18));
+        assert_eq!(p.quiet_after(0.02), Duration::from_millis(490));
+        assert_eq!(p.quiet_after(0.5), Duration::from_millis(10));
+        assert_eq!(p.quiet_after(0.0), Duration::ZERO, "pacing off");
+        assert_eq!(p.quiet_after(1.0), Duration::ZERO, "pacing off");
+    }
 
     #[test]
     fn errors_keep_their_source() {
