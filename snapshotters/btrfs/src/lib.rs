@@ -163,47 +163,6 @@ impl BtrfsSnapshotter {
         }
     }
 
-    fn create(
-        &self,
-        kind: Kind,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        let made = Cell::new(None);
-        let mounts = self.ms.write(|tx| {
-            let s = tx.create_snapshot(kind, key, parent, labels)?;
-            let target = self.path(kind, &s.id);
-            self.clear_leftover(&target)?;
-            match s.parent_ids.first() {
-                Some(pid) => {
-                    let source = self.path(Kind::Committed, pid);
-                    ioctl::snapshot(&source, &target, kind == Kind::View)
-                        .map_err(SnapshotError::io("snapshot subvolume", &target))?;
-                    made.set(Some(target.clone()));
-                }
-                None => {
-                    ioctl::create_subvolume(&target)
-                        .map_err(SnapshotError::io("create subvolume", &target))?;
-                    made.set(Some(target.clone()));
-                    // The mode of a new subvolume's root follows the umask; a root is 0755.
-                    fs::set_permissions(&target, fs::Permissions::from_mode(0o755))
-                        .map_err(SnapshotError::io("chmod", &target))?;
-                    if kind == Kind::View {
-                        ioctl::set_readonly(&target, true)
-                            .map_err(SnapshotError::io("make read-only", &target))?;
-                    }
-                }
-            }
-            self.mounts_for(kind, &target)
-        });
-        if mounts.is_err() {
-            // The record was rolled back (and its id with it): the subvolume goes too.
-            self.undo(made.take());
-        }
-        mounts
-    }
-
     /// What the subvolume `path` holds: exclusive bytes from the quota tree when quotas are on,
     /// else the walked size; inodes by walking.
     fn measure(&self, path: &Path) -> Result<Usage, SnapshotError> {
@@ -252,22 +211,45 @@ impl Snapshotter for BtrfsSnapshotter {
         self.mounts_for(s.kind, &self.path(s.kind, &s.id))
     }
 
-    fn prepare(
+    fn create(
         &self,
+        kind: Kind,
         key: &str,
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Kind::Active, key, parent, labels)
-    }
-
-    fn view(
-        &self,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Kind::View, key, parent, labels)
+        let made = Cell::new(None);
+        let mounts = self.ms.write(|tx| {
+            let s = tx.create_snapshot(kind, key, parent, labels)?;
+            let target = self.path(kind, &s.id);
+            self.clear_leftover(&target)?;
+            match s.parent_ids.first() {
+                Some(pid) => {
+                    let source = self.path(Kind::Committed, pid);
+                    ioctl::snapshot(&source, &target, kind == Kind::View)
+                        .map_err(SnapshotError::io("snapshot subvolume", &target))?;
+                    made.set(Some(target.clone()));
+                }
+                None => {
+                    ioctl::create_subvolume(&target)
+                        .map_err(SnapshotError::io("create subvolume", &target))?;
+                    made.set(Some(target.clone()));
+                    // The mode of a new subvolume's root follows the umask; a root is 0755.
+                    fs::set_permissions(&target, fs::Permissions::from_mode(0o755))
+                        .map_err(SnapshotError::io("chmod", &target))?;
+                    if kind == Kind::View {
+                        ioctl::set_readonly(&target, true)
+                            .map_err(SnapshotError::io("make read-only", &target))?;
+                    }
+                }
+            }
+            self.mounts_for(kind, &target)
+        });
+        if mounts.is_err() {
+            // The record was rolled back (and its id with it): the subvolume goes too.
+            self.undo(made.take());
+        }
+        mounts
     }
 
     fn commit(

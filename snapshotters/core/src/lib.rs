@@ -34,6 +34,18 @@ impl Kind {
             Kind::Committed => "Committed",
         }
     }
+
+    /// `Ok` for the kinds [`Snapshotter::create`] makes (Active, View); containerd's
+    /// InvalidArgument for [`Kind::Committed`], which only [`Snapshotter::commit`] makes.
+    pub fn ensure_creatable(self) -> Result<(), SnapshotError> {
+        match self {
+            Kind::Active | Kind::View => Ok(()),
+            Kind::Committed => Err(SnapshotError::InvalidArgument(format!(
+                "snapshot type {} invalid; only snapshots of type Active or View can be created",
+                self.as_str()
+            ))),
+        }
+    }
 }
 
 /// What Stat and Walk report.
@@ -72,20 +84,39 @@ pub trait Snapshotter: Send + Sync {
     fn update(&self, info: &Info, paths: &[String]) -> Result<Info, SnapshotError>;
     fn usage(&self, key: &str) -> Result<Usage, SnapshotError>;
     fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError>;
+    /// Makes a new snapshot `key` of kind `kind` on `parent` (a committed snapshot, or "" for
+    /// none) and returns its mounts: [`Kind::Active`] is writable, [`Kind::View`] read-only.
+    /// [`Kind::Committed`] is not a kind one creates ([`Snapshotter::commit`] makes it): drivers
+    /// answer it with [`SnapshotError::InvalidArgument`] ([`Kind::ensure_creatable`];
+    /// [`metastore::Tx::create_snapshot`] checks it for drivers that record through it).
+    ///
+    /// This is what a driver implements; [`Snapshotter::prepare`] and [`Snapshotter::view`]
+    /// call it.
+    fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, SnapshotError>;
     /// A new writable snapshot on `parent` (a committed snapshot, or "" for none).
     fn prepare(
         &self,
         key: &str,
         parent: &str,
         labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError>;
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        self.create(Kind::Active, key, parent, labels)
+    }
     /// A new read-only snapshot of `parent`.
     fn view(
         &self,
         key: &str,
         parent: &str,
         labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError>;
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        self.create(Kind::View, key, parent, labels)
+    }
     /// Turns the active snapshot `key` into the committed snapshot `name`.
     fn commit(
         &self,

@@ -417,12 +417,8 @@ impl Tx<'_> {
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Snapshot, SnapshotError> {
-        if kind == Kind::Committed {
-            return Err(SnapshotError::InvalidArgument(format!(
-                "snapshot type {} invalid; only snapshots of type Active or View can be created",
-                kind.as_str()
-            )));
-        }
+        // The one check of the drivers that record through here (Committed is commit's).
+        kind.ensure_creatable()?;
         if key.is_empty() {
             return Err(SnapshotError::InvalidArgument(
                 "snapshot key must not be empty".into(),
@@ -609,6 +605,15 @@ mod tests {
             m.write(|tx| tx.create_snapshot(Kind::Active, "b", "a", none())),
             Err(SnapshotError::InvalidArgument(_))
         ));
+        // Committed snapshots are made by commit, never created.
+        let e = m
+            .write(|tx| tx.create_snapshot(Kind::Committed, "c", "", none()))
+            .unwrap_err();
+        assert!(matches!(e, SnapshotError::InvalidArgument(_)), "{e}");
+        assert!(e
+            .to_string()
+            .contains("only snapshots of type Active or View"));
+        assert!(m.get_info("c").is_err());
         m.write(|tx| tx.commit_active("a", "A", Usage { size: 5, inodes: 1 }, none()))
             .unwrap();
         let b = m

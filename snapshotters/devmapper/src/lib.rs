@@ -274,63 +274,6 @@ impl DevmapperSnapshotter {
         Ok(dev)
     }
 
-    fn create(
-        &self,
-        kind: Kind,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        let made = std::cell::RefCell::new(None::<Device>);
-        let out = self.ms.write(|tx| {
-            let s = tx.create_snapshot(kind, key, parent, labels)?;
-            let _g = self.pool.lock();
-            self.pool.check_room()?;
-            let name = self.dev_name(&s.id);
-            // The id is new in this transaction: a device of that name was made for a
-            // transaction that then aborted, and nothing refers to it.
-            if let Some(stale) = self.pool.store.get(&name)? {
-                tracing::info!(device = %name, "replacing the device of an aborted snapshot");
-                self.pool.destroy(stale)?;
-            }
-            let mut origin = match s.parent_ids.first() {
-                Some(pid) => {
-                    let pname = self.dev_name(pid);
-                    self.pool.store.get(&pname)?.ok_or_else(|| {
-                        SnapshotError::NotFound(format!("device {pname} of parent {parent:?}"))
-                    })?
-                }
-                None => self.base()?,
-            };
-            let sectors = origin.sectors;
-            let mut dev = self.pool.create(
-                &name,
-                Some(&mut origin),
-                sectors,
-                Some(s.id.clone()),
-                kind == Kind::View,
-            )?;
-            if let Err(e) = self.pool.activate(&mut dev) {
-                self.pool.undo(dev);
-                return Err(e);
-            }
-            fault::point("after-activate");
-            let mounts = self.mounts_of(&dev);
-            *made.borrow_mut() = Some(dev);
-            Ok(mounts)
-        });
-        if out.is_err() {
-            // The record did not commit: the device must not stay (when the transaction is
-            // lent, an abort after this returns is repaired when the id comes again, or at
-            // the next start).
-            if let Some(dev) = made.take() {
-                let _g = self.pool.lock();
-                self.pool.undo(dev);
-            }
-        }
-        out
-    }
-
     fn remove_device(pool: &Pool, name: &str) {
         let _g = pool.lock();
         match pool.store.get(name) {
@@ -409,22 +352,61 @@ impl Snapshotter for DevmapperSnapshotter {
         Ok(self.mounts_of(&dev))
     }
 
-    fn prepare(
+    fn create(
         &self,
+        kind: Kind,
         key: &str,
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Kind::Active, key, parent, labels)
-    }
-
-    fn view(
-        &self,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Kind::View, key, parent, labels)
+        let made = std::cell::RefCell::new(None::<Device>);
+        let out = self.ms.write(|tx| {
+            let s = tx.create_snapshot(kind, key, parent, labels)?;
+            let _g = self.pool.lock();
+            self.pool.check_room()?;
+            let name = self.dev_name(&s.id);
+            // The id is new in this transaction: a device of that name was made for a
+            // transaction that then aborted, and nothing refers to it.
+            if let Some(stale) = self.pool.store.get(&name)? {
+                tracing::info!(device = %name, "replacing the device of an aborted snapshot");
+                self.pool.destroy(stale)?;
+            }
+            let mut origin = match s.parent_ids.first() {
+                Some(pid) => {
+                    let pname = self.dev_name(pid);
+                    self.pool.store.get(&pname)?.ok_or_else(|| {
+                        SnapshotError::NotFound(format!("device {pname} of parent {parent:?}"))
+                    })?
+                }
+                None => self.base()?,
+            };
+            let sectors = origin.sectors;
+            let mut dev = self.pool.create(
+                &name,
+                Some(&mut origin),
+                sectors,
+                Some(s.id.clone()),
+                kind == Kind::View,
+            )?;
+            if let Err(e) = self.pool.activate(&mut dev) {
+                self.pool.undo(dev);
+                return Err(e);
+            }
+            fault::point("after-activate");
+            let mounts = self.mounts_of(&dev);
+            *made.borrow_mut() = Some(dev);
+            Ok(mounts)
+        });
+        if out.is_err() {
+            // The record did not commit: the device must not stay (when the transaction is
+            // lent, an abort after this returns is repaired when the id comes again, or at
+            // the next start).
+            if let Some(dev) = made.take() {
+                let _g = self.pool.lock();
+                self.pool.undo(dev);
+            }
+        }
+        out
     }
 
     fn commit(

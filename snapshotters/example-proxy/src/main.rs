@@ -55,27 +55,6 @@ impl DirSnapshotter {
             options: vec![mode.into(), "rbind".into()],
         }]
     }
-
-    /// Prepare and View: the record and the directory are made together by
-    /// [`SnapshotDirs::create`], which calls the closure inside the metadata transaction, so a
-    /// failed copy leaves neither.
-    fn create(
-        &self,
-        kind: Kind,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        let s = self
-            .dirs
-            .create(&self.ms, kind, key, parent, labels, |s, dir| {
-                match s.parent_ids.first() {
-                    Some(parent_id) => copy(&self.dirs.path(parent_id), dir),
-                    None => Ok(()),
-                }
-            })?;
-        Ok(self.mounts_for(&s))
-    }
 }
 
 /// The driver's own filesystem work: `to` becomes a full copy of `from`, with owners, modes,
@@ -120,22 +99,26 @@ impl Snapshotter for DirSnapshotter {
         Ok(self.mounts_for(&self.ms.get_snapshot(key)?))
     }
 
-    fn prepare(
+    /// Prepare and View (the trait's `prepare` and `view` call this): the record and the
+    /// directory are made together by [`SnapshotDirs::create`], which calls the closure inside
+    /// the metadata transaction, so a failed copy leaves neither. [`MetaStore`] refuses
+    /// `Kind::Committed` (InvalidArgument): only `commit` makes one.
+    fn create(
         &self,
+        kind: Kind,
         key: &str,
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Kind::Active, key, parent, labels)
-    }
-
-    fn view(
-        &self,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Kind::View, key, parent, labels)
+        let s = self
+            .dirs
+            .create(&self.ms, kind, key, parent, labels, |s, dir| {
+                match s.parent_ids.first() {
+                    Some(parent_id) => copy(&self.dirs.path(parent_id), dir),
+                    None => Ok(()),
+                }
+            })?;
+        Ok(self.mounts_for(&s))
     }
 
     /// The directory stays where it is: committing only changes the record (the active key

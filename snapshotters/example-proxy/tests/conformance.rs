@@ -119,21 +119,14 @@ impl Snapshotter for Served {
     fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
         self.proxy.mounts(key)
     }
-    fn prepare(
+    fn create(
         &self,
+        kind: Kind,
         key: &str,
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        self.proxy.prepare(key, parent, labels)
-    }
-    fn view(
-        &self,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.proxy.view(key, parent, labels)
+        self.proxy.create(kind, key, parent, labels)
     }
     fn commit(
         &self,

@@ -64,43 +64,6 @@ impl FakeSnapshotter {
         }
         Ok(st)
     }
-
-    fn create(
-        &self,
-        op: Op,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-        kind: Kind,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        let mut st = self.enter(op)?;
-        if st.snapshots.contains_key(key) {
-            return Err(SnapshotError::AlreadyExists(key.to_owned()));
-        }
-        if !parent.is_empty() {
-            match st.snapshots.get(parent).and_then(|p| p.kind) {
-                Some(Kind::Committed) => {}
-                Some(_) => {
-                    return Err(SnapshotError::InvalidArgument(format!(
-                        "parent {parent} is not committed"
-                    )))
-                }
-                None => return Err(SnapshotError::NotFound(parent.to_owned())),
-            }
-        }
-        st.snapshots.insert(
-            key.to_owned(),
-            Info {
-                name: key.to_owned(),
-                parent: parent.to_owned(),
-                kind: Some(kind),
-                labels,
-                created_at: 0,
-                updated_at: 0,
-            },
-        );
-        Ok(Vec::new())
-    }
 }
 
 impl Snapshotter for FakeSnapshotter {
@@ -130,22 +93,47 @@ impl Snapshotter for FakeSnapshotter {
         self.stat(key).map(|_| Vec::new())
     }
 
-    fn prepare(
+    fn create(
         &self,
+        kind: Kind,
         key: &str,
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Op::Prepare, key, parent, labels, Kind::Active)
-    }
-
-    fn view(
-        &self,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Op::View, key, parent, labels, Kind::View)
+        // Refused before counting: Committed is neither a Prepare nor a View.
+        kind.ensure_creatable()?;
+        let op = if kind == Kind::View {
+            Op::View
+        } else {
+            Op::Prepare
+        };
+        let mut st = self.enter(op)?;
+        if st.snapshots.contains_key(key) {
+            return Err(SnapshotError::AlreadyExists(key.to_owned()));
+        }
+        if !parent.is_empty() {
+            match st.snapshots.get(parent).and_then(|p| p.kind) {
+                Some(Kind::Committed) => {}
+                Some(_) => {
+                    return Err(SnapshotError::InvalidArgument(format!(
+                        "parent {parent} is not committed"
+                    )))
+                }
+                None => return Err(SnapshotError::NotFound(parent.to_owned())),
+            }
+        }
+        st.snapshots.insert(
+            key.to_owned(),
+            Info {
+                name: key.to_owned(),
+                parent: parent.to_owned(),
+                kind: Some(kind),
+                labels,
+                created_at: 0,
+                updated_at: 0,
+            },
+        );
+        Ok(Vec::new())
     }
 
     fn commit(
@@ -212,5 +200,25 @@ impl Snapshotter for FakeSnapshotter {
     fn adopt(&self, key: &str, _staged: &std::path::Path) -> Result<(), SnapshotError> {
         drop(self.enter(Op::Adopt)?);
         self.stat(key).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepare_and_view_count_as_their_op_and_committed_is_refused() {
+        let sn = FakeSnapshotter::new();
+        sn.prepare("a", "", BTreeMap::new()).unwrap();
+        sn.commit("A", "a", BTreeMap::new()).unwrap();
+        sn.view("v", "A", BTreeMap::new()).unwrap();
+        assert_eq!(sn.stat("v").unwrap().kind(), Kind::View);
+        assert!(matches!(
+            sn.create(Kind::Committed, "c", "A", BTreeMap::new()),
+            Err(SnapshotError::InvalidArgument(_))
+        ));
+        assert_eq!((sn.calls(Op::Prepare), sn.calls(Op::View)), (1, 1));
+        assert_eq!(sn.keys(), ["A", "v"]);
     }
 }

@@ -51,25 +51,6 @@ impl NativeSnapshotter {
             ],
         }]
     }
-
-    fn create(
-        &self,
-        kind: Kind,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        let snap = self
-            .dirs
-            .create(&self.ms, kind, key, parent, labels, |s, dir| {
-                // The copy happens inside the transaction: if it fails, no record remains.
-                match s.parent_ids.first() {
-                    Some(pid) => copy::copy_tree(&self.dir(pid), dir),
-                    None => Ok(()),
-                }
-            })?;
-        Ok(self.mounts_for(&snap))
-    }
 }
 
 impl Snapshotter for NativeSnapshotter {
@@ -93,22 +74,23 @@ impl Snapshotter for NativeSnapshotter {
         Ok(self.mounts_for(&self.ms.get_snapshot(key)?))
     }
 
-    fn prepare(
+    fn create(
         &self,
+        kind: Kind,
         key: &str,
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Kind::Active, key, parent, labels)
-    }
-
-    fn view(
-        &self,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Kind::View, key, parent, labels)
+        let snap = self
+            .dirs
+            .create(&self.ms, kind, key, parent, labels, |s, dir| {
+                // The copy happens inside the transaction: if it fails, no record remains.
+                match s.parent_ids.first() {
+                    Some(pid) => copy::copy_tree(&self.dir(pid), dir),
+                    None => Ok(()),
+                }
+            })?;
+        Ok(self.mounts_for(&snap))
     }
 
     fn commit(

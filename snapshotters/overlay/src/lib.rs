@@ -119,6 +119,28 @@ impl OverlaySnapshotter {
             options: options.to_options(),
         }]
     }
+}
+
+impl Snapshotter for OverlaySnapshotter {
+    fn stat(&self, key: &str) -> Result<Info, SnapshotError> {
+        Ok(self.ms.get_info(key)?.1)
+    }
+
+    fn update(&self, info: &Info, paths: &[String]) -> Result<Info, SnapshotError> {
+        self.ms.write(|tx| tx.update_info(info, paths))
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
+        let (id, info, usage) = self.ms.get_info(key)?;
+        if info.kind() == Kind::Active {
+            return disk_usage(&self.upper(&id));
+        }
+        Ok(usage)
+    }
+
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
+        Ok(self.mounts_for(&self.ms.get_snapshot(key)?))
+    }
 
     fn create(
         &self,
@@ -152,46 +174,6 @@ impl OverlaySnapshotter {
                 Ok(())
             })?;
         Ok(self.mounts_for(&snap))
-    }
-}
-
-impl Snapshotter for OverlaySnapshotter {
-    fn stat(&self, key: &str) -> Result<Info, SnapshotError> {
-        Ok(self.ms.get_info(key)?.1)
-    }
-
-    fn update(&self, info: &Info, paths: &[String]) -> Result<Info, SnapshotError> {
-        self.ms.write(|tx| tx.update_info(info, paths))
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
-        let (id, info, usage) = self.ms.get_info(key)?;
-        if info.kind() == Kind::Active {
-            return disk_usage(&self.upper(&id));
-        }
-        Ok(usage)
-    }
-
-    fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
-        Ok(self.mounts_for(&self.ms.get_snapshot(key)?))
-    }
-
-    fn prepare(
-        &self,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Kind::Active, key, parent, labels)
-    }
-
-    fn view(
-        &self,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Kind::View, key, parent, labels)
     }
 
     fn commit(

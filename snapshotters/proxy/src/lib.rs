@@ -187,34 +187,36 @@ impl Snapshotter for ProxySnapshotter {
         Ok(mounts(r.mounts))
     }
 
-    fn prepare(
+    /// The remote's View for [`Kind::View`], its Prepare for [`Kind::Active`];
+    /// [`Kind::Committed`] is refused here, without a call (the API cannot create one).
+    fn create(
         &self,
+        kind: Kind,
         key: &str,
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        let r = self.call(self.client().prepare(PrepareSnapshotRequest {
-            snapshotter: self.name.clone(),
-            key: key.to_owned(),
-            parent: parent.to_owned(),
-            labels: labels.into_iter().collect(),
-        }))?;
-        Ok(mounts(r.mounts))
-    }
-
-    fn view(
-        &self,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        let r = self.call(self.client().view(ViewSnapshotRequest {
-            snapshotter: self.name.clone(),
-            key: key.to_owned(),
-            parent: parent.to_owned(),
-            labels: labels.into_iter().collect(),
-        }))?;
-        Ok(mounts(r.mounts))
+        kind.ensure_creatable()?;
+        let (snapshotter, key, parent) = (self.name.clone(), key.to_owned(), parent.to_owned());
+        let labels = labels.into_iter().collect();
+        let pb = if kind == Kind::View {
+            let req = ViewSnapshotRequest {
+                snapshotter,
+                key,
+                parent,
+                labels,
+            };
+            self.call(self.client().view(req))?.mounts
+        } else {
+            let req = PrepareSnapshotRequest {
+                snapshotter,
+                key,
+                parent,
+                labels,
+            };
+            self.call(self.client().prepare(req))?.mounts
+        };
+        Ok(mounts(pb))
     }
 
     fn commit(

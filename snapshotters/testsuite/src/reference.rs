@@ -126,6 +126,28 @@ impl CopyDriver {
             options,
         }]
     }
+}
+
+impl Snapshotter for CopyDriver {
+    fn stat(&self, key: &str) -> Result<Info, SnapshotError> {
+        Ok(self.ms.get_info(key)?.1)
+    }
+
+    fn update(&self, info: &Info, paths: &[String]) -> Result<Info, SnapshotError> {
+        self.ms.write(|tx| tx.update_info(info, paths))
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
+        let (id, info, usage) = self.ms.get_info(key)?;
+        match info.kind() {
+            Kind::Active => usage_of(&self.fs_dir(&id)),
+            _ => Ok(usage),
+        }
+    }
+
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
+        Ok(self.mounts_for(&self.ms.get_snapshot(key)?))
+    }
 
     fn create(
         &self,
@@ -158,46 +180,6 @@ impl CopyDriver {
             Ok(s)
         })?;
         Ok(self.mounts_for(&s))
-    }
-}
-
-impl Snapshotter for CopyDriver {
-    fn stat(&self, key: &str) -> Result<Info, SnapshotError> {
-        Ok(self.ms.get_info(key)?.1)
-    }
-
-    fn update(&self, info: &Info, paths: &[String]) -> Result<Info, SnapshotError> {
-        self.ms.write(|tx| tx.update_info(info, paths))
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
-        let (id, info, usage) = self.ms.get_info(key)?;
-        match info.kind() {
-            Kind::Active => usage_of(&self.fs_dir(&id)),
-            _ => Ok(usage),
-        }
-    }
-
-    fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
-        Ok(self.mounts_for(&self.ms.get_snapshot(key)?))
-    }
-
-    fn prepare(
-        &self,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Kind::Active, key, parent, labels)
-    }
-
-    fn view(
-        &self,
-        key: &str,
-        parent: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Kind::View, key, parent, labels)
     }
 
     fn commit(
@@ -330,22 +312,17 @@ fn writable_views_are_caught() {
         fn mounts(&self, k: &str) -> Result<Vec<Mount>, SnapshotError> {
             self.0.mounts(k)
         }
-        fn prepare(
+        fn create(
             &self,
+            kind: Kind,
             k: &str,
             p: &str,
             l: BTreeMap<String, String>,
         ) -> Result<Vec<Mount>, SnapshotError> {
-            self.0.prepare(k, p, l)
-        }
-        fn view(
-            &self,
-            k: &str,
-            p: &str,
-            l: BTreeMap<String, String>,
-        ) -> Result<Vec<Mount>, SnapshotError> {
-            let mut m = self.0.view(k, p, l)?;
-            m[0].options.retain(|o| o != "ro");
+            let mut m = self.0.create(kind, k, p, l)?;
+            if kind == Kind::View {
+                m[0].options.retain(|o| o != "ro");
+            }
             Ok(m)
         }
         fn commit(

@@ -238,17 +238,6 @@ impl SharedDriver {
         }
         Ok(())
     }
-
-    fn create(&self, kind: Kind, key: &str, parent: &str) -> Result<Vec<Mount>, SnapshotError> {
-        self.ms.write(|tx| {
-            tx.create_snapshot(kind, key, parent, BTreeMap::new())?;
-            Ok(())
-        })?;
-        // The record was written into the lent transaction before the failure: it must not
-        // be committed either.
-        self.failing()?;
-        Ok(Vec::new())
-    }
 }
 
 impl Snapshotter for SharedDriver {
@@ -264,21 +253,21 @@ impl Snapshotter for SharedDriver {
     fn mounts(&self, _: &str) -> Result<Vec<Mount>, SnapshotError> {
         Ok(Vec::new())
     }
-    fn prepare(
+    fn create(
         &self,
+        kind: Kind,
         key: &str,
         parent: &str,
         _: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Kind::Active, key, parent)
-    }
-    fn view(
-        &self,
-        key: &str,
-        parent: &str,
-        _: BTreeMap<String, String>,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create(Kind::View, key, parent)
+        self.ms.write(|tx| {
+            tx.create_snapshot(kind, key, parent, BTreeMap::new())?;
+            Ok(())
+        })?;
+        // The record was written into the lent transaction before the failure: it must not
+        // be committed either.
+        self.failing()?;
+        Ok(Vec::new())
     }
     fn commit(
         &self,
