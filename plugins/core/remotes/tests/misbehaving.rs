@@ -1,60 +1,19 @@
 //! Registries that misbehave: one that never answers, one that stops in the middle of a blob,
 //! one that serves a web page where a manifest should be, one that cuts a blob short. Each is a
 //! clear error naming the URL, in bounded time, never a hang or a panic. The "registry" is a few
-//! lines of scripted HTTP on a loopback port.
+//! lines of scripted HTTP on a loopback port (`common`).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+use common::{respond, serve};
 
 use berth_oci::{media, DescriptorBuilder, Digest, MediaType};
 use berth_plugin::{Classify, ErrorKind};
 use berth_remotes::{ClientConfig, Reference, RegistryClient, RemoteError};
-
-/// What the scripted server does with each request it reads (method and path given).
-type Script = fn(&str, &str, &mut TcpStream);
-
-/// Serves `script` on a loopback port until the test ends; returns the port.
-fn serve(script: Script) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            std::thread::spawn(move || {
-                while let Some((method, path)) = read_request(&mut conn) {
-                    script(&method, &path, &mut conn);
-                }
-            });
-        }
-    });
-    port
-}
-
-/// Reads one request head; `None` when the client closed the connection.
-fn read_request(conn: &mut TcpStream) -> Option<(String, String)> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match conn.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    let text = String::from_utf8_lossy(&head);
-    let mut first = text.lines().next()?.split_whitespace();
-    Some((first.next()?.to_owned(), first.next()?.to_owned()))
-}
-
-fn respond(conn: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
-    let mut out = format!("HTTP/1.1 {status}\r\n");
-    for (k, v) in headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    let _ = conn.write_all(out.as_bytes());
-    let _ = conn.write_all(body);
-}
 
 /// Answers the `/v2/` version check as Distribution does; false for any other path.
 fn answered_ping(path: &str, conn: &mut TcpStream) -> bool {
@@ -116,7 +75,7 @@ async fn read_blob(port: u16) -> Result<u64, RemoteError> {
 
 #[tokio::test]
 async fn a_registry_that_never_answers_times_out() {
-    let port = serve(|_, _, _| std::thread::sleep(Duration::from_secs(30)));
+    let port = serve(|_, _| std::thread::sleep(Duration::from_secs(30)));
     let client = impatient();
     let reference = Reference::parse(&format!("127.0.0.1:{port}/x/y:z")).expect("reference");
     let repo = client.repository(&reference).expect("repository");
@@ -142,8 +101,8 @@ async fn a_registry_that_never_answers_times_out() {
 
 #[tokio::test]
 async fn a_registry_that_stops_in_the_middle_of_a_blob_times_out() {
-    let port = serve(|_, path, conn| {
-        if !answered_ping(path, conn) {
+    let port = serve(|req, conn| {
+        if !answered_ping(&req.path, conn) {
             send_half_a_blob(conn);
             std::thread::sleep(Duration::from_secs(30));
         }
@@ -161,8 +120,8 @@ async fn a_registry_that_stops_in_the_middle_of_a_blob_times_out() {
 
 #[tokio::test]
 async fn a_blob_cut_short_is_an_error_not_a_short_blob() {
-    let port = serve(|_, path, conn| {
-        if !answered_ping(path, conn) {
+    let port = serve(|req, conn| {
+        if !answered_ping(&req.path, conn) {
             send_half_a_blob(conn);
             let _ = conn.shutdown(std::net::Shutdown::Both);
         }
@@ -175,8 +134,8 @@ async fn a_blob_cut_short_is_an_error_not_a_short_blob() {
 
 #[tokio::test]
 async fn a_web_page_instead_of_a_manifest_is_refused() {
-    let port = serve(|method, path, conn| {
-        if answered_ping(path, conn) {
+    let port = serve(|req, conn| {
+        if answered_ping(&req.path, conn) {
             return;
         }
         let page = b"<html><body>Please log in</body></html>";
@@ -184,7 +143,7 @@ async fn a_web_page_instead_of_a_manifest_is_refused() {
             ("Content-Type", "text/html; charset=utf-8".to_owned()),
             ("Content-Length", page.len().to_string()),
         ];
-        let body: &[u8] = if method == "HEAD" { b"" } else { page };
+        let body: &[u8] = if req.method == "HEAD" { b"" } else { page };
         respond(conn, "200 OK", &headers, body);
     });
     let client = impatient();
@@ -198,8 +157,8 @@ async fn a_web_page_instead_of_a_manifest_is_refused() {
 
 #[tokio::test]
 async fn a_manifest_that_is_not_json_is_refused() {
-    let port = serve(|method, path, conn| {
-        if answered_ping(path, conn) {
+    let port = serve(|req, conn| {
+        if answered_ping(&req.path, conn) {
             return;
         }
         // No digest header: the client must GET and look at the body.
@@ -212,7 +171,7 @@ async fn a_manifest_that_is_not_json_is_refused() {
             conn,
             "200 OK",
             &headers,
-            if method == "HEAD" { b"" } else { body },
+            if req.method == "HEAD" { b"" } else { body },
         );
     });
     let client = impatient();
@@ -227,8 +186,8 @@ async fn a_manifest_that_is_not_json_is_refused() {
 #[tokio::test]
 async fn an_upload_longer_than_the_read_timeout_is_not_cut() {
     const BODY: usize = 16 * 1024;
-    let port = serve(|_, path, conn| {
-        if answered_ping(path, conn) {
+    let port = serve(|req, conn| {
+        if answered_ping(&req.path, conn) {
             return;
         }
         // Read the body slowly: 1 KiB every 125 ms.

@@ -16,6 +16,9 @@ use berth_remotes::{
     Reference, RegistryClient, RemoteError,
 };
 use bytes::Bytes;
+use common::respond;
+
+mod common;
 
 /// A real registry per test: Debian's docker-registry on a free loopback port, shared with the
 /// end-to-end tests (`berth_tests::registry`).
@@ -444,64 +447,52 @@ async fn basic_auth_with_each_credential_source() {
 }
 
 /// A registry stand-in that only speaks the Bearer token dance (Debian's registry has no token
-/// server): manifests need `Bearer tok-1`, which `/token` gives for Basic `u:p`.
-async fn fake_bearer_registry() -> (u16, Arc<Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+/// server): manifests need `Bearer tok-1`, which `/token` gives for Basic `u:p`. Returns the
+/// port and the requests seen (`<method> <path> [<authorization>]`).
+fn fake_bearer_registry() -> (u16, Arc<Mutex<Vec<String>>>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let seen = log.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                match conn.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let head = String::from_utf8_lossy(&buf).to_string();
-            let line = head.lines().next().unwrap_or_default().to_owned();
-            let auth = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .starts_with("authorization:")
-                        .then(|| l["authorization:".len()..].trim().to_owned())
-                })
-                .unwrap_or_default();
-            seen.lock().unwrap().push(format!("{line} [{auth}]"));
-            let body = br#"{"schemaVersion":2}"#;
-            let response = if line.starts_with("GET /token?") {
-                if auth == Credentials::new("u", "p").basic_header() {
-                    let t = r#"{"token":"tok-1"}"#;
-                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{t}", t.len())
-                } else {
-                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_owned()
-                }
-            } else if auth == "Bearer tok-1" {
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nDocker-Content-Digest: {}\r\n\
-                     Content-Length: {}\r\n\r\n{}",
-                    media::OCI_MANIFEST,
-                    Digest::sha256(body),
-                    body.len(),
-                    if line.starts_with("GET ") {
-                        String::from_utf8_lossy(body).to_string()
-                    } else {
-                        String::new()
-                    }
-                )
+    let port = common::serve(move |req, conn| {
+        let auth = req.header("authorization").unwrap_or_default();
+        seen.lock()
+            .unwrap()
+            .push(format!("{} {} [{auth}]", req.method, req.path));
+        let body = br#"{"schemaVersion":2}"#;
+        if req.path.starts_with("/token?") {
+            if auth == Credentials::new("u", "p").basic_header() {
+                let t = br#"{"token":"tok-1"}"#;
+                respond(
+                    conn,
+                    "200 OK",
+                    &[("Content-Length", t.len().to_string())],
+                    t,
+                );
             } else {
-                format!(
-                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer \
-                     realm=\"http://127.0.0.1:{port}/token\",service=\"fake\",\
-                     scope=\"repository:x:pull\"\r\nContent-Length: 0\r\n\r\n"
-                )
-            };
-            let _ = conn.write_all(response.as_bytes()).await;
-            let _ = conn.shutdown().await;
+                respond(
+                    conn,
+                    "401 Unauthorized",
+                    &[("Content-Length", "0".into())],
+                    b"",
+                );
+            }
+        } else if auth == "Bearer tok-1" {
+            let headers = [
+                ("Content-Type", media::OCI_MANIFEST.to_owned()),
+                ("Docker-Content-Digest", Digest::sha256(body).to_string()),
+                ("Content-Length", body.len().to_string()),
+            ];
+            let get = req.method == "GET";
+            respond(conn, "200 OK", &headers, if get { body } else { b"" });
+        } else {
+            let host = req.header("host").unwrap_or_default();
+            let challenge = format!(
+                "Bearer realm=\"http://{host}/token\",service=\"fake\",scope=\"repository:x:pull\""
+            );
+            let headers = [
+                ("WWW-Authenticate", challenge),
+                ("Content-Length", "0".into()),
+            ];
+            respond(conn, "401 Unauthorized", &headers, b"");
         }
     });
     (port, log)
@@ -509,7 +500,7 @@ async fn fake_bearer_registry() -> (u16, Arc<Mutex<Vec<String>>>) {
 
 #[tokio::test]
 async fn bearer_challenge_fetches_a_token_with_the_credentials() {
-    let (port, log) = fake_bearer_registry().await;
+    let (port, log) = fake_bearer_registry();
     let reference = Reference::parse(&format!("127.0.0.1:{port}/x:y")).unwrap();
     let client = RegistryClient::new(ClientConfig {
         credentials: vec![CredentialSource::Static(Credentials::new("u", "p"))],
