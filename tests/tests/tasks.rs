@@ -219,6 +219,26 @@ fn ctr_run_exit_codes_stdio_and_cgroup() {
         );
     }
 
+    // What runc gives a process beside its spec: HOME from the image's /etc/passwd when the
+    // environment has none, and the shim's OOM score, one above the daemon's (containerd's
+    // AdjustOOMScore).
+    let daemon_pid = f.berthd.child.as_ref().expect("berthd runs").id();
+    let daemon_score: i32 = std::fs::read_to_string(format!("/proc/{daemon_pid}/oom_score_adj"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let out = ok(&f.run(
+        &[],
+        "run-home",
+        &["sh", "-c", "echo home=$HOME; cat /proc/self/oom_score_adj"],
+    ));
+    assert_eq!(
+        out,
+        format!("home=/root\n{}\n", (daemon_score + 1).min(1000)),
+        "{out}"
+    );
+
     // A line piped into ctr reaches the process's stdin.
     let mut child = f
         .ctr_command(&[

@@ -218,7 +218,33 @@ pub fn resolve_executable(p: &Process) -> Result<Executable> {
         envp: env
             .iter()
             .map(|e| cstring(e.as_bytes(), "an environment variable"))
+            .chain(
+                needs_home(env)
+                    .then(|| home_entry(p.user().uid()))
+                    .map(|h| cstring(h.as_bytes(), "HOME")),
+            )
             .collect::<Result<_>>()?,
+    })
+}
+
+/// Whether the environment lacks a `HOME` (an empty one counts as missing, as in runc).
+fn needs_home(env: &[String]) -> bool {
+    !env.iter()
+        .any(|e| e.strip_prefix("HOME=").is_some_and(|v| !v.is_empty()))
+}
+
+/// `HOME=` the user's home from the container's `/etc/passwd` (read after `pivot_root`), `/`
+/// when the user is not listed — what runc sets when the spec's environment has none.
+fn home_entry(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    format!("HOME={}", home_in_passwd(&passwd, uid).unwrap_or("/"))
+}
+
+/// The home directory of `uid` in a passwd file (`name:pw:uid:gid:gecos:home:shell`).
+fn home_in_passwd(passwd: &str, uid: u32) -> Option<&str> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 7 && fields[2].parse() == Ok(uid)).then(|| fields[5])
     })
 }
 
@@ -241,6 +267,17 @@ mod tests {
 
     fn process(json: &str) -> Process {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn home_comes_from_passwd_when_the_environment_has_none() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\n# comment\nbad line\nwww:x:33:33::/var/www:/bin/false\n";
+        assert_eq!(home_in_passwd(passwd, 0), Some("/root"));
+        assert_eq!(home_in_passwd(passwd, 33), Some("/var/www"));
+        assert_eq!(home_in_passwd(passwd, 1000), None);
+        assert!(needs_home(&["PATH=/bin".into()]));
+        assert!(needs_home(&["HOME=".into()]));
+        assert!(!needs_home(&["HOME=/home/u".into()]));
     }
 
     #[test]

@@ -307,6 +307,11 @@ fn make_devices(sys: &dyn Syscall, spec: &Spec, o: &RootfsOptions<'_>) -> Result
         .map(Vec::as_slice)
         .unwrap_or_default();
     for d in spec_devices {
+        // `/dev/ptmx` is always the link to the container's own devpts (made after the nodes),
+        // never the host's multiplexer, even when a privileged spec lists every host device.
+        if d.path() == Path::new("/dev/ptmx") {
+            continue;
+        }
         let path = secure_join(o.rootfs, d.path())?;
         let kind = match d.typ() {
             LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
@@ -534,7 +539,8 @@ mod tests {
               {{"destination":"/mnt/data","type":"bind","source":"{}","options":["rbind","ro","rprivate"]}},
               {{"destination":"/sys/fs/cgroup","type":"cgroup","source":"cgroup","options":["ro","nosuid","noexec","nodev"]}}
             ],
-            "linux":{{"devices":[{{"path":"/dev/fuse","type":"c","major":10,"minor":229,"fileMode":438,"uid":0,"gid":0}}]}}}}"#,
+            "linux":{{"devices":[{{"path":"/dev/fuse","type":"c","major":10,"minor":229,"fileMode":438,"uid":0,"gid":0}},
+              {{"path":"/dev/ptmx","type":"c","major":5,"minor":2,"fileMode":438}}]}}}}"#,
             src.display()
         ));
         let sys = Recorder::new();
@@ -584,6 +590,9 @@ mod tests {
         ] {
             assert!(rest.contains(want), "{want:?} missing from\n{rest}");
         }
+        // A privileged spec lists the host's /dev/ptmx: the container gets the link to its own
+        // devpts all the same, as with runc.
+        assert!(!rest.contains("mknod R/dev/ptmx"), "{rest}");
         // The hostile /mnt -> / resolved inside the rootfs: the mount point was made there.
         assert!(rootfs.join("data").is_dir());
         assert!(rest.find("pivot_root").unwrap() > rest.find("mknod R/dev/null").unwrap());

@@ -85,6 +85,7 @@ pub fn start(args: &Args) -> Result<()> {
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => child,
     };
+    adjust_oom_score(child.as_raw())?;
     let address = format!("unix://{}", path.display());
     std::fs::write(cwd.join("address"), &address).map_err(io("write", "address"))?;
     std::fs::write(cwd.join("shim.pid"), child.as_raw().to_string())
@@ -94,6 +95,27 @@ pub fn start(args: &Args) -> Result<()> {
         .and_then(|()| out.flush())
         .map_err(io("print", "the address"))?;
     Ok(())
+}
+
+/// containerd's `AdjustOOMScore`: the server gets one more than the daemon that runs `start`,
+/// so under memory pressure the kernel takes a shim before the daemon; the containers inherit
+/// it unless their spec sets a score. Raising a score needs no privilege.
+fn adjust_oom_score(server: i32) -> Result<()> {
+    let daemon = format!(
+        "/proc/{}/oom_score_adj",
+        std::os::unix::process::parent_id()
+    );
+    let score: i32 = std::fs::read_to_string(&daemon)
+        .map_err(io("read", daemon.as_str()))?
+        .trim()
+        .parse()
+        .map_err(|_| Error::Io {
+            action: "parse",
+            path: daemon.clone(),
+            source: std::io::ErrorKind::InvalidData.into(),
+        })?;
+    let path = format!("/proc/{server}/oom_score_adj");
+    std::fs::write(&path, (score + 1).min(1000).to_string()).map_err(io("write", path.as_str()))
 }
 
 /// In the forked child of `start`: detach from the caller (own session, stdio to /dev/null so
