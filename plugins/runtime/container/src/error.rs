@@ -27,6 +27,12 @@ pub enum Error {
     /// The process to run is not there (runc's wording, which users and tests recognise).
     #[error("exec: \"{name}\": {reason}")]
     Exec { name: String, reason: String },
+    /// runc's words, which clients and people grep for.
+    #[error("chdir to cwd ({path:?}) set in config.json failed: {reason}")]
+    Cwd {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("capabilities: {0}")]
     Caps(String),
     /// The other side of the start handshake went away or said something unexpected.

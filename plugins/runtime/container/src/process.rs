@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use oci_spec::runtime::{Capabilities, PosixRlimitType, Process};
 
-use crate::error::{at, sys, Error, Result};
+use crate::error::{sys, Error, Result};
 
 fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
     match t {
@@ -164,7 +164,10 @@ pub fn chdir_cwd(p: &Process) -> Result<()> {
     } else {
         cwd.as_path()
     };
-    nix::unistd::chdir(cwd).map_err(at("chdir to cwd", cwd))
+    nix::unistd::chdir(cwd).map_err(|e| Error::Cwd {
+        path: cwd.to_owned(),
+        reason: crate::sync::lower_first(e.desc()),
+    })
 }
 
 /// What `execve` gets: the resolved path, argv and envp.

@@ -168,6 +168,14 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, o: &RootfsOptions<'_>) -> Result<
         make_devices(sys, spec, o)?;
     }
     dev_symlinks(sys, o.rootfs)?;
+    // As runc: the first process's working directory is made when the image lacks it (root's,
+    // 0755, inside the mounts just made); an exec'd process's must exist.
+    if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd()) {
+        let dir = secure_join(o.rootfs, cwd)?;
+        if std::fs::symlink_metadata(&dir).is_err() {
+            sys.mkdir_all(&dir, 0o755)?;
+        }
+    }
     Ok(())
 }
 
@@ -211,7 +219,8 @@ fn mount_one(sys: &dyn Syscall, m: &Mount, o: &RootfsOptions<'_>) -> Result<()> 
         }
     } else {
         sys.mkdir_all(&dest, 0o755)?;
-        let source = m.source().as_deref().unwrap_or(Path::new(typ));
+        // No source is an empty one, as runc mounts it (`/proc/mounts` then shows none).
+        let source = m.source().as_deref().unwrap_or(Path::new(""));
         let fstype = Some(typ).filter(|t| !t.is_empty());
         sys.mount(Some(source), &dest, fstype, opts.flags, data)?;
     }
