@@ -4,8 +4,8 @@
 //! create, task create (shim start, container creation), wait, start, exit, task delete (shim
 //! shutdown), container delete. Prints, per daemon: the median and p90 of single runs, the
 //! median wall time of 10 concurrent runs, the daemon's RSS right after all runs and after 3 s
-//! idle, and the RSS and PSS
-//! of one shim per running container — and berthd's figures as a share of containerd's.
+//! idle, the RSS and PSS of one shim per running container, the CPU one run costs (the whole
+//! machine's, and `ctr`'s own) — and berthd's figures as a share of containerd's.
 //!
 //! ```sh
 //! cargo build --release --bins && target/release/run-bench [rounds] [runs-per-round]
@@ -71,6 +71,62 @@ fn kb(pid: u32, file: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time so far: the whole machine's busy time (`/proc/stat`: user, nice, system, irq,
+/// softirq) and that of this process's reaped children — the `ctr` processes.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    machine: Duration,
+    ctr: Duration,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+        let ticks: u64 = stat
+            .lines()
+            .next()
+            .expect("cpu line")
+            .split_whitespace()
+            .skip(1)
+            .take(7)
+            .enumerate()
+            .filter(|(i, _)| !matches!(i, 3 | 4)) // idle, iowait
+            .map(|(_, v)| v.parse::<u64>().expect("tick count"))
+            .sum();
+        // SAFETY: sysconf with a valid name has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        // SAFETY: getrusage fills the zeroed struct it is given; rusage is plain integers.
+        let usage = unsafe {
+            let mut u: libc::rusage = std::mem::zeroed();
+            assert_eq!(
+                libc::getrusage(libc::RUSAGE_CHILDREN, &mut u),
+                0,
+                "getrusage"
+            );
+            u
+        };
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        Cpu {
+            machine: Duration::from_millis(ticks * 1000 / hz),
+            ctr: tv(usage.ru_utime) + tv(usage.ru_stime),
+        }
+    }
+
+    fn since(self, start: Cpu) -> Cpu {
+        Cpu {
+            machine: self.machine.saturating_sub(start.machine),
+            ctr: self.ctr.saturating_sub(start.ctr),
+        }
+    }
+
+    fn add(&mut self, other: Cpu) {
+        self.machine += other.machine;
+        self.ctr += other.ctr;
+    }
+}
+
 fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
     let median = v[v.len() / 2];
@@ -103,15 +159,18 @@ fn main() {
         run(&ctr, sock, &img.name, &format!("rb-warm-{name}"));
     }
     let mut samples: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut cpu = [Cpu::default(); 2];
     for r in 0..rounds {
         // Alternate which daemon goes first, so drift hits both alike.
         let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
         for &d in &order {
             let (name, sock) = &sockets[d];
+            let start = Cpu::now();
             for i in 0..runs {
                 let id = format!("rb-{name}-{r}-{i}");
                 samples[d].push(run(&ctr, sock, &img.name, &id));
             }
+            cpu[d].add(Cpu::now().since(start));
         }
     }
     // 10 at once, alternating.
@@ -215,6 +274,20 @@ fn main() {
             daemon_rss[d] as f64 / 1024.0,
             shim_mem[d].0 as f64 / 1024.0,
             shim_mem[d].1 as f64 / 1024.0,
+        );
+    }
+    // Where the CPU of one run goes: 10 at once on a small machine is bound by it.
+    println!(
+        "{:<12} {:>16} {:>10} {:>36}",
+        "CPU per run", "machine busy", "ctr", "the rest (daemon, shim, container)"
+    );
+    let per_run = |t: Duration| ms(t) / (rounds * runs) as f64;
+    for (d, (name, _)) in sockets.iter().enumerate() {
+        println!(
+            "{name:<12} {:>13.1} ms {:>7.1} ms {:>33.1} ms",
+            per_run(cpu[d].machine),
+            per_run(cpu[d].ctr),
+            per_run(cpu[d].machine.saturating_sub(cpu[d].ctr)),
         );
     }
     println!(
