@@ -5,8 +5,8 @@
 //! difference found this way was a compatibility bug (HOME, the OOM score, `/dev/ptmx` under
 //! `--privileged`, the `name=systemd` hierarchy, an empty mount source).
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
 use berth_tests::{fixtures, ok, require_program, require_root, Berthd, Containerd};
 
@@ -36,26 +36,91 @@ const KNOWN: &[Known] = &[
     },
 ];
 
-fn probe(ctr_out: std::process::Output, id: &str) -> String {
+fn probe(ctr_out: Output, id: &str) -> String {
     let mut text = String::from_utf8_lossy(&ctr_out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&ctr_out.stderr));
     text.replace(id, "ID")
 }
 
+/// containerd (runc) and berthd, the test image imported in both; index 0 is containerd.
+struct Both {
+    ctr: PathBuf,
+    image: String,
+    sockets: [PathBuf; 2],
+    _daemons: (Containerd, Berthd),
+    dir: tempfile::TempDir,
+}
+
+impl Both {
+    fn start() -> Both {
+        require_root("running containers");
+        let ctr = require_program("ctr", "containerd");
+        let dir = tempfile::tempdir().unwrap();
+        let (img, archive) =
+            fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:parity");
+        let (containerd, berthd) = (Containerd::start(), Berthd::start());
+        let both = Both {
+            ctr,
+            image: img.name.clone(),
+            sockets: [containerd.socket(), berthd.socket()],
+            _daemons: (containerd, berthd),
+            dir,
+        };
+        for sock in &both.sockets {
+            ok(&both.ctr(sock, &["images", "import", archive.to_str().unwrap()]));
+        }
+        both
+    }
+
+    /// `ctr --address <sock> args…` in the default namespace, stdin closed.
+    fn ctr(&self, sock: &Path, args: &[&str]) -> Output {
+        Command::new(&self.ctr)
+            .arg("--address")
+            .arg(sock)
+            .args(args)
+            .env_remove("CONTAINERD_NAMESPACE")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+/// Runs `run(socket, container id)` on containerd and on berthd (each its own id: the two
+/// share the host's cgroup tree); the lines only one side printed, but the `KNOWN` differences
+/// for these `flags`.
+fn compare(
+    both: &Both,
+    flags: &[&str],
+    id: &str,
+    run: impl Fn(&Path, &str) -> String,
+) -> Option<String> {
+    let theirs = run(&both.sockets[0], &format!("{id}-c"));
+    let ours = run(&both.sockets[1], &format!("{id}-b"));
+    let known: Vec<(&str, &str)> = KNOWN
+        .iter()
+        .filter(|k| flags.contains(&k.flag))
+        .map(|k| (k.runc, k.berth))
+        .collect();
+    let (t, o): (Vec<&str>, Vec<&str>) = (theirs.lines().collect(), ours.lines().collect());
+    let only_theirs: Vec<&&str> = t
+        .iter()
+        .filter(|l| !o.contains(l) && !known.iter().any(|k| k.0 == **l))
+        .collect();
+    let only_ours: Vec<&&str> = o
+        .iter()
+        .filter(|l| !t.contains(l) && !known.iter().any(|k| k.1 == **l))
+        .collect();
+    (!(only_theirs.is_empty() && only_ours.is_empty())).then(|| {
+        format!(
+            "{flags:?}:\n  containerd+runc only: {only_theirs:#?}\n  berthd only: {only_ours:#?}"
+        )
+    })
+}
+
 #[test]
 fn ctr_run_flags_give_the_container_what_runc_gives_it() {
-    require_root("running containers");
-    let ctr = require_program("ctr", "containerd");
-    let dir = tempfile::tempdir().unwrap();
-    let (img, archive) =
-        fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:parity");
-    let archive = archive.to_str().unwrap();
-    let berthd = Berthd::start();
-    let containerd = Containerd::start();
-    ok(&berthd.ctr(&["images", "import", archive]));
-    ok(&containerd.ctr(&["images", "import", archive]));
-
-    let shared = dir.path().join("shared");
+    let both = Both::start();
+    let shared = both.dir.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
     std::fs::write(shared.join("file"), "x").unwrap();
     // A network namespace to join by path, held by a process of our own.
@@ -111,47 +176,19 @@ fn ctr_run_flags_give_the_container_what_runc_gives_it() {
     ];
     let mut differences = Vec::new();
     for (n, flags) in flag_sets.iter().enumerate() {
-        let run = |sock: &Path, id: &str| {
-            let out = Command::new(&ctr)
-                .arg("--address")
-                .arg(sock)
-                .arg("run")
-                .arg("--rm")
-                .args(flags)
-                .args([img.name.as_str(), id, "sh", "-c", PROBE])
-                .env_remove("CONTAINERD_NAMESPACE")
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
+        let differs = compare(&both, flags, &format!("parity-{n}"), |sock, id| {
+            let mut args = vec!["run", "--rm"];
+            args.extend(flags);
+            args.extend([both.image.as_str(), id, "sh", "-c", PROBE]);
+            let out = both.ctr(sock, &args);
             assert!(
                 out.status.success(),
                 "{flags:?} on {}: {out:?}",
                 sock.display()
             );
             probe(out, id)
-        };
-        let theirs = run(&containerd.socket(), &format!("parity-c{n}"));
-        let ours = run(&berthd.socket(), &format!("parity-b{n}"));
-        let known: Vec<(&str, &str)> = KNOWN
-            .iter()
-            .filter(|k| flags.contains(&k.flag))
-            .map(|k| (k.runc, k.berth))
-            .collect();
-        let lines = |t: &str| t.lines().map(str::to_owned).collect::<Vec<_>>();
-        let (t, o) = (lines(&theirs), lines(&ours));
-        let only_theirs: Vec<&String> = t
-            .iter()
-            .filter(|l| !o.contains(l) && !known.iter().any(|k| k.0 == l.as_str()))
-            .collect();
-        let only_ours: Vec<&String> = o
-            .iter()
-            .filter(|l| !t.contains(l) && !known.iter().any(|k| k.1 == l.as_str()))
-            .collect();
-        if !(only_theirs.is_empty() && only_ours.is_empty()) {
-            differences.push(format!(
-                "ctr run {flags:?}:\n  containerd+runc only: {only_theirs:#?}\n  berthd only: {only_ours:#?}"
-            ));
-        }
+        });
+        differences.extend(differs.map(|d| format!("ctr run {d}")));
     }
     let _ = holder.kill();
     let _ = holder.wait();
@@ -162,39 +199,10 @@ fn ctr_run_flags_give_the_container_what_runc_gives_it() {
 /// makes by another path (joining the container's namespaces).
 #[test]
 fn ctr_exec_gives_the_process_what_runc_gives_it() {
-    require_root("running containers");
-    let ctr = require_program("ctr", "containerd");
-    let dir = tempfile::tempdir().unwrap();
-    let (img, archive) =
-        fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:parity");
-    let archive = archive.to_str().unwrap();
-    let berthd = Berthd::start();
-    let containerd = Containerd::start();
-    let sockets = [containerd.socket(), berthd.socket()];
-    for sock in &sockets {
-        let out = Command::new(&ctr)
-            .arg("--address")
-            .arg(sock)
-            .args(["images", "import", archive])
-            .output()
-            .unwrap();
-        ok(&out);
-        let out = Command::new(&ctr)
-            .arg("--address")
-            .arg(sock)
-            .args([
-                "run",
-                "-d",
-                img.name.as_str(),
-                "parity-exec",
-                "sleep",
-                "600",
-            ])
-            .env_remove("CONTAINERD_NAMESPACE")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        ok(&out);
+    let both = Both::start();
+    let ids = ["parity-exec-c", "parity-exec-b"];
+    for (sock, id) in both.sockets.iter().zip(ids) {
+        ok(&both.ctr(sock, &["run", "-d", &both.image, id, "sleep", "600"]));
     }
     let flag_sets: Vec<Vec<&str>> = vec![
         vec![],
@@ -204,45 +212,36 @@ fn ctr_exec_gives_the_process_what_runc_gives_it() {
     ];
     let mut differences = Vec::new();
     for (n, flags) in flag_sets.iter().enumerate() {
-        let outputs: Vec<String> = sockets
-            .iter()
-            .map(|sock| {
-                let out = Command::new(&ctr)
-                    .arg("--address")
-                    .arg(sock)
-                    .args(["tasks", "exec", "--exec-id", &format!("probe{n}")])
-                    .args(flags)
-                    .args(["parity-exec", "sh", "-c", PROBE])
-                    .env_remove("CONTAINERD_NAMESPACE")
-                    .stdin(Stdio::null())
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "exec {flags:?} on {}: {out:?}",
-                    sock.display()
-                );
-                probe(out, "parity-exec")
-            })
-            .collect();
-        if outputs[0] != outputs[1] {
-            differences.push(format!(
-                "ctr tasks exec {flags:?}:\n--- containerd+runc\n{}\n--- berthd\n{}",
-                outputs[0], outputs[1]
-            ));
-        }
+        let differs = compare(&both, flags, "parity-exec", |sock, id| {
+            let exec_id = format!("probe{n}");
+            let mut args = vec!["tasks", "exec", "--exec-id", &exec_id];
+            args.extend(flags);
+            args.extend([id, "sh", "-c", PROBE]);
+            let out = both.ctr(sock, &args);
+            assert!(
+                out.status.success(),
+                "exec {flags:?} on {}: {out:?}",
+                sock.display()
+            );
+            probe(out, id)
+        });
+        differences.extend(differs.map(|d| format!("ctr tasks exec {d}")));
     }
     // An exec'd process's working directory must exist: runc's message, from both.
-    for sock in &sockets {
-        let out = Command::new(&ctr)
-            .arg("--address")
-            .arg(sock)
-            .args(["tasks", "exec", "--exec-id", "nocwd", "--cwd", "/nope"])
-            .args(["parity-exec", "pwd"])
-            .env_remove("CONTAINERD_NAMESPACE")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+    for (sock, id) in both.sockets.iter().zip(ids) {
+        let out = both.ctr(
+            sock,
+            &[
+                "tasks",
+                "exec",
+                "--exec-id",
+                "nocwd",
+                "--cwd",
+                "/nope",
+                id,
+                "pwd",
+            ],
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{}: {out:?}", sock.display());
         assert!(
@@ -253,19 +252,10 @@ fn ctr_exec_gives_the_process_what_runc_gives_it() {
             sock.display()
         );
     }
-    for sock in &sockets {
-        for args in [
-            &["tasks", "kill", "-s", "SIGKILL", "parity-exec"][..],
-            &["tasks", "rm", "-f", "parity-exec"],
-            &["containers", "rm", "parity-exec"],
-        ] {
-            let _ = Command::new(&ctr)
-                .arg("--address")
-                .arg(sock)
-                .args(args)
-                .env_remove("CONTAINERD_NAMESPACE")
-                .output();
-        }
+    for (sock, id) in both.sockets.iter().zip(ids) {
+        both.ctr(sock, &["tasks", "kill", "-s", "SIGKILL", id]);
+        both.ctr(sock, &["tasks", "rm", "-f", id]);
+        both.ctr(sock, &["containers", "rm", id]);
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
