@@ -611,6 +611,91 @@ pub fn with_cgroup(spec: &mut Spec, path: &str) {
     linux.set_cgroups_path((!path.is_empty()).then(|| PathBuf::from(path)));
 }
 
+/// The capability sets `oci.WithAddedCapabilities` and `oci.WithDroppedCapabilities` change:
+/// bounding, effective and permitted (containerd 1.6 leaves inheritable and ambient alone).
+fn change_capabilities(spec: &mut Spec, caps: &[String], add: bool) {
+    let names: Vec<Capability> = caps
+        .iter()
+        .filter_map(|c| serde_json::from_value::<Capability>(c.as_str().into()).ok())
+        .collect();
+    let p = process_mut(spec);
+    let mut c = p.capabilities().clone().unwrap_or_default();
+    let change = |set: Option<oci_spec::runtime::Capabilities>| {
+        let mut set = set.unwrap_or_default();
+        for name in &names {
+            if add {
+                set.insert(*name);
+            } else {
+                set.remove(name);
+            }
+        }
+        Some(set)
+    };
+    c.set_bounding(change(c.bounding().clone()));
+    c.set_effective(change(c.effective().clone()));
+    c.set_permitted(change(c.permitted().clone()));
+    p.set_capabilities(Some(c));
+}
+
+/// `oci.WithAddedCapabilities` (`--cap-add`).
+pub fn with_added_capabilities(spec: &mut Spec, caps: &[String]) {
+    change_capabilities(spec, caps, true);
+}
+
+/// `oci.WithDroppedCapabilities` (`--cap-drop`).
+pub fn with_dropped_capabilities(spec: &mut Spec, caps: &[String]) {
+    change_capabilities(spec, caps, false);
+}
+
+/// `oci.WithLinuxNamespace` (`--with-ns type:path`): the namespace of that type is joined at
+/// `path`, replacing a new one the spec asked for.
+pub fn with_linux_namespace(spec: &mut Spec, typ: LinuxNamespaceType, path: &Path) {
+    let linux = spec.linux_mut().get_or_insert_with(Default::default);
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    let mut ns = oci_spec::runtime::LinuxNamespace::default();
+    ns.set_typ(typ);
+    ns.set_path(Some(path.to_owned()));
+    match namespaces.iter_mut().find(|n| n.typ() == typ) {
+        Some(existing) => *existing = ns,
+        None => namespaces.push(ns),
+    }
+    linux.set_namespaces(Some(namespaces));
+}
+
+/// `oci.WithDevices(path, "", permissions)` once the host's nodes are read (`--device`): each
+/// node in the spec's devices and allowed in the device cgroup with `permissions`.
+pub fn with_devices(spec: &mut Spec, devices: Vec<serde_json::Value>, permissions: &str) {
+    for d in devices {
+        let Ok(device) = serde_json::from_value::<oci_spec::runtime::LinuxDevice>(d.clone()) else {
+            continue;
+        };
+        let rule = serde_json::json!({
+            "allow": true,
+            "type": d["type"],
+            "major": d["major"],
+            "minor": d["minor"],
+            "access": permissions,
+        });
+        let linux = spec.linux_mut().get_or_insert_with(Default::default);
+        let mut list = linux.devices().clone().unwrap_or_default();
+        list.push(device);
+        linux.set_devices(Some(list));
+        if let Ok(rule) = serde_json::from_value::<LinuxDeviceCgroup>(rule) {
+            let r = resources_mut(spec);
+            let mut rules = r.devices().clone().unwrap_or_default();
+            rules.push(rule);
+            r.set_devices(Some(rules));
+        }
+    }
+}
+
+/// `--rootfs-propagation`: the spec's `linux.rootfsPropagation`.
+pub fn with_rootfs_propagation(spec: &mut Spec, propagation: &str) {
+    spec.linux_mut()
+        .get_or_insert_with(Default::default)
+        .set_rootfs_propagation(Some(propagation.to_owned()));
+}
+
 // -------------------------------------------------------------------------------------------
 // Users and groups, from the container's /etc/passwd and /etc/group.
 

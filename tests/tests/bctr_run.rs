@@ -489,3 +489,147 @@ fn run_with_seccomp_profile_file_on(c: &dyn Daemon, img: &str, tag: &str) {
     let snaps = ok(&c.ctr(&["snapshots", "ls"]));
     assert!(!snaps.contains(&p1), "{snaps}");
 }
+
+/// `bctr containers create` writes the spec `ctr containers create` writes, flag for flag (the
+/// seccomp profile is compared rule by rule above). Spec building is the client's, so berthd
+/// alone serves; the comparison is of the specs as ctr's `containers info` prints them.
+#[test]
+fn bctr_writes_the_spec_ctr_writes() {
+    require_root("running containers");
+    let dir = tempfile::tempdir().unwrap();
+    let (img, archive) =
+        fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:specs");
+    let berthd = Berthd::start();
+    ok(&berthd.ctr(&["images", "import", archive.to_str().unwrap()]));
+    let env_file = dir.path().join("env");
+    std::fs::write(&env_file, "A=1\nB=two\n").unwrap();
+    let env_file = format!("{}", env_file.display());
+    let bind = format!(
+        "type=bind,src={},dst=/mnt,options=rbind:ro",
+        dir.path().display()
+    );
+    let device = ["/dev/fuse", "/dev/kmsg"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).exists())
+        .expect("a device node");
+    let device_dir = ["/dev/net", "/dev/cpu", "/dev/input"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).is_dir())
+        .expect("a directory of device nodes");
+    // ctr 1.6's `containers create` lacks --cpus, --cpu-shares and --cgroup: those sets are run
+    // (detached, then killed) instead of only created.
+    let flag_sets: Vec<(bool, Vec<&str>)> = vec![
+        (false, vec![]),
+        (false, vec!["--read-only", "--tty"]),
+        (false, vec!["--privileged"]),
+        (false, vec!["--net-host"]),
+        (false, vec!["--allow-new-privs", "--cwd", "/tmp"]),
+        (false, vec!["--env", "FOO=bar", "--env-file", &env_file]),
+        (
+            false,
+            vec!["--cpu-quota", "20000", "--cpu-period", "100000"],
+        ),
+        (
+            false,
+            vec![
+                "--cap-add",
+                "CAP_SYS_ADMIN",
+                "--cap-add",
+                "CAP_NET_ADMIN",
+                "--cap-drop",
+                "CAP_CHOWN",
+            ],
+        ),
+        (false, vec!["--privileged", "--cap-drop", "CAP_SYS_ADMIN"]),
+        (false, vec!["--device", device]),
+        (false, vec!["--device", device_dir]),
+        (
+            false,
+            vec![
+                "--mount",
+                &bind,
+                "--mount",
+                "type=tmpfs,dst=/scratch,options=size=1m",
+            ],
+        ),
+        (
+            false,
+            vec![
+                "--with-ns",
+                "network:/proc/1/ns/net",
+                "--with-ns",
+                "ipc:/proc/1/ns/ipc",
+            ],
+        ),
+        (
+            false,
+            vec![
+                "--rootfs-propagation",
+                "shared",
+                "--memory-limit",
+                "67108864",
+            ],
+        ),
+        (false, vec!["--annotation", "a=b", "--label", "l=v"]),
+        (
+            true,
+            vec![
+                "--cpus",
+                "0.5",
+                "--cpu-shares",
+                "512",
+                "--cgroup",
+                "/mine/c",
+            ],
+        ),
+    ];
+    // Capability lists are sets: bctr writes them in containerd's default order (then by
+    // number), ctr appends --cap-add's in the order given; they are compared sorted.
+    let spec_of = |id: &str| -> String {
+        let mut info: serde_json::Value =
+            serde_json::from_str(&ok(&berthd.ctr(&["containers", "info", id]))).unwrap();
+        if let Some(sets) = info["Spec"]["process"]["capabilities"].as_object_mut() {
+            for set in sets.values_mut() {
+                if let Some(list) = set.as_array_mut() {
+                    list.sort_by_key(|c| c.as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        let spec = serde_json::to_string_pretty(&info["Spec"]).unwrap();
+        spec.replace(id, "ID")
+    };
+    let mut differences = Vec::new();
+    for (n, (run, flags)) in flag_sets.iter().enumerate() {
+        let (r, b) = (format!("spec-{n}-ctr"), format!("spec-{n}-bctr"));
+        let args = |id: &str| -> Vec<String> {
+            let mut a: Vec<&str> = if *run {
+                vec!["run", "-d"]
+            } else {
+                vec!["containers", "create"]
+            };
+            a.extend(flags);
+            a.extend([img.name.as_str(), id, "sleep", "600"]);
+            a.into_iter().map(str::to_owned).collect()
+        };
+        let (ra, ba) = (args(&r), args(&b));
+        ok(&berthd.ctr(&ra.iter().map(String::as_str).collect::<Vec<_>>()));
+        ok(&berthd.bctr(&ba.iter().map(String::as_str).collect::<Vec<_>>()));
+        let (theirs, ours) = (spec_of(&r), spec_of(&b));
+        for id in [&r, &b] {
+            if *run {
+                berthd.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+                berthd.ctr(&["tasks", "rm", "-f", id]);
+            }
+            ok(&berthd.ctr(&["containers", "rm", id]));
+        }
+        if theirs != ours {
+            let (t, o): (Vec<&str>, Vec<&str>) = (theirs.lines().collect(), ours.lines().collect());
+            let only_ctr: Vec<&&str> = t.iter().filter(|l| !o.contains(l)).collect();
+            let only_bctr: Vec<&&str> = o.iter().filter(|l| !t.contains(l)).collect();
+            differences.push(format!(
+                "{flags:?}: ctr only {only_ctr:#?}, bctr only {only_bctr:#?}"
+            ));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}

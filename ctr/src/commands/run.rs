@@ -25,7 +25,7 @@ use berth_api::tasks::{
 use berth_mount::{Mount, TempMount};
 use berth_oci::{platform, Matcher};
 use clap::Args;
-use oci_spec::runtime::{LinuxSeccomp, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Spec};
 use tonic::Code;
 
 use super::stdio::{self, Fifos, Io, RawTerminal};
@@ -96,9 +96,10 @@ pub struct ContainerFlags {
     /// CFS CPU quota as a number of CPUs (e.g. 0.5).
     #[arg(long, default_value_t = 0.0)]
     pub cpus: f64,
-    /// CPU shares.
-    #[arg(long = "cpu-shares", default_value_t = 1024)]
-    pub cpu_shares: u64,
+    /// CPU shares (`run` sets 1024 when not given, as ctr run; `containers create` none, as ctr
+    /// containers create, which has no such flag).
+    #[arg(long = "cpu-shares")]
+    pub cpu_shares: Option<u64>,
     /// CFS CPU quota in microseconds (-1: none).
     #[arg(long = "cpu-quota", default_value_t = -1, allow_hyphen_values = true)]
     pub cpu_quota: i64,
@@ -127,6 +128,21 @@ pub struct ContainerFlags {
     /// Run the image for this platform.
     #[arg(long)]
     pub platform: Option<String>,
+    /// Add a capability (CAP_NAME) to the bounding, effective and permitted sets.
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (CAP_NAME) from the bounding, effective and permitted sets.
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// A host device node, or a directory of them, to add to the container (rwm).
+    #[arg(long)]
+    pub device: Vec<String>,
+    /// Join an existing Linux namespace: <nstype>:<path>, e.g. network:/proc/1234/ns/net.
+    #[arg(long = "with-ns")]
+    pub with_ns: Vec<String>,
+    /// The propagation of the container's root mount (shared, slave, private, …).
+    #[arg(long = "rootfs-propagation")]
+    pub rootfs_propagation: Option<String>,
 }
 
 /// Which image, which container, which command.
@@ -156,7 +172,73 @@ fn check_flags(f: &ContainerFlags) -> Result<(), CmdError> {
             return Err(usage(format!("invalid key=value format annotation: {a}")));
         }
     }
+    if f.cap_add
+        .iter()
+        .chain(&f.cap_drop)
+        .any(|c| !c.starts_with("CAP_"))
+    {
+        return Err(usage("capabilities must be specified with 'CAP_' prefix"));
+    }
+    for ns in &f.with_ns {
+        namespace_to_join(ns)?;
+    }
     Ok(())
+}
+
+/// A `--with-ns` value: `<nstype>:<path>`, with ctr's messages.
+fn namespace_to_join(arg: &str) -> Result<(LinuxNamespaceType, PathBuf), CmdError> {
+    let parts: Vec<&str> = arg.split(':').collect();
+    let [typ, path] = parts[..] else {
+        return Err(usage(
+            "joining a Linux namespace using --with-ns requires the format 'nstype:path'",
+        ));
+    };
+    let typ = match typ {
+        "pid" => LinuxNamespaceType::Pid,
+        "network" => LinuxNamespaceType::Network,
+        "uts" => LinuxNamespaceType::Uts,
+        "mount" => LinuxNamespaceType::Mount,
+        "user" => LinuxNamespaceType::User,
+        "ipc" => LinuxNamespaceType::Ipc,
+        "cgroup" => LinuxNamespaceType::Cgroup,
+        other => {
+            return Err(usage(format!(
+                "the Linux namespace type specified in --with-ns is not valid: {other}"
+            )))
+        }
+    };
+    Ok((typ, PathBuf::from(path)))
+}
+
+/// containerd's `getDevices` for `--device`: the node at `path`, or the nodes under a directory
+/// (skipping what `HostDevices` skips).
+fn devices_at(path: &Path) -> Result<Vec<serde_json::Value>, CmdError> {
+    let md = std::fs::metadata(path).map_err(|e| {
+        CmdError::Failed(format!(
+            "error stating device path: stat {}: {}",
+            path.display(),
+            lower_first(&e)
+        ))
+    })?;
+    if md.is_dir() {
+        let mut out = Vec::new();
+        walk_devices(path, &mut out);
+        return Ok(out);
+    }
+    device_node(path)
+        .map(|d| vec![d])
+        .ok_or_else(|| CmdError::Failed("not a device node".into()))
+}
+
+/// Go's error text for an io error: its description, lower-cased.
+fn lower_first(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut c = text.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
 }
 
 /// The `--seccomp-profile` file; an empty value is no file, as for ctr.
@@ -200,53 +282,63 @@ fn to_mount(m: berth_api::types::Mount) -> Mount {
 
 /// The character and block devices under /dev, as containerd's `HostDevices` lists them.
 fn host_devices() -> Vec<serde_json::Value> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    fn walk(dir: &Path, out: &mut Vec<serde_json::Value>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let Ok(md) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            let ft = md.file_type();
-            if ft.is_dir() {
-                if !matches!(
-                    name.as_ref(),
-                    "pts" | "shm" | "fd" | "mqueue" | ".lxc" | ".lxd-mounts" | ".udev"
-                ) {
-                    walk(&path, out);
-                }
-                continue;
+    let mut out = Vec::new();
+    walk_devices(Path::new("/dev"), &mut out);
+    out
+}
+
+/// The character and block device nodes under `dir`, recursively, but the directories and the
+/// console containerd skips, in containerd's order.
+fn walk_devices(dir: &Path, out: &mut Vec<serde_json::Value>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    // By name, as Go's os.ReadDir lists them: the spec's device order is containerd's.
+    let mut entries: Vec<std::fs::DirEntry> = entries.flatten().collect();
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for e in entries {
+        let path = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        if is_dir {
+            if !matches!(
+                name.as_ref(),
+                "pts" | "shm" | "fd" | "mqueue" | ".lxc" | ".lxd-mounts" | ".udev"
+            ) {
+                walk_devices(&path, out);
             }
-            if name == "console" {
-                continue;
-            }
-            let typ = if ft.is_char_device() {
-                "c"
-            } else if ft.is_block_device() {
-                "b"
-            } else {
-                continue;
-            };
-            let rdev = md.rdev();
-            out.push(serde_json::json!({
-                "path": path.display().to_string(),
-                "type": typ,
-                "major": nix::sys::stat::major(rdev),
-                "minor": nix::sys::stat::minor(rdev),
-                "fileMode": md.mode() & 0o7777,
-                "uid": md.uid(),
-                "gid": md.gid(),
-            }));
+        } else if name != "console" {
+            out.extend(device_node(&path).filter(|d| d["type"] != "p"));
         }
     }
-    let mut out = Vec::new();
-    walk(Path::new("/dev"), &mut out);
-    out
+}
+
+/// containerd's `DeviceFromPath`: the node at `path` (not followed if a link) as a spec device,
+/// `None` if it is not a device node.
+fn device_node(path: &Path) -> Option<serde_json::Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let md = std::fs::symlink_metadata(path).ok()?;
+    let ft = md.file_type();
+    let typ = if ft.is_char_device() {
+        "c"
+    } else if ft.is_block_device() {
+        "b"
+    } else if ft.is_fifo() {
+        "p"
+    } else {
+        return None;
+    };
+    let rdev = md.rdev();
+    Some(serde_json::json!({
+        "path": path.display().to_string(),
+        "type": typ,
+        "major": nix::sys::stat::major(rdev),
+        "minor": nix::sys::stat::minor(rdev),
+        "fileMode": md.mode() & 0o7777,
+        "uid": md.uid(),
+        "gid": md.gid(),
+    }))
 }
 
 /// The effective capabilities of this process (`CapEff` in /proc/self/status).
@@ -328,7 +420,14 @@ fn build_spec(
             .collect();
         spec::with_annotations(&mut s, &annotations);
     }
-    // After --privileged, as in ctr: the default profile depends on the capabilities.
+    if !f.cap_add.is_empty() {
+        spec::with_added_capabilities(&mut s, &f.cap_add);
+    }
+    if !f.cap_drop.is_empty() {
+        spec::with_dropped_capabilities(&mut s, &f.cap_drop);
+    }
+    // After --privileged and the capability flags, as in ctr: the default profile depends on
+    // the capabilities.
     if f.seccomp {
         match &new.seccomp_profile {
             Some(profile) => spec::with_seccomp(&mut s, profile.clone()),
@@ -338,11 +437,15 @@ fn build_spec(
     if f.cpus > 0.0 {
         spec::with_cpu_cfs(&mut s, (f.cpus * 100_000.0) as i64, 100_000);
     }
-    if f.cpu_shares > 0 {
-        spec::with_cpu_shares(&mut s, f.cpu_shares);
+    if let Some(shares) = f.cpu_shares.filter(|s| *s > 0) {
+        spec::with_cpu_shares(&mut s, shares);
     }
     if f.cpu_quota != -1 || f.cpu_period != 0 {
         spec::with_cpu_cfs(&mut s, f.cpu_quota, f.cpu_period);
+    }
+    for ns in &f.with_ns {
+        let (typ, path) = namespace_to_join(ns)?;
+        spec::with_linux_namespace(&mut s, typ, &path);
     }
     if f.allow_new_privs {
         spec::with_new_privileges(&mut s);
@@ -352,6 +455,12 @@ fn build_spec(
     }
     if let Some(limit) = f.memory_limit.filter(|l| *l != 0) {
         spec::with_memory_limit(&mut s, limit);
+    }
+    for dev in &f.device {
+        spec::with_devices(&mut s, devices_at(Path::new(dev))?, "rwm");
+    }
+    if let Some(p) = f.rootfs_propagation.as_deref().filter(|p| !p.is_empty()) {
+        spec::with_rootfs_propagation(&mut s, p);
     }
     if let Some(limit) = f.pids_limit {
         spec::with_pids_limit(&mut s, limit);
@@ -794,7 +903,11 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
-pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<(), CmdError> {
+/// ctr run's `--cpu-shares` default.
+const RUN_CPU_SHARES: u64 = 1024;
+
+pub async fn run(ctx: &Ctx, mut a: RunArgs) -> Result<(), CmdError> {
+    a.flags.cpu_shares.get_or_insert(RUN_CPU_SHARES);
     if a.rm && a.detach {
         return Err(usage(
             "flags --detach and --rm cannot be specified together",
