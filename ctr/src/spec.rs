@@ -689,6 +689,33 @@ pub fn with_devices(spec: &mut Spec, devices: Vec<serde_json::Value>, permission
     }
 }
 
+/// `oci.WithUserNamespace`: a new user namespace (unless the spec has one) with these mappings
+/// added.
+pub fn with_user_namespace(
+    spec: &mut Spec,
+    uid: oci_spec::runtime::LinuxIdMapping,
+    gid: oci_spec::runtime::LinuxIdMapping,
+) {
+    let linux = spec.linux_mut().get_or_insert_with(Default::default);
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    if !namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::User)
+    {
+        let mut ns = oci_spec::runtime::LinuxNamespace::default();
+        ns.set_typ(LinuxNamespaceType::User);
+        ns.set_path(None);
+        namespaces.push(ns);
+    }
+    linux.set_namespaces(Some(namespaces));
+    let mut uids = linux.uid_mappings().clone().unwrap_or_default();
+    uids.push(uid);
+    linux.set_uid_mappings(Some(uids));
+    let mut gids = linux.gid_mappings().clone().unwrap_or_default();
+    gids.push(gid);
+    linux.set_gid_mappings(Some(gids));
+}
+
 /// `--rootfs-propagation`: the spec's `linux.rootfsPropagation`.
 pub fn with_rootfs_propagation(spec: &mut Spec, propagation: &str) {
     spec.linux_mut()

@@ -582,6 +582,11 @@ fn bctr_writes_the_spec_ctr_writes() {
                 "/mine/c",
             ],
         ),
+        // A user namespace: the container runs on a copy of the image owned by the host ids.
+        (
+            true,
+            vec!["--uidmap", "0:300000:65536", "--gidmap", "0:300000:65536"],
+        ),
     ];
     // Capability lists are sets: bctr writes them in containerd's default order (then by
     // number), ctr appends --cap-add's in the order given; they are compared sorted.
@@ -612,9 +617,38 @@ fn bctr_writes_the_spec_ctr_writes() {
             a.into_iter().map(str::to_owned).collect()
         };
         let (ra, ba) = (args(&r), args(&b));
-        ok(&berthd.ctr(&ra.iter().map(String::as_str).collect::<Vec<_>>()));
+        // bctr first: with --uidmap it makes the shifted copy of the image, which ctr then finds
+        // under containerd's name and uses.
         ok(&berthd.bctr(&ba.iter().map(String::as_str).collect::<Vec<_>>()));
+        ok(&berthd.ctr(&ra.iter().map(String::as_str).collect::<Vec<_>>()));
         let (theirs, ours) = (spec_of(&r), spec_of(&b));
+        if flags.contains(&"--uidmap") {
+            // Both containers run on the shifted copy bctr made, and the process is the mapped
+            // root.
+            let info: serde_json::Value =
+                serde_json::from_str(&ok(&berthd.ctr(&["containers", "info", &b]))).unwrap();
+            let key = info["SnapshotKey"].as_str().unwrap().to_owned();
+            let snaps = ok(&berthd.ctr(&["snapshots", "ls"]));
+            let parent = snaps
+                .lines()
+                .find(|l| l.starts_with(&format!("{key} ")))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or_default()
+                .to_owned();
+            assert!(parent.ends_with("-300000-300000"), "{snaps}");
+            let out = ok(&berthd.bctr(&["tasks", "exec", "--exec-id", "id", &b, "id"]));
+            assert!(out.starts_with("uid=0(root) gid=0(root)"), "{out}");
+            let host_pid = ok(&berthd.ctr(&["tasks", "ls"]))
+                .lines()
+                .find(|l| l.starts_with(&format!("{b} ")))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+                .unwrap();
+            let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
+            assert!(
+                status.lines().any(|l| l.starts_with("Uid:\t300000")),
+                "{status}"
+            );
+        }
         for id in [&r, &b] {
             if *run {
                 berthd.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);

@@ -16,8 +16,8 @@ use berth_api::containers::{
 };
 use berth_api::images::{images_client::ImagesClient, GetImageRequest};
 use berth_api::snapshots::{
-    snapshots_client::SnapshotsClient, MountsRequest, PrepareSnapshotRequest,
-    RemoveSnapshotRequest, StatSnapshotRequest,
+    snapshots_client::SnapshotsClient, CommitSnapshotRequest, MountsRequest,
+    PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use berth_api::tasks::{
     tasks_client::TasksClient, CreateTaskRequest, DeleteTaskRequest, StartRequest, WaitRequest,
@@ -25,7 +25,7 @@ use berth_api::tasks::{
 use berth_mount::{Mount, TempMount};
 use berth_oci::{platform, Matcher};
 use clap::Args;
-use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, LinuxSeccomp, Spec};
 use tonic::Code;
 
 use super::stdio::{self, Fifos, Io, RawTerminal};
@@ -143,6 +143,52 @@ pub struct ContainerFlags {
     /// The propagation of the container's root mount (shared, slave, private, …).
     #[arg(long = "rootfs-propagation")]
     pub rootfs_propagation: Option<String>,
+    /// Run in a user namespace with this UID mapping (container-uid:host-uid:length; needs
+    /// --gidmap). The image's files are copied up once, shifted to the host ids.
+    #[arg(long, value_name = "container-uid:host-uid:length")]
+    pub uidmap: Option<String>,
+    /// The user namespace's GID mapping (container-gid:host-gid:length; needs --uidmap).
+    #[arg(long, value_name = "container-gid:host-gid:length")]
+    pub gidmap: Option<String>,
+    /// Give the mappings to the snapshotter as labels (for one that shifts ownership itself,
+    /// such as fuse-overlayfs) instead of shifting the files.
+    #[arg(long = "remap-labels")]
+    pub remap_labels: bool,
+}
+
+/// ctr's `parseIDMapping`: `container-id:host-id:size`, with its messages.
+fn parse_id_mapping(arg: &str) -> Result<LinuxIdMapping, CmdError> {
+    let parts: Vec<&str> = arg.split(':').collect();
+    let [c, h, n] = parts[..] else {
+        return Err(usage(
+            "user namespace mappings require the format `container-id:host-id:size`",
+        ));
+    };
+    let num = |v: &str, what: &str| {
+        v.parse::<u32>().map_err(|e| {
+            usage(format!(
+                "invalid {what} for user namespace remapping: strconv.ParseUint: parsing {v:?}: {e}"
+            ))
+        })
+    };
+    oci_spec::runtime::LinuxIdMappingBuilder::default()
+        .container_id(num(c, "container id")?)
+        .host_id(num(h, "host id")?)
+        .size(num(n, "size")?)
+        .build()
+        .map_err(|e| usage(e.to_string()))
+}
+
+/// The user namespace mappings, when both `--uidmap` and `--gidmap` are given (as ctr, which
+/// ignores one alone).
+fn id_mappings(f: &ContainerFlags) -> Result<Option<(LinuxIdMapping, LinuxIdMapping)>, CmdError> {
+    match (
+        f.uidmap.as_deref().filter(|m| !m.is_empty()),
+        f.gidmap.as_deref().filter(|m| !m.is_empty()),
+    ) {
+        (Some(u), Some(g)) => Ok(Some((parse_id_mapping(u)?, parse_id_mapping(g)?))),
+        _ => Ok(None),
+    }
 }
 
 /// Which image, which container, which command.
@@ -182,6 +228,7 @@ fn check_flags(f: &ContainerFlags) -> Result<(), CmdError> {
     for ns in &f.with_ns {
         namespace_to_join(ns)?;
     }
+    id_mappings(f)?;
     Ok(())
 }
 
@@ -391,6 +438,9 @@ fn build_spec(
             spec::with_additional_gids(&mut s, &uid.to_string(), tmp.path()).map_err(specerr)?;
         }
     }
+    if let Some((uid, gid)) = id_mappings(f)? {
+        spec::with_user_namespace(&mut s, uid, gid);
+    }
     if f.read_only {
         spec::with_readonly_rootfs(&mut s);
     }
@@ -495,6 +545,96 @@ async fn read_seccomp_profile(f: &ContainerFlags) -> Result<Option<LinuxSeccomp>
         .map_err(|e| CmdError::Failed(e.to_string()))
 }
 
+/// containerd's `WithRemappedSnapshot`: the container's snapshot on a copy of the image's whose
+/// files belong to the user namespace's host ids (`<chain>-<uid>-<gid>`, made once and shared
+/// by every container with the same mapping).
+async fn remapped_snapshot(
+    ctx: &Ctx,
+    snapshotter: &str,
+    id: &str,
+    chain: &str,
+    uid: u32,
+    gid: u32,
+) -> Result<Vec<berth_api::types::Mount>, CmdError> {
+    let mut sn = SnapshotsClient::new(ctx.channel.clone());
+    let userns_id = format!("{chain}-{uid}-{gid}");
+    let prepare = |key: String, parent: String| PrepareSnapshotRequest {
+        snapshotter: snapshotter.to_owned(),
+        key,
+        parent,
+        labels: HashMap::new(),
+    };
+    let have_base = match sn
+        .stat(ctx.request(StatSnapshotRequest {
+            snapshotter: snapshotter.to_owned(),
+            key: userns_id.clone(),
+        }))
+        .await
+    {
+        Ok(_) => true,
+        Err(s) if s.code() == Code::NotFound => false,
+        Err(s) => return Err(s.into()),
+    };
+    if !have_base {
+        let work = format!("{userns_id}-remap");
+        let mounts = sn
+            .prepare(ctx.request(prepare(work.clone(), chain.to_owned())))
+            .await?
+            .into_inner()
+            .mounts;
+        let rootfs: Vec<Mount> = mounts.into_iter().map(to_mount).collect();
+        let shifted = tokio::task::spawn_blocking(move || shift_ownership(&rootfs, uid, gid))
+            .await
+            .map_err(|e| CmdError::Failed(format!("remapping the snapshot failed: {e}")))?;
+        if let Err(e) = shifted {
+            let _ = sn
+                .remove(ctx.request(RemoveSnapshotRequest {
+                    snapshotter: snapshotter.to_owned(),
+                    key: work,
+                }))
+                .await;
+            return Err(e);
+        }
+        sn.commit(ctx.request(CommitSnapshotRequest {
+            snapshotter: snapshotter.to_owned(),
+            name: userns_id.clone(),
+            key: work,
+            labels: HashMap::new(),
+            parent: String::new(),
+        }))
+        .await?;
+    }
+    Ok(sn
+        .prepare(ctx.request(prepare(id.to_owned(), userns_id)))
+        .await?
+        .into_inner()
+        .mounts)
+}
+
+/// containerd's `remapRootFS`: every file of the mounted snapshot (links themselves, not what
+/// they point to) shifted by `uid`/`gid`.
+fn shift_ownership(rootfs: &[Mount], uid: u32, gid: u32) -> Result<(), CmdError> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+        let md = std::fs::symlink_metadata(path)?;
+        std::os::unix::fs::lchown(
+            path,
+            Some(md.uid().wrapping_add(uid)),
+            Some(md.gid().wrapping_add(gid)),
+        )?;
+        if md.is_dir() {
+            for e in std::fs::read_dir(path)? {
+                walk(&e?.path(), uid, gid)?;
+            }
+        }
+        Ok(())
+    }
+    let tmp = TempMount::new(rootfs)
+        .map_err(|e| CmdError::Failed(format!("failed to mount the snapshot to remap: {e}")))?;
+    walk(tmp.path(), uid, gid)
+        .map_err(|e| CmdError::Failed(format!("remap the snapshot's ownership: {e}")))
+}
+
 /// Creates the container (and its snapshot) as `ctr run` / `ctr containers create` do.
 pub async fn new_container(ctx: &Ctx, new: NewContainer<'_>) -> Result<Container, CmdError> {
     check_flags(new.flags)?;
@@ -565,19 +705,42 @@ async fn create_leased(
         super::unpack::unpack(ctx, target, matcher, snapshotter).await?;
     }
 
-    let snapshot_labels: HashMap<String, String> = label_args(&new.flags.snapshotter_label)
+    let mut snapshot_labels: HashMap<String, String> = label_args(&new.flags.snapshotter_label)
         .into_iter()
         .collect();
-    let mounts = sn
-        .prepare(ctx.request(PrepareSnapshotRequest {
-            snapshotter: snapshotter.to_owned(),
-            key: new.id.to_owned(),
-            parent: chain,
-            labels: snapshot_labels,
-        }))
-        .await?
-        .into_inner()
-        .mounts;
+    let mounts = match id_mappings(new.flags)? {
+        Some((uid, gid)) if !new.flags.remap_labels => {
+            remapped_snapshot(
+                ctx,
+                snapshotter,
+                new.id,
+                &chain,
+                uid.host_id(),
+                gid.host_id(),
+            )
+            .await?
+        }
+        mappings => {
+            // containerd's WithRemapperLabels: the snapshotter shifts the ownership itself.
+            if let Some((uid, gid)) = mappings {
+                for (key, m) in [("uidmapping", uid), ("gidmapping", gid)] {
+                    snapshot_labels.insert(
+                        format!("containerd.io/snapshot/{key}"),
+                        format!("0:{}:{}", m.host_id(), uid.size()),
+                    );
+                }
+            }
+            sn.prepare(ctx.request(PrepareSnapshotRequest {
+                snapshotter: snapshotter.to_owned(),
+                key: new.id.to_owned(),
+                parent: chain,
+                labels: snapshot_labels,
+            }))
+            .await?
+            .into_inner()
+            .mounts
+        }
+    };
 
     let image_run = ImageRunConfig::from_image(&config);
     let owned = NewContainerOwned {
@@ -945,4 +1108,44 @@ pub async fn run(ctx: &Ctx, mut a: RunArgs) -> Result<(), CmdError> {
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_mappings_parse_with_ctrs_messages() {
+        let m = parse_id_mapping("0:300000:65536").unwrap();
+        assert_eq!(
+            (m.container_id(), m.host_id(), m.size()),
+            (0, 300000, 65536)
+        );
+        let e = parse_id_mapping("0:300000").unwrap_err().to_string();
+        assert!(
+            e.contains("require the format `container-id:host-id:size`"),
+            "{e}"
+        );
+        let e = parse_id_mapping("0:x:1").unwrap_err().to_string();
+        assert!(
+            e.contains("invalid host id for user namespace remapping"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn with_ns_takes_ctrs_types() {
+        let (t, p) = namespace_to_join("network:/proc/1/ns/net").unwrap();
+        assert_eq!(
+            (t, p),
+            (LinuxNamespaceType::Network, PathBuf::from("/proc/1/ns/net"))
+        );
+        let e = namespace_to_join("net:/x").unwrap_err().to_string();
+        assert!(
+            e.contains("the Linux namespace type specified in --with-ns is not valid: net"),
+            "{e}"
+        );
+        let e = namespace_to_join("network").unwrap_err().to_string();
+        assert!(e.contains("requires the format 'nstype:path'"), "{e}");
+    }
 }
