@@ -667,3 +667,33 @@ fn bctr_writes_the_spec_ctr_writes() {
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
+
+#[test]
+fn run_with_a_log_uri() {
+    on_both("loguri", run_with_a_log_uri_on);
+}
+
+/// `--log-uri file://…`: the output goes to the file (through the shim), not to bctr's stdout.
+fn run_with_a_log_uri_on(c: &dyn Daemon, img: &str, tag: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("out.log");
+    let uri = format!("file://{}", log.display());
+    let id = cid(tag, "loguri");
+    let out = ok(&c.bctr(&[
+        "run",
+        "--rm",
+        "--log-uri",
+        &uri,
+        img,
+        &id,
+        "sh",
+        "-c",
+        "echo to-stdout; echo to-stderr >&2",
+    ]));
+    assert_eq!(out, "", "nothing on bctr's stdout");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("to-stdout") && logged.contains("to-stderr"),
+        "{logged:?}"
+    );
+}

@@ -838,6 +838,9 @@ pub struct TaskIo {
     pub terminal: bool,
     /// No stdio at all (`--null-io`).
     pub null_io: bool,
+    /// Output to this URI (`binary://…`, `file://…`) instead of FIFOs (`--log-uri`); a terminal
+    /// or `--null-io` take precedence, as in ctr.
+    pub log_uri: Option<String>,
     pub fifo_dir: Option<PathBuf>,
     pub detach: bool,
     pub pid_file: Option<PathBuf>,
@@ -878,7 +881,7 @@ pub async fn start_task(ctx: &Ctx, c: &Container, opts: TaskIo) -> Result<(), Cm
         .fifo_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(stdio::DEFAULT_FIFO_DIR));
-    let fifos = if opts.null_io {
+    let fifos = if opts.null_io || log_uri(&opts).is_some() {
         Fifos::default()
     } else {
         Fifos::create(&fifo_root, &c.id, opts.terminal)?
@@ -888,6 +891,13 @@ pub async fn start_task(ctx: &Ctx, c: &Container, opts: TaskIo) -> Result<(), Cm
         fifos.remove();
     }
     result
+}
+
+/// The `--log-uri` in effect: not with a terminal or `--null-io` (ctr's order).
+fn log_uri(opts: &TaskIo) -> Option<&str> {
+    opts.log_uri
+        .as_deref()
+        .filter(|u| !u.is_empty() && !opts.terminal && !opts.null_io)
 }
 
 async fn run_task(ctx: &Ctx, c: &Container, opts: &TaskIo, fifos: &Fifos) -> Result<(), CmdError> {
@@ -914,8 +924,9 @@ async fn run_task(ctx: &Ctx, c: &Container, opts: &TaskIo, fifos: &Fifos) -> Res
             container_id: c.id.clone(),
             rootfs,
             stdin: fifos.stdin.clone(),
-            stdout: fifos.stdout.clone(),
-            stderr: fifos.stderr.clone(),
+            // containerd's cio.LogURI: both outputs to the URI, no stdin.
+            stdout: log_uri(opts).map_or_else(|| fifos.stdout.clone(), str::to_owned),
+            stderr: log_uri(opts).map_or_else(|| fifos.stderr.clone(), str::to_owned),
             terminal: fifos.terminal,
             ..CreateTaskRequest::default()
         }))
@@ -1046,6 +1057,9 @@ pub struct RunArgs {
     /// Send all IO to /dev/null.
     #[arg(long = "null-io")]
     null_io: bool,
+    /// Send the output to this URI (binary:///path/to/logger?k=v, file:///path) instead.
+    #[arg(long = "log-uri")]
+    log_uri: Option<String>,
     /// Detach from the task after it has started (not with --rm).
     #[arg(long, short = 'd')]
     detach: bool,
@@ -1096,6 +1110,7 @@ pub async fn run(ctx: &Ctx, mut a: RunArgs) -> Result<(), CmdError> {
         TaskIo {
             terminal: a.flags.tty,
             null_io: a.null_io,
+            log_uri: a.log_uri,
             fifo_dir: a.fifo_dir,
             detach: a.detach,
             pid_file: a.pid_file,

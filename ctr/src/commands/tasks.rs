@@ -100,6 +100,9 @@ pub struct StartArgs {
     /// Send all IO to /dev/null.
     #[arg(long = "null-io")]
     null_io: bool,
+    /// Send the output to this URI (binary:///path/to/logger?k=v, file:///path) instead.
+    #[arg(long = "log-uri")]
+    log_uri: Option<String>,
     /// Directory for the IO FIFOs.
     #[arg(long = "fifo-dir")]
     fifo_dir: Option<PathBuf>,
@@ -237,6 +240,7 @@ pub async fn run(ctx: &Ctx, cmd: TasksCommand) -> Result<(), CmdError> {
                 TaskIo {
                     terminal,
                     null_io: a.null_io,
+                    log_uri: a.log_uri,
                     fifo_dir: a.fifo_dir,
                     detach: a.detach,
                     pid_file: a.pid_file,
