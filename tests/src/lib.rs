@@ -395,6 +395,27 @@ impl Drop for Containerd {
     }
 }
 
+/// Runs `cmd` with `input` on its stdin (closed once written), collecting stdout and stderr.
+/// The input is written from a thread, so a command that answers while it reads cannot block
+/// on a full pipe; one that exits before reading it all says so through its status.
+pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("command output");
+    let _ = writer.join();
+    out
+}
+
 /// stdout of a command that must succeed.
 pub fn ok(out: &Output) -> String {
     assert!(

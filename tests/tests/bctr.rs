@@ -1,23 +1,18 @@
 //! bctr against berthd: each command gives what containerd's `ctr` gives on the same daemon, and
 //! Berth's own commands (gc, images mount) work end to end.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use berth_tests::{bin, fails, fixtures, ok, require_root, Berthd};
+use berth_tests::{bin, fails, fixtures, ok, output_with_stdin, require_root, Berthd};
 
 fn bctr_stdin(berthd: &Berthd, args: &[&str], input: &[u8]) -> std::process::Output {
-    let mut child = Command::new(bin("bctr"))
-        .arg("--address")
-        .arg(berthd.socket())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(input);
-    child.wait_with_output().unwrap()
+    output_with_stdin(
+        Command::new(bin("bctr"))
+            .arg("--address")
+            .arg(berthd.socket())
+            .args(args),
+        input,
+    )
 }
 
 #[test]

@@ -3,11 +3,12 @@
 //! exit statuses, stdio through the FIFOs, detached tasks, exec, kill, and the tables' shapes.
 //! Every test runs on both daemons.
 
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::{bin, fails, fixtures, ok, require_program, require_root, Berthd, Containerd};
+use berth_tests::{
+    bin, fails, fixtures, ok, output_with_stdin, require_program, require_root, Berthd, Containerd,
+};
 
 /// What the tests need of a daemon: its socket, and ctr and bctr pointed at it.
 trait Daemon {
@@ -60,22 +61,16 @@ fn on_both(tag: &str, test: impl Fn(&dyn Daemon, &str, &str)) {
 
 /// `bctr --address <sock> args…` with `input` on its stdin.
 fn bctr_with_stdin(c: &dyn Daemon, args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(bin("bctr"))
-        .arg("--address")
-        .arg(c.socket())
-        .args(args)
-        .env_remove("CONTAINERD_NAMESPACE")
-        .env_remove("BERTH_ADDRESS")
-        .env_remove("CONTAINERD_ADDRESS")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn bctr");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(input).expect("write stdin");
-    drop(stdin);
-    child.wait_with_output().expect("bctr output")
+    output_with_stdin(
+        Command::new(bin("bctr"))
+            .arg("--address")
+            .arg(c.socket())
+            .args(args)
+            .env_remove("CONTAINERD_NAMESPACE")
+            .env_remove("BERTH_ADDRESS")
+            .env_remove("CONTAINERD_ADDRESS"),
+        input,
+    )
 }
 
 /// A container id no other test (or daemon) uses: runc's state and the cgroups are per host,

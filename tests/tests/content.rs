@@ -2,7 +2,7 @@
 //! (compared with a real containerd) and by direct gRPC for the edge cases.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use berth_api::content::{
     content_client::ContentClient, InfoRequest, ReadContentRequest, StatusRequest,
@@ -10,7 +10,9 @@ use berth_api::content::{
 use berth_api::leases::{leases_client::LeasesClient, CreateRequest};
 use berth_tests::fixtures::{self, sha256_digest};
 use berth_tests::grpc::{req, Writer};
-use berth_tests::{fails, ok, require_program, require_root, Berthd, Containerd};
+use berth_tests::{
+    fails, ok, output_with_stdin, require_program, require_root, Berthd, Containerd,
+};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
@@ -18,21 +20,14 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// Runs `ctr --address sock args…` with `input` on stdin.
 fn ctr_stdin(sock: &Path, args: &[&str], input: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(require_program("ctr", "containerd"))
-        .arg("--address")
-        .arg(sock)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
     // A failing ctr may close stdin early; that is reported through its exit status.
-    let _ = stdin.write_all(input);
-    drop(stdin);
-    child.wait_with_output().unwrap()
+    output_with_stdin(
+        Command::new(require_program("ctr", "containerd"))
+            .arg("--address")
+            .arg(sock)
+            .args(args),
+        input,
+    )
 }
 
 /// Runs `ctr --address sock args…` with a file as stdin (seekable, so ctr can resume).

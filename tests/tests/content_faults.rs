@@ -173,21 +173,13 @@ fn sigkill(berthd: &mut Berthd) {
 
 /// `ctr content ingest <reference>` with `data` on stdin.
 fn ctr_ingest(sock: &Path, reference: &str, data: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(berth_tests::require_program("ctr", "containerd"))
-        .arg("--address")
-        .arg(sock)
-        .args(["content", "ingest", reference])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin.write_all(data);
-    drop(stdin);
-    child.wait_with_output().unwrap()
+    berth_tests::output_with_stdin(
+        std::process::Command::new(berth_tests::require_program("ctr", "containerd"))
+            .arg("--address")
+            .arg(sock)
+            .args(["content", "ingest", reference]),
+        data,
+    )
 }
 
 /// #2: a writer's ingest is built under a `.tmp-*` name; the collector used to remove every

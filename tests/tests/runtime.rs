@@ -4,7 +4,7 @@
 //! driven by a real containerd (`ctr run --runtime io.containerd.berth.v1`).
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use berth_tests::{
@@ -367,25 +367,15 @@ fn real_containerd_runs_berths_shim() {
     assert_eq!(stdout(&out), "out\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
     // stdin
-    let mut child = Command::new(require_program("ctr", "containerd"))
-        .arg("--address")
-        .arg(f.daemon.socket())
-        .args(["run", "--rm"])
-        .args(rt)
-        .args([&f.image, "rt-cd-stdin", "sh", "-c", "tr a-z A-Z"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"hello shim\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = berth_tests::output_with_stdin(
+        Command::new(require_program("ctr", "containerd"))
+            .arg("--address")
+            .arg(f.daemon.socket())
+            .args(["run", "--rm"])
+            .args(rt)
+            .args([&f.image, "rt-cd-stdin", "sh", "-c", "tr a-z A-Z"]),
+        b"hello shim\n",
+    );
     assert_eq!(stdout(&out), "HELLO SHIM\n", "{out:?}");
     // a pty (`script` gives ctr a terminal of its own)
     let out = in_a_terminal(&format!(
@@ -591,17 +581,12 @@ fn stdin_arrives_whole_before_end_of_input() {
     // process (the shim drains the FIFO before it ends the process's input).
     let f = berthd("stdin");
     let data = vec![b'x'; 4 << 20];
-    let mut child = Command::new(require_program("ctr", "containerd"))
-        .arg("--address")
-        .arg(f.daemon.socket())
-        .args(["run", "--rm", &f.image, "rt-stdin", "wc", "-c"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(&data).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = berth_tests::output_with_stdin(
+        Command::new(require_program("ctr", "containerd"))
+            .arg("--address")
+            .arg(f.daemon.socket())
+            .args(["run", "--rm", &f.image, "rt-stdin", "wc", "-c"]),
+        &data,
+    );
     assert_eq!(stdout(&out).trim(), (4 << 20).to_string(), "{out:?}");
 }

@@ -7,7 +7,6 @@
 //! Container ids are unique across tests: runc keeps its state in `/run/containerd/runc/<ns>`,
 //! shared by every daemon on the host, and the tests of one binary run in parallel.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -240,8 +239,8 @@ fn ctr_run_exit_codes_stdio_and_cgroup() {
     );
 
     // A line piped into ctr reaches the process's stdin.
-    let mut child = f
-        .ctr_command(&[
+    let piped = berth_tests::output_with_stdin(
+        &mut f.ctr_command(&[
             "run",
             "--rm",
             &f.image,
@@ -249,19 +248,9 @@ fn ctr_run_exit_codes_stdio_and_cgroup() {
             "sh",
             "-c",
             "read line; echo got:$line",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"hello stdin\n")
-        .unwrap();
-    let piped = child.wait_with_output().unwrap();
+        ]),
+        b"hello stdin\n",
+    );
     assert_eq!(ok(&piped).trim(), "got:hello stdin");
 
     for id in ["run-true", "run-exit3", "run-cgroup", "run-stdin"] {

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use berth_api::types::transfer as tt;
@@ -533,30 +533,21 @@ fn bctr_import_and_export_through_transfer_show_progress_lines() {
     ok(&berthd.ctr(&["run", "--rm", &img.name, "xbctr-run", "/bin/true"]));
 
     // From stdin, quietly: nothing on stdout.
-    let mut child = Command::new(bin("bctr"))
-        .arg("--address")
-        .arg(berthd.socket())
-        .args([
-            "-n",
-            "stdin",
-            "images",
-            "import",
-            "--quiet",
-            "--no-unpack",
-            "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&std::fs::read(&archive).unwrap())
-        .unwrap();
-    let piped = child.wait_with_output().unwrap();
+    let piped = berth_tests::output_with_stdin(
+        Command::new(bin("bctr"))
+            .arg("--address")
+            .arg(berthd.socket())
+            .args([
+                "-n",
+                "stdin",
+                "images",
+                "import",
+                "--quiet",
+                "--no-unpack",
+                "-",
+            ]),
+        &std::fs::read(&archive).unwrap(),
+    );
     assert_eq!(ok(&piped), "");
     assert_eq!(
         images(&berthd, "stdin"),
