@@ -13,7 +13,8 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'
 # client tests.
 command -v go >/dev/null || need_apt+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/containerd/containerd ] || need_apt+=(golang-github-containerd-containerd-dev)
-# Berth's shim links the system libseccomp (berth-seccomp, through the libseccomp crate).
+# Berth's shim links libseccomp statically (berth-seccomp, through the libseccomp crate; see
+# .cargo/config.toml): libseccomp-dev ships the archive.
 dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'ok installed' || need_apt+=(libseccomp-dev)
 # The btrfs snapshotter's tests format loop-backed btrfs filesystems (and enable quotas on one).
 command -v mkfs.btrfs >/dev/null && command -v btrfs >/dev/null || need_apt+=(btrfs-progs)

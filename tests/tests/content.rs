@@ -688,3 +688,93 @@ fn chrono_like_rfc3339(t: std::time::SystemTime) -> String {
         rem % 60
     )
 }
+
+/// Reads every message of a Read stream; the first error ends it.
+async fn read_all(
+    c: &mut ContentClient<tonic::transport::Channel>,
+    digest: &str,
+    offset: i64,
+    size: i64,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut s = c
+        .read(req(
+            "default",
+            None,
+            ReadContentRequest {
+                digest: digest.into(),
+                offset,
+                size,
+            },
+        ))
+        .await?
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(m) = s.message().await? {
+        assert_eq!(
+            m.offset,
+            offset + got.len() as i64,
+            "message offsets follow"
+        );
+        got.extend(m.data);
+    }
+    Ok(got)
+}
+
+/// Small blobs (what `ctr run` reads: manifests, configs) are read in place and large ones by a
+/// reader thread in chunks; both give the exact range, and a blob cut short on disk is DataLoss
+/// either way, never a short answer.
+#[test]
+fn small_and_large_reads_are_exact_and_a_cut_blob_is_data_loss() {
+    require_root("starting berthd");
+    let berthd = Berthd::start();
+    rt().block_on(async {
+        let ch = berthd.channel().await;
+        let mut c = ContentClient::new(ch.clone());
+        let small: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        let large: Vec<u8> = (0..(3 << 20) + 17u32).map(|i| (i % 253) as u8).collect();
+        let mut digests = Vec::new();
+        for (name, data) in [("small", &small), ("large", &large)] {
+            let digest = sha256_digest(data);
+            let (mut w, _) = Writer::open(&ch, "default", None, name, 0, "")
+                .await
+                .unwrap();
+            w.write(0, data).await.unwrap();
+            w.commit(data.len() as i64, data.len() as i64, &digest)
+                .await
+                .unwrap();
+            assert_eq!(&read_all(&mut c, &digest, 0, 0).await.unwrap(), data);
+            digests.push(digest);
+        }
+        // Ranges on either side of the in-place limit (64 KiB) and across chunks (1 MiB).
+        let large_digest = &digests[1];
+        for (offset, size) in [(0, 65_536), (1, 65_536), (5, 65_537), (1_048_000, 2_000)] {
+            let got = read_all(&mut c, large_digest, offset, size).await.unwrap();
+            let (o, s) = (offset as usize, size as usize);
+            assert_eq!(got, &large[o..o + s], "range {offset}+{size}");
+        }
+        assert_eq!(
+            read_all(&mut c, &digests[0], 990, 0).await.unwrap(),
+            &small[990..]
+        );
+        // An empty range at the end: no data, no error.
+        assert!(read_all(&mut c, &digests[0], 1000, 0)
+            .await
+            .unwrap()
+            .is_empty());
+
+        let dir = berthd
+            .root()
+            .join("io.containerd.content.v1.content/blobs/sha256");
+        for (digest, data) in digests.iter().zip([&small, &large]) {
+            let hex = digest.trim_start_matches("sha256:");
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join(hex))
+                .unwrap();
+            file.set_len(data.len() as u64 / 2).unwrap();
+            let e = read_all(&mut c, digest, 0, 0).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::DataLoss, "{digest}: {e:?}");
+            assert!(e.message().contains("blob ended at"), "{e:?}");
+        }
+    });
+}

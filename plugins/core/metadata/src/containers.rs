@@ -305,29 +305,32 @@ impl MetadataDb {
 
 /// `Any` bytes as a hex string, so records stay readable JSON.
 mod hex_bytes {
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use serde::{
+        de::{Error, Visitor},
+        Deserializer, Serializer,
+    };
 
     pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        let mut out = String::with_capacity(v.len() * 2);
-        for b in v {
-            out.push_str(&format!("{b:02x}"));
-        }
-        s.serialize_str(&out)
+        s.serialize_str(&hex::encode(v))
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.len() % 2 != 0 {
-            return Err(D::Error::custom("odd-length hex"));
+        d.deserialize_str(HexVisitor)
+    }
+
+    /// Decodes straight from the JSON text: no intermediate string for a spec of kilobytes.
+    struct HexVisitor;
+
+    impl Visitor<'_> for HexVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a hex string")
         }
-        (0..s.len())
-            .step_by(2)
-            .map(|i| {
-                s.get(i..i + 2)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| D::Error::custom("invalid hex"))
-            })
-            .collect()
+
+        fn visit_str<E: Error>(self, s: &str) -> Result<Vec<u8>, E> {
+            hex::decode(s).map_err(|e| E::custom(format!("invalid hex: {e}")))
+        }
     }
 }
 
@@ -494,5 +497,24 @@ mod tests {
                 "/containers/delete"
             ]
         );
+    }
+
+    #[test]
+    fn any_bytes_are_stored_as_hex_and_read_back() {
+        let v = AnyValue {
+            type_url: "t".into(),
+            value: (0..=255u8).collect(),
+        };
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(json.contains("000102"), "{json}");
+        assert!(json.contains("fdfeff"), "{json}");
+        assert_eq!(serde_json::from_str::<AnyValue>(&json).unwrap(), v);
+        // Upper case reads as well; odd lengths and non-hex are refused.
+        let upper: AnyValue = serde_json::from_str(r#"{"type_url":"t","value":"0AFF"}"#).unwrap();
+        assert_eq!(upper.value, [0x0a, 0xff]);
+        for bad in ["0", "zz", "0g"] {
+            let json = format!(r#"{{"type_url":"t","value":"{bad}"}}"#);
+            assert!(serde_json::from_str::<AnyValue>(&json).is_err(), "{bad}");
+        }
     }
 }

@@ -10,6 +10,10 @@
 //!    hostname, sysctls, rlimits, user, capabilities and cwd, resolves the executable, reports
 //!    Ready and waits for Start, then runs the last hook (seccomp) and execs.
 //!
+//! A container's first process with no user namespace and nothing to join (what `ctr run` asks
+//! for by default) skips stage 2: the shim clones it straight into its new namespaces (and its
+//! v2 cgroup) with `clone3`, and it joins its v1 cgroups and makes its cgroup namespace itself.
+//!
 //! The forks happen in a single-threaded shim, so the children may allocate; they never return
 //! into the caller: every path ends in `_exit`.
 
@@ -57,9 +61,10 @@ pub struct Request<'a> {
     /// no migration afterwards, whose write lock costs a RCU grace period (milliseconds) per
     /// container. `None`, or a kernel without it, falls back to [`Parent::joined`] migrating.
     pub cgroup_dir: Option<RawFd>,
-    /// cgroup v1 `tasks` files, open for writing: the intermediate process, single-threaded,
-    /// writes `0` to each first thing and so joins those hierarchies itself, which the kernel
-    /// does without the migration's write lock.
+    /// cgroup v1 `tasks` files, open for writing: the process the shim forks (the intermediate,
+    /// or the container process when there is none), single-threaded, writes `0` to each first
+    /// thing and so joins those hierarchies itself, which the kernel does without the
+    /// migration's write lock.
     pub cgroup_tasks: &'a [(PathBuf, File)],
 }
 
@@ -204,6 +209,14 @@ pub fn create(req: &Request<'_>, parent: &mut dyn Parent) -> Result<Created> {
         Mode::Init { .. } => Namespaces::of_spec(req.spec)?,
         Mode::Exec { init_pid } => Namespaces::of_process(init_pid)?,
     };
+    if matches!(req.mode, Mode::Init { .. })
+        && ns.join.is_empty()
+        && !ns.new.contains(CloneFlags::CLONE_NEWUSER)
+    {
+        if let Some(created) = create_direct(req, parent, &ns)? {
+            return Ok(created);
+        }
+    }
     // Resolved now, in the shim, where errors are easy to report; the maps are written by the
     // shim for the intermediate once it has its user namespace.
     let (ours, theirs) = sync::pair()?;
@@ -233,7 +246,7 @@ pub fn create(req: &Request<'_>, parent: &mut dyn Parent) -> Result<Created> {
         ForkResult::Parent { child } => {
             drop(theirs);
             drop(ns);
-            let created = drive(req, parent, &ours, child, in_cgroup);
+            let created = drive(req, parent, &ours, child, in_cgroup, None);
             // The intermediate exits right after reporting the pid (or on an error): reap it
             // here, not in the shim's reaper, which would take it for a container process.
             let _ = nix::sys::wait::waitpid(child, None);
@@ -254,6 +267,8 @@ fn drive(
     ch: &Channel,
     intermediate: Pid,
     in_cgroup: bool,
+    // The container process itself when it was cloned directly (no Pid message comes).
+    known: Option<i32>,
 ) -> Result<(i32, Option<OwnedFd>)> {
     let first = ch.recv()?.ok_or_else(|| {
         Error::Handshake("the intermediate process exited before it reported".into())
@@ -273,13 +288,18 @@ fn drive(
         return Err(Error::Child(e));
     }
     ch.send(Kind::Go, b"")?;
-    let m = ch.expect(Kind::Pid)?;
-    let pid = i32::from_le_bytes(
-        m.payload
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::Handshake("bad pid message".into()))?,
-    );
+    let pid = match known {
+        Some(pid) => pid,
+        None => {
+            let m = ch.expect(Kind::Pid)?;
+            i32::from_le_bytes(
+                m.payload
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Handshake("bad pid message".into()))?,
+            )
+        }
+    };
     let mut console = None;
     loop {
         let m = ch
@@ -325,47 +345,56 @@ struct CloneArgs {
     cgroup: u64,
 }
 
+/// `clone3` as a fork (no `CLONE_VM`, no stack: the child continues here with a copy of this
+/// single-threaded process), with `flags` and, when `cgroup` is given, `CLONE_INTO_CGROUP`.
+fn clone3(flags: u64, cgroup: Option<RawFd>) -> nix::Result<ForkResult> {
+    let mut args = CloneArgs {
+        flags: flags | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.map_or(0, |fd| fd as u64),
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM and without a stack behaves as fork; `args` is valid for
+    // the call and its size is the one passed. The callers are single-threaded (see `create`)
+    // and their children end in `_exit` or `execve`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match rc {
+        0 => Ok(ForkResult::Child),
+        pid if pid > 0 => Ok(ForkResult::Parent {
+            child: Pid::from_raw(pid as i32),
+        }),
+        _ => Err(nix::Error::last()),
+    }
+}
+
+/// What `clone3` answers when the kernel lacks it (before 5.3) or `CLONE_INTO_CGROUP` (before
+/// 5.7), or cannot start a process in that cgroup.
+fn unsupported(e: nix::Error) -> bool {
+    matches!(
+        e,
+        nix::Error::ENOSYS | nix::Error::E2BIG | nix::Error::EINVAL
+    )
+}
+
 /// Forks, straight into the cgroup `dir` when given and the kernel can (5.7+); returns whether
 /// the child started there.
 fn fork_into(dir: Option<RawFd>) -> Result<(ForkResult, bool)> {
-    if let Some(fd) = dir {
-        let mut args = CloneArgs {
-            flags: CLONE_INTO_CGROUP,
-            exit_signal: libc::SIGCHLD as u64,
-            cgroup: fd as u64,
-            ..CloneArgs::default()
-        };
-        // SAFETY: clone3 without CLONE_VM and without a stack behaves as fork: the child gets a
-        // copy of this single-threaded process (see `create`) and continues here with 0.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &mut args as *mut CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
-        };
-        match rc {
-            0 => return Ok((ForkResult::Child, true)),
-            pid if pid > 0 => {
-                return Ok((
-                    ForkResult::Parent {
-                        child: Pid::from_raw(pid as i32),
-                    },
-                    true,
-                ))
-            }
-            _ => {
-                let err = nix::Error::last();
-                // An older kernel: fork, then migrate. Anything else is a real failure.
-                if !matches!(
-                    err,
-                    nix::Error::ENOSYS | nix::Error::E2BIG | nix::Error::EINVAL
-                ) {
-                    return Err(Error::Sys {
-                        action: "clone3 into the cgroup",
-                        source: err,
-                    });
-                }
+    if dir.is_some() {
+        match clone3(0, dir) {
+            Ok(forked) => return Ok((forked, true)),
+            // An older kernel: fork, then migrate. Anything else is a real failure.
+            Err(e) if unsupported(e) => {}
+            Err(e) => {
+                return Err(Error::Sys {
+                    action: "clone3 into the cgroup",
+                    source: e,
+                })
             }
         }
     }
@@ -374,6 +403,86 @@ fn fork_into(dir: Option<RawFd>) -> Result<(ForkResult, bool)> {
     // in `_exit`.
     let forked = unsafe { nix::unistd::fork() }.map_err(sys("fork"))?;
     Ok((forked, false))
+}
+
+/// The container's init cloned straight from the shim, in its new namespaces (and its v2
+/// cgroup), when there is no user namespace to map and no namespace to join: then nothing needs
+/// the intermediate process, whose fork, exit and extra handshake step cost every container. The
+/// cgroup namespace is the exception: made by the child once it is in its cgroup, since a clone
+/// would root it at the shim's. `None` when the kernel cannot (`clone3` before 5.3): the caller
+/// goes through the intermediate.
+fn create_direct(
+    req: &Request<'_>,
+    parent: &mut dyn Parent,
+    ns: &Namespaces,
+) -> Result<Option<Created>> {
+    let (ours, theirs) = sync::pair()?;
+    let flags = (ns.new - CloneFlags::CLONE_NEWCGROUP).bits() as u64;
+    let (forked, cloned_into) = match clone3(flags, req.cgroup_dir) {
+        Ok(forked) => (forked, req.cgroup_dir.is_some()),
+        Err(e) if unsupported(e) && req.cgroup_dir.is_some() => match clone3(flags, None) {
+            Ok(forked) => (forked, false),
+            Err(e) if unsupported(e) => return Ok(None),
+            Err(e) => return Err(sys("clone the container process")(e)),
+        },
+        Err(e) if unsupported(e) => return Ok(None),
+        Err(e) => return Err(sys("clone the container process")(e)),
+    };
+    let in_cgroup = cloned_into || !req.cgroup_tasks.is_empty();
+    match forked {
+        ForkResult::Child => {
+            drop(ours);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                join_cgroup_tasks(req)?;
+                theirs.send(Kind::NoUserNs, b"")?;
+                theirs.expect(Kind::Go)?;
+                if ns.new.contains(CloneFlags::CLONE_NEWCGROUP) {
+                    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+                        .map_err(sys("unshare the cgroup namespace"))?;
+                }
+                container_process(req, ns, &theirs)
+            }));
+            let msg = match result {
+                Ok(Ok(never)) => match never {},
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "container set-up panicked".to_owned(),
+            };
+            let _ = theirs.send(Kind::Error, msg.as_bytes());
+            // SAFETY: see `create`.
+            unsafe { libc::_exit(1) }
+        }
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            match drive(req, parent, &ours, child, in_cgroup, Some(child.as_raw())) {
+                Ok((pid, console)) => Ok(Some(Created {
+                    pid,
+                    console,
+                    channel: ours,
+                })),
+                Err(e) => {
+                    // It failed or was told to stop; it is the shim's child: reap it here, not
+                    // in the shim's reaper, which would take it for a container's exit.
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// Joins the container's v1 cgroups by writing `0` to each hierarchy's `tasks` (the process
+/// moves itself, which the kernel does without the migration's write lock); before any
+/// namespace changes, as the files belong to the host's cgroup filesystem.
+fn join_cgroup_tasks(req: &Request<'_>) -> Result<()> {
+    for (path, file) in req.cgroup_tasks {
+        use std::io::Write;
+        (&*file).write_all(b"0").map_err(|e| Error::Io {
+            action: "join the cgroup",
+            source: std::io::Error::new(e.kind(), format!("write 0 to {}: {e}", path.display())),
+        })?;
+    }
+    Ok(())
 }
 
 fn write_id_maps(spec: &Spec, pid: i32) -> Result<()> {
@@ -402,14 +511,7 @@ fn write_id_maps(spec: &Spec, pid: i32) -> Result<()> {
 
 /// Stage 2, in the forked intermediate.
 fn intermediate(req: &Request<'_>, ns: &Namespaces, ch: &Channel) -> Result<()> {
-    // Before any namespace changes: the files belong to the host's cgroup filesystem.
-    for (path, file) in req.cgroup_tasks {
-        use std::io::Write;
-        (&*file).write_all(b"0").map_err(|e| Error::Io {
-            action: "join the cgroup",
-            source: std::io::Error::new(e.kind(), format!("write 0 to {}: {e}", path.display())),
-        })?;
-    }
+    join_cgroup_tasks(req)?;
     for (flag, file) in &ns.join {
         nix::sched::setns(file, *flag).map_err(sys("join a namespace"))?;
     }

@@ -37,8 +37,7 @@ fn socket_path(args: &Args) -> PathBuf {
         .join(&args.namespace)
         .join(&args.id);
     let digest = Sha256::digest(key.as_os_str().as_encoded_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Path::new(SOCKET_DIR).join(hex)
+    Path::new(SOCKET_DIR).join(hex::encode(digest))
 }
 
 pub fn start(args: &Args) -> Result<()> {

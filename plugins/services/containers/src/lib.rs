@@ -13,7 +13,7 @@ use berth_api::containers::{
     ListContainersRequest, ListContainersResponse, UpdateContainerRequest, UpdateContainerResponse,
 };
 use berth_filters::{Adaptor, Filters};
-use berth_grpc::{label_field, namespace_required, run_blocking, timestamp, to_status};
+use berth_grpc::{label_field, namespace_required, run_blocking, run_lookup, timestamp, to_status};
 use berth_metadata::{AnyValue, Container, ContainerRuntime, MetadataDb};
 use berth_plugin::{types, Registration};
 use tokio_stream::Stream;
@@ -143,8 +143,7 @@ impl Containers for ContainersService {
     ) -> Result<Response<GetContainerResponse>, Status> {
         let ns = namespace_required(&req)?;
         let id = req.into_inner().id;
-        let db = self.db.clone();
-        let c = run_blocking(move || db.get_container(&ns, &id)).await?;
+        let c = run_lookup(|| self.db.get_container(&ns, &id))?;
         Ok(Response::new(GetContainerResponse {
             container: Some(container_pb(c)),
         }))

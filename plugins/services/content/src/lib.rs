@@ -18,7 +18,7 @@ use berth_api::content::{
 use berth_content_store::{ContentError, ContentStore, IngestStatus, NsWriter};
 use berth_filters::{Adaptor, Filters};
 use berth_grpc::to_status;
-use berth_grpc::{lease, namespace_required, run_blocking, timestamp};
+use berth_grpc::{lease, namespace_required, run_blocking, run_lookup, timestamp};
 use berth_metadata::BlobInfo;
 use berth_plugin::{types, Registration};
 use tokio::sync::mpsc;
@@ -27,8 +27,39 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 const READ_CHUNK: usize = 1 << 20;
+/// Ranges up to this size (manifests, configs, indexes: what `ctr run` reads) are read on the
+/// calling worker in one `pread` and sent as one message: a reader thread costs more than that.
+const SMALL_READ: i64 = 64 * 1024;
 /// Infos per List message; keeps messages well under the gRPC size limit.
 const LIST_BATCH: usize = 100;
+
+/// `offset..end` of a blob in one message (none for an empty range).
+fn read_small(
+    file: &std::fs::File,
+    offset: i64,
+    end: i64,
+) -> Result<Option<ReadContentResponse>, Status> {
+    use std::os::unix::fs::FileExt;
+    if end <= offset {
+        return Ok(None);
+    }
+    let mut data = vec![0u8; (end - offset) as usize];
+    let mut got = 0;
+    while got < data.len() {
+        match file.read_at(&mut data[got..], (offset as u64) + got as u64) {
+            Ok(0) => {
+                return Err(Status::data_loss(format!(
+                    "blob ended at {} of {end} bytes",
+                    offset + got as i64
+                )))
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Status::internal(format!("read: {e}"))),
+        }
+    }
+    Ok(Some(ReadContentResponse { offset, data }))
+}
 
 pub struct ContentService {
     store: Arc<ContentStore>,
@@ -101,8 +132,7 @@ impl Content for ContentService {
     async fn info(&self, req: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         let ns = namespace_required(&req)?;
         let digest = req.into_inner().digest;
-        let store = self.store.clone();
-        let info = run_blocking(move || store.info(&ns, &digest)).await?;
+        let info = run_lookup(|| self.store.info(&ns, &digest))?;
         Ok(Response::new(InfoResponse {
             info: Some(info_pb(info)),
         }))
@@ -174,9 +204,7 @@ impl Content for ContentService {
     ) -> Result<Response<Self::ReadStream>, Status> {
         let ns = namespace_required(&req)?;
         let mut req = req.into_inner();
-        let store = self.store.clone();
-        let digest = req.digest.clone();
-        let (file, size) = run_blocking(move || store.open_reader(&ns, &digest)).await?;
+        let (file, size) = run_lookup(|| self.store.open_reader(&ns, &req.digest))?;
         // As containerd: a negative offset reads from the start, a size of zero or less to the
         // end (checked after the blob is found, so a missing blob is NotFound whatever the range).
         req.offset = req.offset.max(0);
@@ -191,8 +219,12 @@ impl Content for ContentService {
         } else {
             size
         };
-        let (tx, rx) = mpsc::channel(2);
         let offset = req.offset;
+        if end - offset <= SMALL_READ {
+            let msg = read_small(&file, offset, end)?;
+            return Ok(Response::new(Box::pin(tokio_stream::iter(msg.map(Ok)))));
+        }
+        let (tx, rx) = mpsc::channel(2);
         // A blocking reader thread feeding a bounded channel: it waits while the client is slow
         // and stops as soon as the client goes away (send fails).
         tokio::task::spawn_blocking(move || {

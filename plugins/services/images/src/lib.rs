@@ -14,7 +14,7 @@ use berth_api::types::Descriptor as PbDescriptor;
 use berth_filters::{Adaptor, Filters};
 use berth_gc::Scheduler;
 use berth_grpc::to_status;
-use berth_grpc::{label_field, namespace_required, run_blocking, timestamp};
+use berth_grpc::{label_field, namespace_required, run_blocking, run_lookup, timestamp};
 use berth_metadata::{Descriptor, Image, MetadataDb};
 use berth_plugin::{types, Registration};
 use tonic::{Request, Response, Status};
@@ -111,8 +111,7 @@ impl Images for ImagesService {
     ) -> Result<Response<GetImageResponse>, Status> {
         let ns = namespace_required(&req)?;
         let name = req.into_inner().name;
-        let db = self.db.clone();
-        let img = run_blocking(move || db.get_image(&ns, &name)).await?;
+        let img = run_lookup(|| self.db.get_image(&ns, &name))?;
         Ok(Response::new(GetImageResponse {
             image: Some(image_pb(img)),
         }))

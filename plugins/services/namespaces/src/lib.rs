@@ -11,7 +11,7 @@ use berth_api::namespaces::{
     UpdateNamespaceRequest, UpdateNamespaceResponse,
 };
 use berth_filters::{Adaptor, Filters};
-use berth_grpc::run_blocking;
+use berth_grpc::{run_blocking, run_lookup};
 use berth_metadata::{MetadataDb, Namespace};
 use berth_plugin::{types, Registration};
 use tonic::{Request, Response, Status};
@@ -72,9 +72,8 @@ impl Namespaces for NamespacesService {
         &self,
         req: Request<GetNamespaceRequest>,
     ) -> Result<Response<GetNamespaceResponse>, Status> {
-        let db = self.db.clone();
         let name = req.into_inner().name;
-        let ns = run_blocking(move || db.get_namespace(&name)).await?;
+        let ns = run_lookup(|| self.db.get_namespace(&name))?;
         Ok(Response::new(GetNamespaceResponse {
             namespace: Some(to_pb(ns)),
         }))

@@ -17,7 +17,7 @@ use berth_api::tasks::{
 };
 use berth_api::types::Metric;
 use berth_filters::{Adaptor, Filters};
-use berth_grpc::{namespace_required, run_blocking, timestamp, to_status};
+use berth_grpc::{namespace_required, run_lookup, timestamp, to_status};
 use berth_metadata::{Container, MetadataDb};
 use berth_plugin::{types, Registration};
 use berth_runtime::{CreateOpts, Task, TaskManager};
@@ -97,8 +97,7 @@ impl Adaptor for Fields<'_> {
 
 impl TasksService {
     async fn container(&self, ns: &str, id: &str) -> Result<Container, Status> {
-        let (db, ns, id) = (self.db.clone(), ns.to_owned(), id.to_owned());
-        run_blocking(move || db.get_container(&ns, &id)).await
+        run_lookup(|| self.db.get_container(ns, id))
     }
 
     /// The task of container `id`: the container must exist, then its task.
