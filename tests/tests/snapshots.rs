@@ -235,12 +235,28 @@ fn ctr_snapshot_commands_match_containerd() {
                 String::from_utf8_lossy(&ours.stderr),
                 String::from_utf8_lossy(&theirs.stderr)
             );
-            // Labels come back in Go's random map order; compare them as sets.
+            // Labels come back in Go's random map order; compare them as sets. `ctr` stamps
+            // `containerd.io/gc.root` with the second it ran, which may differ between the two
+            // runs: only its shape is compared.
             let norm = |b: &[u8]| -> Vec<Vec<String>> {
                 String::from_utf8_lossy(b)
                     .lines()
                     .map(|l| {
-                        let mut parts: Vec<String> = l.split(',').map(str::to_owned).collect();
+                        let mut parts: Vec<String> = l
+                            .split(',')
+                            .map(|p| match p.strip_prefix("containerd.io/gc.root=") {
+                                Some(t) => {
+                                    assert!(
+                                        t.len() == 20
+                                            && t.ends_with('Z')
+                                            && t.as_bytes()[10] == b'T',
+                                        "gc.root is a UTC time: {p}"
+                                    );
+                                    "containerd.io/gc.root=<time>".to_owned()
+                                }
+                                None => p.to_owned(),
+                            })
+                            .collect();
                         parts.sort();
                         parts
                     })

@@ -318,13 +318,18 @@ impl Inner {
             log.abort();
             return Err(Error::CreateTask(e));
         }
-        // The shim's pid, to notice when it dies (not every shim writes `shim.pid`).
-        let shim_pid = match client.connect_task(id, CONNECT_TIMEOUT).await {
-            Ok(c) => Some(c.shim_pid),
-            Err(e) => {
-                tracing::warn!(%id, error = %e, "shim connect");
-                None
-            }
+        // The shim's pid, to notice when it dies: from `shim.pid`, which containerd's shims and
+        // Berth's write at start; asked over Connect (one more round trip) from a shim that
+        // does not.
+        let shim_pid = match task::recorded_shim_pid(&bundle) {
+            Some(pid) => Some(pid),
+            None => match client.connect_task(id, CONNECT_TIMEOUT).await {
+                Ok(c) => i32::try_from(c.shim_pid).ok().filter(|&p| p > 0),
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "shim connect");
+                    None
+                }
+            },
         };
         Ok(Arc::new(Task::new(
             &opts.runtime,
@@ -473,14 +478,11 @@ impl Inner {
             Ok((client, shim_pid)) => {
                 // The runtime name is not kept; the container record has it.
                 let runtime = command.binary.to_string_lossy().into_owned();
-                let task = Arc::new(Task::new(
-                    &runtime,
-                    bundle,
-                    client,
-                    command,
-                    Some(shim_pid),
-                    log,
-                ));
+                let shim_pid = i32::try_from(shim_pid)
+                    .ok()
+                    .filter(|&p| p > 0)
+                    .or_else(|| task::recorded_shim_pid(&bundle));
+                let task = Arc::new(Task::new(&runtime, bundle, client, command, shim_pid, log));
                 lock(&self.tasks).insert((namespace.to_owned(), id.to_owned()), Arc::clone(&task));
                 Inner::watch(self, &task);
                 tracing::info!(%namespace, %id, "reconnected to shim");

@@ -80,25 +80,25 @@ impl std::fmt::Debug for Task {
     }
 }
 
+/// The pid a shim wrote to `shim.pid` at start, if it did.
+pub(crate) fn recorded_shim_pid(bundle: &Bundle) -> Option<i32> {
+    bundle
+        .read(bundle::SHIM_PID)
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse().ok())
+        .filter(|&p: &i32| p > 0)
+}
+
 impl Task {
     pub(crate) fn new(
         runtime: &str,
         bundle: Bundle,
         client: TaskClient,
         command: ShimCommand,
-        shim_pid: Option<u32>,
+        shim_pid: Option<i32>,
         log: JoinHandle<()>,
     ) -> Task {
-        let shim_pid = shim_pid
-            .and_then(|p| i32::try_from(p).ok())
-            .filter(|&p| p > 0)
-            .or_else(|| {
-                bundle
-                    .read(bundle::SHIM_PID)
-                    .ok()
-                    .flatten()
-                    .and_then(|s| s.parse().ok())
-            });
         Task {
             namespace: bundle.namespace.clone(),
             id: bundle.id.clone(),
