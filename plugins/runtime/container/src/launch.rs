@@ -17,6 +17,7 @@
 //! The forks happen in a single-threaded shim, so the children may allocate; they never return
 //! into the caller: every path ends in `_exit`.
 
+use std::convert::Infallible;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
@@ -432,7 +433,7 @@ fn create_direct(
     match forked {
         ForkResult::Child => {
             drop(ours);
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_container_process(&theirs, || {
                 join_cgroup_tasks(req)?;
                 theirs.send(Kind::NoUserNs, b"")?;
                 theirs.expect(Kind::Go)?;
@@ -441,15 +442,7 @@ fn create_direct(
                         .map_err(sys("unshare the cgroup namespace"))?;
                 }
                 container_process(req, ns, &theirs)
-            }));
-            let msg = match result {
-                Ok(Ok(never)) => match never {},
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "container set-up panicked".to_owned(),
-            };
-            let _ = theirs.send(Kind::Error, msg.as_bytes());
-            // SAFETY: see `create`.
-            unsafe { libc::_exit(1) }
+            })
         }
         ForkResult::Parent { child } => {
             drop(theirs);
@@ -559,27 +552,26 @@ fn intermediate(req: &Request<'_>, ns: &Namespaces, ch: &Channel) -> Result<()> 
                 unsafe { libc::_exit(1) }
             }
             drop(gate_r);
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                container_process(req, ns, ch)
-            }));
-            let msg = match result {
-                Ok(Ok(never)) => match never {},
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "container set-up panicked".to_owned(),
-            };
-            let _ = ch.send(Kind::Error, msg.as_bytes());
-            // SAFETY: see `create`.
-            unsafe { libc::_exit(1) }
+            run_container_process(ch, || container_process(req, ns, ch))
         }
     }
 }
 
+/// Runs the container process's set-up, which returns only on failure (or panics): the error
+/// goes to the shim and the process ends.
+fn run_container_process(ch: &Channel, setup: impl FnOnce() -> Result<Infallible>) -> ! {
+    let msg = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(setup)) {
+        Ok(Ok(never)) => match never {},
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "container set-up panicked".to_owned(),
+    };
+    let _ = ch.send(Kind::Error, msg.as_bytes());
+    // SAFETY: see `create`.
+    unsafe { libc::_exit(1) }
+}
+
 /// Stage 3, in the container's process. Returns only on error.
-fn container_process(
-    req: &Request<'_>,
-    ns: &Namespaces,
-    ch: &Channel,
-) -> Result<std::convert::Infallible> {
+fn container_process(req: &Request<'_>, ns: &Namespaces, ch: &Channel) -> Result<Infallible> {
     let sys = Linux;
     let user_ns = ns.has(CloneFlags::CLONE_NEWUSER);
     let mut pty_slave: Option<PathBuf> = None;
