@@ -568,6 +568,20 @@ fn a_container_joins_another_ones_namespace_by_path() {
     assert_eq!(ours.trim(), theirs.to_str().unwrap());
     let own = ok(&f.run(&[], "rt-ns-c", &["readlink", "/proc/self/ns/net"]));
     assert_ne!(own.trim(), theirs.to_str().unwrap());
+    // A namespace to join needs the intermediate process; a container with only new ones (and
+    // no user namespace) is cloned straight from the shim, which the shim's debug log says.
+    let log = f.daemon.log();
+    for (id, how) in [
+        ("rt-ns-b", "through an intermediate"),
+        ("rt-ns-c", "cloned directly"),
+    ] {
+        assert!(
+            log.lines().any(
+                |l| l.contains(&format!("create {id}: container process ready")) && l.contains(how)
+            ),
+            "{id} {how}:\n{log}"
+        );
+    }
     ok(&f.daemon.ctr(&["tasks", "kill", "-s", "SIGKILL", "rt-ns-a"]));
     wait_until("the task to stop", || {
         stdout(&f.daemon.ctr(&["tasks", "ls"])).contains("STOPPED")

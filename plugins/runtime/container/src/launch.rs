@@ -87,6 +87,8 @@ pub struct Created {
     pub pid: i32,
     /// The console's master side when a terminal was asked for.
     pub console: Option<OwnedFd>,
+    /// Cloned straight from the caller, without the intermediate process.
+    pub direct: bool,
     channel: Channel,
 }
 
@@ -255,6 +257,7 @@ pub fn create(req: &Request<'_>, parent: &mut dyn Parent) -> Result<Created> {
             Ok(Created {
                 pid,
                 console,
+                direct: false,
                 channel: ours,
             })
         }
@@ -450,6 +453,7 @@ fn create_direct(
                 Ok((pid, console)) => Ok(Some(Created {
                     pid,
                     console,
+                    direct: true,
                     channel: ours,
                 })),
                 Err(e) => {

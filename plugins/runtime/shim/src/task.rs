@@ -328,9 +328,14 @@ impl Shim {
             oom_score_adj: process.oom_score_adj(),
         })?;
         debug!(
-            "create {}: container process ready in {:?}",
+            "create {}: container process ready in {:?} ({})",
             self.id,
-            t.elapsed()
+            t.elapsed(),
+            if created.direct {
+                "cloned directly"
+            } else {
+                "through an intermediate"
+            }
         );
         c.init.pid = created.pid;
         c.init.keep = keep;
