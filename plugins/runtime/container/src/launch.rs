@@ -249,7 +249,7 @@ pub fn create(req: &Request<'_>, parent: &mut dyn Parent) -> Result<Created> {
         ForkResult::Parent { child } => {
             drop(theirs);
             drop(ns);
-            let created = drive(req, parent, &ours, child, in_cgroup, None);
+            let created = drive(req, parent, &ours, child, in_cgroup, false);
             // The intermediate exits right after reporting the pid (or on an error): reap it
             // here, not in the shim's reaper, which would take it for a container process.
             let _ = nix::sys::wait::waitpid(child, None);
@@ -269,16 +269,17 @@ fn drive(
     req: &Request<'_>,
     parent: &mut dyn Parent,
     ch: &Channel,
-    intermediate: Pid,
+    // The process the shim forked: the intermediate, or the container process itself when it
+    // was cloned `direct`ly (then no Pid message comes).
+    child: Pid,
     in_cgroup: bool,
-    // The container process itself when it was cloned directly (no Pid message comes).
-    known: Option<i32>,
+    direct: bool,
 ) -> Result<(i32, Option<OwnedFd>)> {
-    let first = ch.recv()?.ok_or_else(|| {
-        Error::Handshake("the intermediate process exited before it reported".into())
-    })?;
+    let first = ch
+        .recv()?
+        .ok_or_else(|| Error::Handshake("the forked process exited before it reported".into()))?;
     match first.kind {
-        Kind::UserNs => write_id_maps(req.spec, intermediate.as_raw())?,
+        Kind::UserNs => write_id_maps(req.spec, child.as_raw())?,
         Kind::NoUserNs => {}
         Kind::Error => {
             return Err(Error::Child(
@@ -287,22 +288,21 @@ fn drive(
         }
         k => return Err(Error::Handshake(format!("unexpected {k:?}"))),
     }
-    if let Err(e) = parent.joined(intermediate.as_raw(), in_cgroup) {
+    if let Err(e) = parent.joined(child.as_raw(), in_cgroup) {
         let _ = ch.send(Kind::Error, e.as_bytes());
         return Err(Error::Child(e));
     }
     ch.send(Kind::Go, b"")?;
-    let pid = match known {
-        Some(pid) => pid,
-        None => {
-            let m = ch.expect(Kind::Pid)?;
-            i32::from_le_bytes(
-                m.payload
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Handshake("bad pid message".into()))?,
-            )
-        }
+    let pid = if direct {
+        child.as_raw()
+    } else {
+        let m = ch.expect(Kind::Pid)?;
+        i32::from_le_bytes(
+            m.payload
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Handshake("bad pid message".into()))?,
+        )
     };
     let mut console = None;
     loop {
@@ -360,7 +360,9 @@ fn clone3(flags: u64, cgroup: Option<RawFd>) -> nix::Result<ForkResult> {
     };
     // SAFETY: clone3 without CLONE_VM and without a stack behaves as fork; `args` is valid for
     // the call and its size is the one passed. The callers are single-threaded (see `create`)
-    // and their children end in `_exit` or `execve`.
+    // and their children end in `_exit` or `execve`. Unlike glibc's fork, the raw call leaves
+    // glibc's cached thread id in the child at the parent's; nothing the child runs reads it
+    // (no pthread calls; only an `abort` would signal the wrong thread, and still end it).
     let rc = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -386,20 +388,34 @@ fn unsupported(e: nix::Error) -> bool {
     )
 }
 
+/// `clone3` with `flags`, straight into the cgroup `dir` when given and the kernel can (5.7+;
+/// else the caller migrates the child); returns whether the child started there. `None` when
+/// the kernel has no `clone3` for this at all.
+fn clone3_into(
+    flags: u64,
+    dir: Option<RawFd>,
+    action: &'static str,
+) -> Result<Option<(ForkResult, bool)>> {
+    if dir.is_some() {
+        match clone3(flags, dir) {
+            Ok(forked) => return Ok(Some((forked, true))),
+            Err(e) if unsupported(e) => {}
+            Err(e) => return Err(sys(action)(e)),
+        }
+    }
+    match clone3(flags, None) {
+        Ok(forked) => Ok(Some((forked, false))),
+        Err(e) if unsupported(e) => Ok(None),
+        Err(e) => Err(sys(action)(e)),
+    }
+}
+
 /// Forks, straight into the cgroup `dir` when given and the kernel can (5.7+); returns whether
 /// the child started there.
 fn fork_into(dir: Option<RawFd>) -> Result<(ForkResult, bool)> {
     if dir.is_some() {
-        match clone3(0, dir) {
-            Ok(forked) => return Ok((forked, true)),
-            // An older kernel: fork, then migrate. Anything else is a real failure.
-            Err(e) if unsupported(e) => {}
-            Err(e) => {
-                return Err(Error::Sys {
-                    action: "clone3 into the cgroup",
-                    source: e,
-                })
-            }
+        if let Some(forked) = clone3_into(0, dir, "clone3 into the cgroup")? {
+            return Ok(forked);
         }
     }
     // SAFETY: the shim is single-threaded when it creates containers (its runtime has one
@@ -422,15 +438,10 @@ fn create_direct(
 ) -> Result<Option<Created>> {
     let (ours, theirs) = sync::pair()?;
     let flags = (ns.new - CloneFlags::CLONE_NEWCGROUP).bits() as u64;
-    let (forked, cloned_into) = match clone3(flags, req.cgroup_dir) {
-        Ok(forked) => (forked, req.cgroup_dir.is_some()),
-        Err(e) if unsupported(e) && req.cgroup_dir.is_some() => match clone3(flags, None) {
-            Ok(forked) => (forked, false),
-            Err(e) if unsupported(e) => return Ok(None),
-            Err(e) => return Err(sys("clone the container process")(e)),
-        },
-        Err(e) if unsupported(e) => return Ok(None),
-        Err(e) => return Err(sys("clone the container process")(e)),
+    let Some((forked, cloned_into)) =
+        clone3_into(flags, req.cgroup_dir, "clone the container process")?
+    else {
+        return Ok(None);
     };
     let in_cgroup = cloned_into || !req.cgroup_tasks.is_empty();
     match forked {
@@ -449,7 +460,7 @@ fn create_direct(
         }
         ForkResult::Parent { child } => {
             drop(theirs);
-            match drive(req, parent, &ours, child, in_cgroup, Some(child.as_raw())) {
+            match drive(req, parent, &ours, child, in_cgroup, true) {
                 Ok((pid, console)) => Ok(Some(Created {
                     pid,
                     console,

@@ -324,7 +324,7 @@ impl Inner {
         let shim_pid = match task::recorded_shim_pid(&bundle) {
             Some(pid) => Some(pid),
             None => match client.connect_task(id, CONNECT_TIMEOUT).await {
-                Ok(c) => i32::try_from(c.shim_pid).ok().filter(|&p| p > 0),
+                Ok(c) => task::shim_pid(c.shim_pid),
                 Err(e) => {
                     tracing::warn!(%id, error = %e, "shim connect");
                     None
@@ -478,10 +478,8 @@ impl Inner {
             Ok((client, shim_pid)) => {
                 // The runtime name is not kept; the container record has it.
                 let runtime = command.binary.to_string_lossy().into_owned();
-                let shim_pid = i32::try_from(shim_pid)
-                    .ok()
-                    .filter(|&p| p > 0)
-                    .or_else(|| task::recorded_shim_pid(&bundle));
+                let shim_pid =
+                    task::shim_pid(shim_pid).or_else(|| task::recorded_shim_pid(&bundle));
                 let task = Arc::new(Task::new(&runtime, bundle, client, command, shim_pid, log));
                 lock(&self.tasks).insert((namespace.to_owned(), id.to_owned()), Arc::clone(&task));
                 Inner::watch(self, &task);

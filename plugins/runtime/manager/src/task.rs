@@ -87,7 +87,12 @@ pub(crate) fn recorded_shim_pid(bundle: &Bundle) -> Option<i32> {
         .ok()
         .flatten()
         .and_then(|s| s.parse().ok())
-        .filter(|&p: &i32| p > 0)
+        .and_then(shim_pid)
+}
+
+/// A shim's pid as Connect reports it (0 when a shim does not say).
+pub(crate) fn shim_pid(reported: u32) -> Option<i32> {
+    i32::try_from(reported).ok().filter(|&p| p > 0)
 }
 
 impl Task {
