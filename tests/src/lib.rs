@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod h2raw;
 pub mod hostile;
 pub mod registry;
+pub mod replay;
 pub mod streams;
 
 use std::path::{Path, PathBuf};

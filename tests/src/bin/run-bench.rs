@@ -7,16 +7,22 @@
 //! idle, the RSS and PSS of one shim per running container, the CPU one run costs (the whole
 //! machine's, and `ctr`'s own) — and berthd's figures as a share of containerd's.
 //!
+//! A third server, `ctr-alone`, shows the floor under both: one run is recorded through a proxy
+//! in front of berthd, and a server that does no work answers every later run's calls with those
+//! recorded answers at once (`berth_tests::replay`). Its times are `ctr`'s own plus the least any
+//! gRPC server costs; no daemon driven by this `ctr` can be faster.
+//!
 //! ```sh
 //! cargo build --release --bins && target/release/run-bench [rounds] [runs-per-round]
 //! ```
-//! Run as root. Defaults: 4 rounds of 10 runs per daemon.
+//! Run as root. Defaults: 4 rounds of 10 runs per daemon. `RUN_BENCH_CALLS=1` lists the calls
+//! of the recorded run on stderr.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_tests::{fixtures, ok, require_program, require_root, Berthd, Containerd};
+use berth_tests::{fixtures, ok, replay, require_program, require_root, Berthd, Containerd};
 
 fn run(ctr: &Path, socket: &Path, image: &str, id: &str) -> Duration {
     let t = Instant::now();
@@ -28,8 +34,10 @@ fn run(ctr: &Path, socket: &Path, image: &str, id: &str) -> Duration {
         .output()
         .expect("run ctr");
     let took = t.elapsed();
+    // Nothing on stderr either: ctr logs there when a step of its clean-up fails, which would
+    // mean a replayed run took another path than the recorded one.
     assert!(
-        out.status.success(),
+        out.status.success() && out.stderr.is_empty(),
         "ctr run {id} on {}: {}",
         socket.display(),
         String::from_utf8_lossy(&out.stderr)
@@ -149,20 +157,38 @@ fn main() {
     let containerd = Containerd::start();
     ok(&berthd.ctr(&["images", "import", archive]));
     ok(&containerd.ctr(&["images", "import", archive]));
+    // ctr alone: one run recorded through a proxy in front of berthd, then its answers replayed
+    // at once by a server that does no work (see berth_tests::replay).
+    let mut recording = replay::record(&berthd.socket(), &dir.path().join("proxy.sock"), |s| {
+        run(&ctr, s, &img.name, "rb-recorded");
+    });
+    replay::rehome_snapshot_mounts(&mut recording, &dir.path().join("replay-rootfs"));
+    if std::env::var_os("RUN_BENCH_CALLS").is_some() {
+        for call in &recording.calls {
+            let answer = match &call.answer {
+                Ok(bytes) => format!("{} bytes", bytes.len()),
+                Err((code, message)) => format!("{code:?}: {message}"),
+            };
+            eprintln!("{} ({} bytes) -> {answer}", call.method, call.request.len());
+        }
+    }
+    let replay_socket = dir.path().join("replay.sock");
+    let _replayer = replay::Replayer::start(&replay_socket, &recording);
     let sockets = [
         ("berthd", berthd.socket()),
         ("containerd", containerd.socket()),
+        ("ctr-alone", replay_socket),
     ];
 
     // One warm-up run each (page cache, shim binary).
     for (name, sock) in &sockets {
         run(&ctr, sock, &img.name, &format!("rb-warm-{name}"));
     }
-    let mut samples: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
-    let mut cpu = [Cpu::default(); 2];
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    let mut cpu = [Cpu::default(); 3];
     for r in 0..rounds {
-        // Alternate which daemon goes first, so drift hits both alike.
-        let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        // Rotate which server goes first, so drift hits all alike.
+        let order = rotation(r);
         for &d in &order {
             let (name, sock) = &sockets[d];
             let start = Cpu::now();
@@ -174,9 +200,9 @@ fn main() {
         }
     }
     // 10 at once, alternating.
-    let mut burst: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut burst: [Vec<Duration>; 3] = Default::default();
     for r in 0..rounds {
-        let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        let order = rotation(r);
         for &d in &order {
             let (name, sock) = &sockets[d];
             burst[d].push(concurrent(
@@ -201,7 +227,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(3));
     let mut daemon_rss = [0u64; 2];
     let mut shim_mem = [(0u64, 0u64); 2];
-    for (d, (name, sock)) in sockets.iter().enumerate() {
+    for (d, (name, sock)) in sockets[..2].iter().enumerate() {
         daemon_rss[d] = daemon_pids[d].map_or(0, |p| kb(p, "status", "VmRSS:"));
         let ids: Vec<String> = (0..3).map(|i| format!("rm-{name}-{i}")).collect();
         for id in &ids {
@@ -251,12 +277,13 @@ fn main() {
     }
 
     println!(
-        "ctr run --rm {} /bin/true, {rounds} rounds x {runs} runs per daemon (berthd: Berth's shim; containerd: runc's)",
+        "ctr run --rm {} /bin/true, {rounds} rounds x {runs} runs per server (berthd: Berth's shim; \
+         containerd: runc's; ctr-alone: berthd's recorded answers replayed by a server doing nothing)",
         img.name
     );
     println!(
         "{:<12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>10}",
-        "daemon", "median", "p90", "10 at once", "RSS busy", "RSS idle", "shim RSS", "shim PSS"
+        "server", "median", "p90", "10 at once", "RSS busy", "RSS idle", "shim RSS", "shim PSS"
     );
     let mut medians = Vec::new();
     let mut bursts = Vec::new();
@@ -265,15 +292,22 @@ fn main() {
         let (burst_median, _) = stats(burst[d].clone());
         medians.push(median);
         bursts.push(burst_median);
+        let memory = if d < 2 {
+            format!(
+                "{:>7.1} MB {:>7.1} MB {:>7.2} MB {:>7.2} MB",
+                busy_rss[d] as f64 / 1024.0,
+                daemon_rss[d] as f64 / 1024.0,
+                shim_mem[d].0 as f64 / 1024.0,
+                shim_mem[d].1 as f64 / 1024.0,
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{name:<12} {:>7.1} ms {:>7.1} ms {:>9.1} ms {:>7.1} MB {:>7.1} MB {:>7.2} MB {:>7.2} MB",
+            "{name:<12} {:>7.1} ms {:>7.1} ms {:>9.1} ms {memory}",
             ms(median),
             ms(p90),
             ms(burst_median),
-            busy_rss[d] as f64 / 1024.0,
-            daemon_rss[d] as f64 / 1024.0,
-            shim_mem[d].0 as f64 / 1024.0,
-            shim_mem[d].1 as f64 / 1024.0,
         );
     }
     // Where the CPU of one run goes: 10 at once on a small machine is bound by it.
@@ -290,13 +324,24 @@ fn main() {
             per_run(cpu[d].machine.saturating_sub(cpu[d].ctr)),
         );
     }
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!(
         "berthd / containerd: single run {:.2}, 10 at once {:.2}, idle daemon RSS {:.2}, shim RSS {:.2}",
-        medians[0].as_secs_f64() / medians[1].as_secs_f64(),
-        bursts[0].as_secs_f64() / bursts[1].as_secs_f64(),
+        ratio(medians[0], medians[1]),
+        ratio(bursts[0], bursts[1]),
         daemon_rss[0] as f64 / daemon_rss[1].max(1) as f64,
         shim_mem[0].0 as f64 / shim_mem[1].0.max(1) as f64,
     );
+    println!(
+        "ctr alone / containerd: single run {:.2}, 10 at once {:.2} (the floor under any daemon's ratio)",
+        ratio(medians[2], medians[1]),
+        ratio(bursts[2], bursts[1]),
+    );
+}
+
+/// The order the three servers take in round `r`: each goes first, second and third in turn.
+fn rotation(r: usize) -> [usize; 3] {
+    [r % 3, (r + 1) % 3, (r + 2) % 3]
 }
 
 fn ms(d: Duration) -> f64 {
