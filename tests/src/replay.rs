@@ -251,6 +251,8 @@ struct Script {
     progress: Mutex<HashMap<Progress, usize>>,
     /// Every call answered, with the pid of the process that made it.
     served: Mutex<Vec<(Option<i32>, Call)>>,
+    /// Where each client's snapshot gets its writable directories.
+    scratch: PathBuf,
 }
 
 impl Script {
@@ -269,7 +271,11 @@ impl Script {
     fn serve(&self, peer: Option<i32>, method: String, request: Bytes) -> Result<Bytes, Status> {
         let answer = self
             .answer(peer, method.clone(), request.clone())
-            .unwrap_or_else(|| Err((Code::Unimplemented, format!("{method} was not recorded"))));
+            .unwrap_or_else(|| Err((Code::Unimplemented, format!("{method} was not recorded"))))
+            .map(|bytes| {
+                let client = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+                rehome_snapshot_mounts(&method, bytes, &self.scratch.join(client))
+            });
         self.served.lock().expect("replay log").push((
             peer,
             Call {
@@ -284,8 +290,9 @@ impl Script {
 
 impl Replayer {
     /// Clients are told apart by their process id: a client whose pid is reused within one
-    /// replayer's life would continue where the earlier one stopped.
-    pub fn start(socket: &Path, recording: &Recording) -> Replayer {
+    /// replayer's life would continue where the earlier one stopped. Each client's snapshot
+    /// mounts get writable directories under `scratch`.
+    pub fn start(socket: &Path, recording: &Recording, scratch: &Path) -> Replayer {
         let mut exact: HashMap<(String, Bytes), Vec<Answer>> = HashMap::new();
         let mut by_method: HashMap<String, Vec<Answer>> = HashMap::new();
         for call in &recording.calls {
@@ -303,6 +310,7 @@ impl Replayer {
             by_method,
             progress: Mutex::default(),
             served: Mutex::default(),
+            scratch: scratch.to_path_buf(),
         });
         let serving = script.clone();
         let handler: Handler = Arc::new(move |peer, method, _metadata, message| {
@@ -320,16 +328,17 @@ impl Replayer {
     }
 }
 
-/// Points the writable layer of every snapshot mount in `recording` (`upperdir=`, `workdir=`,
-/// which the recorded run's daemon removed at its end) at fresh directories under `dir`, so that
-/// a client replaying the run can still mount its snapshot, as `ctr run` does to read the image's
-/// `/etc/group`. The read-only layers (`lowerdir=`) stay the daemon's.
-pub fn rehome_snapshot_mounts(recording: &mut Recording, dir: &Path) {
-    let upper = dir.join("upper");
-    let work = dir.join("work");
-    std::fs::create_dir_all(&upper).expect("create replay upperdir");
-    std::fs::create_dir_all(&work).expect("create replay workdir");
+/// Points the writable layer of a recorded snapshot mount (`upperdir=`, `workdir=`, which the
+/// recorded run's daemon removed at its end) at directories under `dir`, so that a client
+/// replaying the run can still mount its snapshot, as `ctr run` does to read the image's
+/// `/etc/group`; the read-only layers (`lowerdir=`) stay the daemon's. Each client needs its own:
+/// overlayfs remakes its work directory at every mount. Other answers are returned as they are.
+fn rehome_snapshot_mounts(method: &str, answer: Bytes, dir: &Path) -> Bytes {
     let rehome = |mounts: &mut Vec<Mount>| {
+        let upper = dir.join("upper");
+        let work = dir.join("work");
+        std::fs::create_dir_all(&upper).expect("create replay upperdir");
+        std::fs::create_dir_all(&work).expect("create replay workdir");
         for mount in mounts {
             for option in &mut mount.options {
                 if option.starts_with("upperdir=") {
@@ -340,25 +349,20 @@ pub fn rehome_snapshot_mounts(recording: &mut Recording, dir: &Path) {
             }
         }
     };
-    for call in &mut recording.calls {
-        let Ok(bytes) = &call.answer else { continue };
-        let rewritten = if call.method.ends_with("Snapshots/Prepare") {
-            PrepareSnapshotResponse::decode(bytes.clone())
-                .ok()
-                .map(|mut r| {
-                    rehome(&mut r.mounts);
-                    r.encode_to_vec()
-                })
-        } else if call.method.ends_with("Snapshots/Mounts") {
-            MountsResponse::decode(bytes.clone()).ok().map(|mut r| {
+    let rewritten = if method.ends_with("Snapshots/Prepare") {
+        PrepareSnapshotResponse::decode(answer.clone())
+            .ok()
+            .map(|mut r| {
                 rehome(&mut r.mounts);
                 r.encode_to_vec()
             })
-        } else {
-            None
-        };
-        if let Some(rewritten) = rewritten {
-            call.answer = Ok(Bytes::from(rewritten));
-        }
-    }
+    } else if method.ends_with("Snapshots/Mounts") {
+        MountsResponse::decode(answer.clone()).ok().map(|mut r| {
+            rehome(&mut r.mounts);
+            r.encode_to_vec()
+        })
+    } else {
+        None
+    };
+    rewritten.map_or(answer, Bytes::from)
 }

@@ -41,7 +41,7 @@ fn a_replayed_ctr_run_makes_the_recorded_calls_and_gets_the_recorded_answers() {
     let (img, archive) = fixtures::busybox_oci_archive(dir.path(), "docker.io/library/busybox:rp");
     ok(&berthd.ctr(&["images", "import", archive.to_str().unwrap()]));
 
-    let mut recorded = replay::record(&berthd.socket(), &dir.path().join("proxy.sock"), |s| {
+    let recorded = replay::record(&berthd.socket(), &dir.path().join("proxy.sock"), |s| {
         ctr_run(s, &img.name, "rp-recorded")
     });
     let tasks_create = "/containerd.services.tasks.v1.Tasks/Create";
@@ -50,9 +50,8 @@ fn a_replayed_ctr_run_makes_the_recorded_calls_and_gets_the_recorded_answers() {
         "the recording holds no task creation: {:?}",
         methods(&recorded)
     );
-    replay::rehome_snapshot_mounts(&mut recorded, &dir.path().join("rootfs"));
     let replay_socket = dir.path().join("replay.sock");
-    let replayer = replay::Replayer::start(&replay_socket, &recorded);
+    let replayer = replay::Replayer::start(&replay_socket, &recorded, &dir.path().join("rootfs"));
 
     // Twice, under another id the second time: the replayer follows each client (process)
     // separately, and answers a container id it never saw with the recorded run's answers.
@@ -77,6 +76,18 @@ fn a_replayed_ctr_run_makes_the_recorded_calls_and_gets_the_recorded_answers() {
             .map(|c| c.answer.is_ok())
             .collect();
         assert_eq!(gets, [true, false, false], "Tasks.Get answers as {id}");
+    }
+
+    // Several at once, as run-bench's 10 at once: each client's snapshot gets its own writable
+    // directories (overlayfs remakes its work directory at every mount).
+    let at_once: Vec<_> = (0..4)
+        .map(|i| {
+            let (socket, image) = (replay_socket.clone(), img.name.clone());
+            std::thread::spawn(move || ctr_run(&socket, &image, &format!("rp-at-once-{i}")))
+        })
+        .collect();
+    for run in at_once {
+        run.join().expect("a replayed run at once failed");
     }
 
     // A call that was never recorded is Unimplemented, not some other method's answer.

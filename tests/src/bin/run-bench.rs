@@ -159,10 +159,9 @@ fn main() {
     ok(&containerd.ctr(&["images", "import", archive]));
     // ctr alone: one run recorded through a proxy in front of berthd, then its answers replayed
     // at once by a server that does no work (see berth_tests::replay).
-    let mut recording = replay::record(&berthd.socket(), &dir.path().join("proxy.sock"), |s| {
+    let recording = replay::record(&berthd.socket(), &dir.path().join("proxy.sock"), |s| {
         run(&ctr, s, &img.name, "rb-recorded");
     });
-    replay::rehome_snapshot_mounts(&mut recording, &dir.path().join("replay-rootfs"));
     if std::env::var_os("RUN_BENCH_CALLS").is_some() {
         for call in &recording.calls {
             let answer = match &call.answer {
@@ -173,7 +172,11 @@ fn main() {
         }
     }
     let replay_socket = dir.path().join("replay.sock");
-    let _replayer = replay::Replayer::start(&replay_socket, &recording);
+    let _replayer = replay::Replayer::start(
+        &replay_socket,
+        &recording,
+        &dir.path().join("replay-rootfs"),
+    );
     let sockets = [
         ("berthd", berthd.socket()),
         ("containerd", containerd.socket()),
