@@ -15,6 +15,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use berth_api::containerd::services::snapshots::v1::{MountsResponse, PrepareSnapshotResponse};
 use berth_api::containerd::types::Mount;
@@ -207,6 +208,8 @@ pub fn record(daemon: &Path, proxy: &Path, client: impl FnOnce(&Path)) -> Record
     Recording { calls }
 }
 
+/// One call, forwarded on a connection of its own: a recording is made once, outside any
+/// measurement, so its speed does not matter.
 async fn forward(
     upstream: &str,
     method: &str,
@@ -365,4 +368,26 @@ fn rehome_snapshot_mounts(method: &str, answer: Bytes, dir: &Path) -> Bytes {
         None
     };
     rewritten.map_or(answer, Bytes::from)
+}
+
+/// `ctr run --rm image id /bin/true` on `socket`, which must succeed with nothing on stderr
+/// (`ctr` logs there when a step of its clean-up fails: a replayed run that took another path
+/// than the recorded one); how long it took.
+pub fn ctr_run_true(ctr: &Path, socket: &Path, image: &str, id: &str) -> Duration {
+    let t = Instant::now();
+    let out = std::process::Command::new(ctr)
+        .arg("--address")
+        .arg(socket)
+        .args(["run", "--rm", image, id, "/bin/true"])
+        .env_remove("CONTAINERD_NAMESPACE")
+        .output()
+        .expect("run ctr");
+    let took = t.elapsed();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ctr run {id} on {}: {}",
+        socket.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
 }

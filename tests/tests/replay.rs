@@ -10,19 +10,7 @@ use berth_tests::replay::{self, Call, Recording};
 use berth_tests::{fixtures, ok, require_program, require_root, Berthd};
 
 fn ctr_run(socket: &Path, image: &str, id: &str) {
-    let out = Command::new(require_program("ctr", "containerd"))
-        .arg("--address")
-        .arg(socket)
-        .args(["run", "--rm", image, id, "/bin/true"])
-        .env_remove("CONTAINERD_NAMESPACE")
-        .output()
-        .expect("run ctr");
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "ctr run {id} on {}: {}",
-        socket.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    replay::ctr_run_true(&require_program("ctr", "containerd"), socket, image, id);
 }
 
 /// The methods called, sorted: the Wait that ctr sends from another goroutine may come before

@@ -24,27 +24,6 @@ use std::time::{Duration, Instant};
 
 use berth_tests::{fixtures, ok, replay, require_program, require_root, Berthd, Containerd};
 
-fn run(ctr: &Path, socket: &Path, image: &str, id: &str) -> Duration {
-    let t = Instant::now();
-    let out = Command::new(ctr)
-        .arg("--address")
-        .arg(socket)
-        .args(["run", "--rm", image, id, "/bin/true"])
-        .env_remove("CONTAINERD_NAMESPACE")
-        .output()
-        .expect("run ctr");
-    let took = t.elapsed();
-    // Nothing on stderr either: ctr logs there when a step of its clean-up fails, which would
-    // mean a replayed run took another path than the recorded one.
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "ctr run {id} on {}: {}",
-        socket.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    took
-}
-
 /// `n` runs at once; the wall time until the last one is done.
 fn concurrent(ctr: &Path, socket: &Path, image: &str, tag: &str, n: usize) -> Duration {
     let t = Instant::now();
@@ -160,7 +139,7 @@ fn main() {
     // ctr alone: one run recorded through a proxy in front of berthd, then its answers replayed
     // at once by a server that does no work (see berth_tests::replay).
     let recording = replay::record(&berthd.socket(), &dir.path().join("proxy.sock"), |s| {
-        run(&ctr, s, &img.name, "rb-recorded");
+        replay::ctr_run_true(&ctr, s, &img.name, "rb-recorded");
     });
     if std::env::var_os("RUN_BENCH_CALLS").is_some() {
         for call in &recording.calls {
@@ -185,7 +164,7 @@ fn main() {
 
     // One warm-up run each (page cache, shim binary).
     for (name, sock) in &sockets {
-        run(&ctr, sock, &img.name, &format!("rb-warm-{name}"));
+        replay::ctr_run_true(&ctr, sock, &img.name, &format!("rb-warm-{name}"));
     }
     let mut samples: [Vec<Duration>; 3] = Default::default();
     let mut cpu = [Cpu::default(); 3];
@@ -197,7 +176,7 @@ fn main() {
             let start = Cpu::now();
             for i in 0..runs {
                 let id = format!("rb-{name}-{r}-{i}");
-                samples[d].push(run(&ctr, sock, &img.name, &id));
+                samples[d].push(replay::ctr_run_true(&ctr, sock, &img.name, &id));
             }
             cpu[d].add(Cpu::now().since(start));
         }
