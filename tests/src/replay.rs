@@ -375,13 +375,7 @@ fn rehome_snapshot_mounts(method: &str, answer: Bytes, dir: &Path) -> Bytes {
 /// than the recorded one); how long it took.
 pub fn ctr_run_true(ctr: &Path, socket: &Path, image: &str, id: &str) -> Duration {
     let t = Instant::now();
-    let out = std::process::Command::new(ctr)
-        .arg("--address")
-        .arg(socket)
-        .args(["run", "--rm", image, id, "/bin/true"])
-        .env_remove("CONTAINERD_NAMESPACE")
-        .output()
-        .expect("run ctr");
+    let out = crate::run_client(ctr, socket, &["run", "--rm", image, id, "/bin/true"]);
     let took = t.elapsed();
     assert!(
         out.status.success() && out.stderr.is_empty(),

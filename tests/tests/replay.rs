@@ -4,10 +4,9 @@
 //! compares the calls answered with the recorded ones.
 
 use std::path::Path;
-use std::process::Command;
 
 use berth_tests::replay::{self, Call, Recording};
-use berth_tests::{fixtures, ok, require_program, require_root, Berthd};
+use berth_tests::{fixtures, ok, require_program, require_root, run_client, Berthd};
 
 fn ctr_run(socket: &Path, image: &str, id: &str) {
     replay::ctr_run_true(&require_program("ctr", "containerd"), socket, image, id);
@@ -79,12 +78,11 @@ fn a_replayed_ctr_run_makes_the_recorded_calls_and_gets_the_recorded_answers() {
     }
 
     // A call that was never recorded is Unimplemented, not some other method's answer.
-    let out = Command::new(require_program("ctr", "containerd"))
-        .arg("--address")
-        .arg(&replay_socket)
-        .arg("version")
-        .output()
-        .expect("ctr version");
+    let out = run_client(
+        &require_program("ctr", "containerd"),
+        &replay_socket,
+        &["version"],
+    );
     assert!(
         !out.status.success(),
         "ctr version answered from a recording without Version"
